@@ -1,0 +1,3 @@
+from aetherflow.cli import main
+
+main()

@@ -1,0 +1,312 @@
+"""Immutable data model: what the YAML says (``*Spec``), statuses, and ``StepResult``.
+
+Specs are frozen dataclasses whose mappings are ``MappingProxyType`` and sequences tuples
+(``freeze``); ``thaw`` turns them back into plain JSON-able values. Every spec carries the
+``Location`` it came from so run-time failures can point into the YAML.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from aetherflow.errors import Location
+
+JSON = Any
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    WAITING = "WAITING"
+    CANCELLED = "CANCELLED"
+    INTERRUPTED = "INTERRUPTED"
+    CRASHED = "CRASHED"  # derived: RUNNING with no live executor; never stored
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    BLOCKED = "BLOCKED"
+    WAITING = "WAITING"
+    CANCELLED = "CANCELLED"
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    SKIPPED = "SKIPPED"
+    FAILED = "FAILED"
+    WAITING = "WAITING"
+    CANCELLED = "CANCELLED"
+
+
+STEP_SUCCESS = "SUCCESS"
+STEP_SKIPPED = "SKIPPED"
+STEP_WAITING = "WAITING"
+_RESULT_STATUSES = (STEP_SUCCESS, STEP_SKIPPED, STEP_WAITING)
+
+#: statuses that resume never executes again
+DONE_STEP_STATUSES = frozenset({StepStatus.SUCCESS, StepStatus.SKIPPED})
+#: run statuses that are finished
+FINAL_RUN_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.CANCELLED})
+
+
+def freeze(value: Any) -> Any:
+    """Deep-freeze JSON-like data: dicts become read-only mappings, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Inverse of ``freeze``: plain dicts and lists, ready for ``json.dumps``."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def empty_map() -> Mapping[str, Any]:
+    """Default factory for read-only mapping fields."""
+    return EMPTY
+
+
+class StepResult:
+    """What a step returns. Immutable once built.
+
+    ``StepResult(status, outputs, outcome=None, reason=None, metadata=None)``; ``output=`` is
+    accepted for ``outputs=`` (aetherflow-core compatibility). A WAITING result says what it
+    waits for with ``events=[...]`` and/or ``due_at`` (epoch seconds or an aware datetime).
+    """
+
+    __slots__ = ("status", "outputs", "outcome", "reason", "metadata", "events", "due_at")
+
+    status: str
+    outputs: Mapping[str, Any]
+    outcome: str | None
+    reason: str | None
+    metadata: Mapping[str, Any]
+    events: tuple[str, ...]
+    due_at: float | None
+
+    def __init__(
+        self,
+        status: str = STEP_SUCCESS,
+        outputs: Mapping[str, Any] | None = None,
+        outcome: str | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        output: Mapping[str, Any] | None = None,
+        events: Sequence[str] = (),
+        due_at: Any = None,
+    ) -> None:
+        status = str(status).upper()
+        if status not in _RESULT_STATUSES:
+            raise ValueError(f"StepResult status must be one of {_RESULT_STATUSES}, got {status!r}")
+        if outputs is not None and output is not None:
+            raise TypeError("StepResult takes outputs= or output=, not both")
+        outs = outputs if outputs is not None else (output if output is not None else {})
+        if not isinstance(outs, Mapping):
+            raise TypeError(f"StepResult outputs must be a mapping, got {type(outs).__name__}")
+        if hasattr(due_at, "timestamp"):
+            due_at = float(due_at.timestamp())
+        set_ = object.__setattr__
+        set_(self, "status", status)
+        set_(self, "outputs", freeze(dict(outs)))
+        set_(self, "outcome", outcome)
+        set_(self, "reason", reason)
+        set_(self, "metadata", freeze(dict(metadata or {})))
+        set_(self, "events", tuple(str(e) for e in events))
+        set_(self, "due_at", None if due_at is None else float(due_at))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("StepResult is immutable")
+
+    @property
+    def output(self) -> Mapping[str, Any]:
+        """aetherflow-core spelling of ``outputs``."""
+        return self.outputs
+
+    def __repr__(self) -> str:
+        return (
+            f"StepResult(status={self.status!r}, outputs={dict(self.outputs)!r}, "
+            f"outcome={self.outcome!r}, reason={self.reason!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StepResult):
+            return NotImplemented
+        return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# ---------------------------------------------------------------------------------------------
+# Specs: what the YAML says, after schema and semantic validation.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetrySpec:
+    max_attempts: int = 1
+    backoff: str = "exponential"  # exponential | linear | constant
+    initial_delay_seconds: float = 1.0
+    max_delay_seconds: float = 300.0
+    jitter: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepSpec:
+    id: str
+    type: str
+    inputs: Mapping[str, Any] = field(default_factory=empty_map)
+    outputs: Mapping[str, Any] = field(default_factory=empty_map)
+    when: Any = None  # parsed expression (expressions.Expr) or None
+    when_text: str | None = None
+    on_no_data: str | None = None
+    on_outcome: Mapping[str, str] = field(default_factory=empty_map)
+    retry: RetrySpec = field(default_factory=RetrySpec)
+    timeout_seconds: float | None = None
+    description: str | None = None
+    location: Location = field(default_factory=Location)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSpec:
+    id: str
+    steps: tuple[StepSpec, ...]
+    depends_on: tuple[str, ...] = ()
+    depends_on_policy: str = "all_success"  # all_success | all_done
+    when: Any = None
+    when_text: str | None = None
+    description: str | None = None
+    location: Location = field(default_factory=Location)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParamSpec:
+    name: str
+    type: str = "string"  # string | integer | number | boolean | list | object
+    default: Any = None
+    has_default: bool = False
+    required: bool = False
+    description: str | None = None
+    choices: tuple[Any, ...] | None = None
+    location: Location = field(default_factory=Location)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkspaceSpec:
+    root: str | None = None
+    cleanup_policy: str = "never"  # on_success | always | never
+    layout: Mapping[str, Any] = field(default_factory=empty_map)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateSpec:
+    backend: str = "sqlite"
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocksSpec:
+    scope: str = "none"  # none | flow | job
+    wait_seconds: float = 0.0
+    ttl_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UniqueSpec:
+    key: str
+    scope: str = "flow"  # flow | global
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceSpec:
+    name: str
+    kind: str
+    driver: str
+    profile: str | None = None
+    config: Mapping[str, Any] = field(default_factory=empty_map)
+    options: Mapping[str, Any] = field(default_factory=empty_map)
+    decode: Mapping[str, Any] = field(default_factory=empty_map)
+    location: Location = field(default_factory=Location)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretSpec:
+    name: str
+    source: Mapping[str, Any]  # {env: X} | {file: P} | {dotenv: P, key: K} | {command: [...]}
+    location: Location = field(default_factory=Location)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowSpec:
+    id: str
+    jobs: tuple[JobSpec, ...]
+    file: str = "<flow>"  # path as given (for messages)
+    base_dir: str = "."  # directory of the flow file (absolute)
+    sha256: str = ""
+    text: str = ""
+    description: str | None = None
+    version: int | None = None
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=empty_map)
+    params: Mapping[str, ParamSpec] = field(default_factory=empty_map)
+    env_files: tuple[str, ...] = ()
+    profiles_file: str | None = None
+    workspace: WorkspaceSpec = field(default_factory=WorkspaceSpec)
+    state: StateSpec = field(default_factory=StateSpec)
+    locks: LocksSpec = field(default_factory=LocksSpec)
+    unique: UniqueSpec | None = None
+    max_parallel_jobs: int = 1
+    secrets: Mapping[str, SecretSpec] = field(default_factory=empty_map)
+    resources: Mapping[str, ResourceSpec] = field(default_factory=empty_map)
+    location: Location = field(default_factory=Location)
+
+    def job(self, job_id: str) -> JobSpec:
+        for j in self.jobs:
+            if j.id == job_id:
+                return j
+        raise KeyError(job_id)
+
+
+class Masked:
+    """Stands in for a value that carried a secret and was masked in the run store.
+
+    ``name`` says what was masked (e.g. ``steps.login.outputs.token``). Templates refuse to
+    render it; ``when:`` expressions see it as null.
+    """
+
+    __slots__ = ("name",)
+
+    name: str
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Masked):
+            return NotImplemented
+        return self.name == other.name
+
+    def __hash__(self) -> int:
+        return hash((Masked, self.name))
