@@ -1,0 +1,277 @@
+"""`validate`, `schema`, `graph`, `steps`, `explain`, `doctor`: commands that read a flow or the
+registry and run nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from aetherflow.cli import options as o
+from aetherflow.cli.app import app, guarded, process_env, stderr, stdout
+from aetherflow.errors import ExitCode, SpecError, UsageError
+
+steps_app = typer.Typer(help="Registered step types (built-in and plugins).\n\nExample: aetherflow steps list", no_args_is_help=True)
+app.add_typer(steps_app, name="steps")
+
+
+def _settings(plugin_path: list[str] | None, state: str | None = None) -> Any:
+    from aetherflow.pipeline import settings_from_env
+
+    return settings_from_env(process_env(), plugin_paths=tuple(plugin_path or ()), state=state)
+
+
+def _plugin_warnings(loaded: Any) -> None:
+    for err in loaded.errors:
+        stderr(f"warning: plugin failed to import: {err}")
+
+
+@app.command("validate")
+def validate_cmd(
+    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    as_json: o.Json = False,
+    plugin_path: o.PluginPath = None,
+) -> None:
+    """Check FLOW: YAML, schema, references, templates, `when`, step types and inputs.
+
+    Every problem is printed as FILE:LINE:COLUMN: CODE: MESSAGE (at JSON.PATH). Exit 0 or 2.
+
+    Example: aetherflow validate flows/daily.yaml
+    """
+    from aetherflow import render
+    from aetherflow.pipeline import check_flow, load_registry
+
+    with guarded(as_json):
+        loaded_plugins = load_registry(_settings(plugin_path))
+        _plugin_warnings(loaded_plugins)
+        try:
+            loaded, issues = check_flow(flow, loaded_plugins)
+        except SpecError as exc:
+            issues = list(exc.issues)
+            loaded = None
+        if as_json:
+            doc: dict[str, Any] = {"ok": not issues, "file": flow, "issues": [i.as_dict() for i in issues]}
+            if loaded is not None:
+                doc["flow_id"] = loaded.flow.id
+                doc["jobs"] = len(loaded.flow.jobs)
+                doc["steps"] = sum(len(j.steps) for j in loaded.flow.jobs)
+            stdout(render.dumps(doc))
+        if issues:
+            stderr(render.issues_text(issues))
+            raise typer.Exit(int(ExitCode.USAGE))
+        if not as_json:
+            f = loaded.flow
+            stdout(f"{flow}: ok (flow {f.id}, {len(f.jobs)} job(s), {sum(len(j.steps) for j in f.jobs)} step(s))")
+
+
+@app.command("schema")
+def schema_cmd(
+    which: Annotated[str, typer.Argument(help="flow or profiles.")] = "flow",
+    plugin_path: o.PluginPath = None,
+) -> None:
+    """Print the JSON Schema (Draft 2020-12) of flow files (with plugin step inputs) or profiles.
+
+    Example: aetherflow schema flow > flow.schema.json
+    """
+    from aetherflow.spec.schema import load_schema
+
+    with guarded():
+        if which not in ("flow", "profiles"):
+            raise UsageError(f"unknown schema {which!r}: use flow or profiles")
+        schema = load_schema(which)
+        if which == "flow":
+            from aetherflow.pipeline import load_registry
+
+            loaded = load_registry(_settings(plugin_path))
+            schema = merge_step_schemas(schema, loaded.registry)
+        stdout(json.dumps(schema, indent=2, ensure_ascii=False))
+
+
+def merge_step_schemas(schema: dict[str, Any], registry: Any) -> dict[str, Any]:
+    """Add an if/then per step type so editors know each type's inputs."""
+    from aetherflow.model import thaw
+
+    step = schema.get("$defs", {}).get("step")
+    if not isinstance(step, dict):
+        return schema
+    branches = []
+    for name, st in sorted(registry.steps.items()):
+        branch: dict[str, Any] = {"if": {"properties": {"type": {"const": name}}, "required": ["type"]}}
+        if st.meta.inputs_schema:
+            branch["then"] = {"properties": {"inputs": thaw(st.meta.inputs_schema)}}
+        else:
+            branch["then"] = {}
+        branches.append(branch)
+    step.setdefault("allOf", []).extend(branches)
+    types = sorted(registry.steps)
+    step.setdefault("properties", {}).setdefault("type", {})["examples"] = types
+    return schema
+
+
+@app.command("graph")
+def graph_cmd(
+    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    fmt: Annotated[str, typer.Option("--format", help="ascii, mermaid or dot.")] = "ascii",
+) -> None:
+    """Print the job/step graph of FLOW.
+
+    Example: aetherflow graph flows/daily.yaml --format mermaid
+    """
+    from aetherflow.engine.plan import topo_order
+    from aetherflow.spec import load_flow
+
+    with guarded():
+        if fmt not in ("ascii", "mermaid", "dot"):
+            raise UsageError(f"--format {fmt!r}: use ascii, mermaid or dot")
+        f = load_flow(flow).flow
+        order = topo_order(f)
+        jobs = {j.id: j for j in f.jobs}
+        lines: list[str] = []
+        if fmt == "ascii":
+            lines.append(f"flow {f.id}")
+            for jid in order:
+                j = jobs[jid]
+                deps = f"  <- {', '.join(j.depends_on)}" if j.depends_on else ""
+                when = f"  [when {j.when_text}]" if j.when_text else ""
+                lines.append(f"  job {jid}{deps}{when}")
+                for i, s in enumerate(j.steps):
+                    branch = "└─" if i == len(j.steps) - 1 else "├─"
+                    lines.append(f"    {branch} {s.id} ({s.type})")
+        elif fmt == "mermaid":
+            lines.append("flowchart TD")
+            for jid in order:
+                j = jobs[jid]
+                label = f"{jid}<br/>" + "<br/>".join(f"{s.id}: {s.type}" for s in j.steps)
+                lines.append(f'  {_node(jid)}["{label}"]')
+            for jid in order:
+                for d in jobs[jid].depends_on:
+                    lines.append(f"  {_node(d)} --> {_node(jid)}")
+        else:
+            lines.append(f'digraph "{f.id}" {{')
+            lines.append("  rankdir=LR;")
+            for jid in order:
+                label = "\\n".join([jid, *(f"{s.id}: {s.type}" for s in jobs[jid].steps)])
+                lines.append(f'  "{jid}" [shape=box, label="{label}"];')
+            for jid in order:
+                for d in jobs[jid].depends_on:
+                    lines.append(f'  "{d}" -> "{jid}";')
+            lines.append("}")
+        stdout("\n".join(lines))
+
+
+def _node(job_id: str) -> str:
+    return "j_" + "".join(c if c.isalnum() else "_" for c in job_id)
+
+
+@steps_app.command("list")
+def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False) -> None:
+    """List registered step types with their source.
+
+    Example: aetherflow steps list
+    """
+    from aetherflow import render
+    from aetherflow.pipeline import load_registry
+
+    with guarded(as_json):
+        loaded = load_registry(_settings(plugin_path))
+        _plugin_warnings(loaded)
+        reg = loaded.registry
+        rows = [{"type": n, "source": st.source, "outcomes": list(st.outcomes), "description": st.meta.description}
+                for n, st in sorted(reg.steps.items())]
+        if as_json:
+            stdout(render.dumps({"steps": rows, "connectors": sorted(reg.connectors),
+                                 "plugins": [{"name": p.name, "source": p.source, "error": p.error} for p in loaded.plugins]}))
+            return
+        width = max(len(r["type"]) for r in rows)
+        for r in rows:
+            stdout(f"{r['type'].ljust(width)}  {r['description'] or ''}  [{r['source']}]")
+
+
+@steps_app.command("show")
+def steps_show(type_name: Annotated[str, typer.Argument(metavar="TYPE")], plugin_path: o.PluginPath = None) -> None:
+    """Show one step type: source, outcomes and inputs schema.
+
+    Example: aetherflow steps show external.process
+    """
+    from aetherflow.model import thaw
+    from aetherflow.pipeline import load_registry
+
+    with guarded():
+        reg = load_registry(_settings(plugin_path)).registry
+        st = reg.step(type_name)
+        if st is None:
+            import difflib
+
+            close = difflib.get_close_matches(type_name, sorted(reg.steps), n=1)
+            raise UsageError(f"unknown step type '{type_name}'", code="flow.unknown_step_type",
+                             hint=f"did you mean '{close[0]}'?" if close else "see `aetherflow steps list`")
+        stdout(f"{st.name}\n  source: {st.source}\n  outcomes: {', '.join(st.outcomes)}\n  may wait: {'yes' if st.meta.waits else 'no'}")
+        if st.meta.description:
+            stdout(f"  {st.meta.description}")
+        stdout("  inputs schema:")
+        stdout(json.dumps(thaw(st.meta.inputs_schema or {}), indent=2))
+
+
+@app.command("explain")
+def explain_cmd(
+    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource.")] = None,
+    profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file.")] = None,
+    env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Run parameter KEY=VALUE.")] = None,
+    as_json: o.Json = False,
+) -> None:
+    """Show every resolved resource value and where it comes from (secrets masked).
+
+    Example: aetherflow explain flows/daily.yaml --profile prod
+    """
+    from aetherflow import render
+    from aetherflow.doctor import explain
+    from aetherflow.pipeline import RunRequest, settings_from_env
+    from aetherflow.resolve import parse_param_args
+
+    with guarded(as_json):
+        req = RunRequest(flow_path=flow, profile=profile, profiles_file=profiles, env_files=tuple(env_file or ()),
+                         params=parse_param_args(param or []))
+        doc = explain(settings_from_env(process_env()), req)
+        if as_json:
+            stdout(render.dumps(doc))
+            return
+        stdout(f"flow {doc['flow_id']}")
+        for name, p in doc["params"].items():
+            stdout(f"  param {name} = {json.dumps(p, default=str)}")
+        for s in doc["secrets"]:
+            stdout(f"  secret {s['name']} = *** (from {s['source']})")
+        for r in doc["resources"]:
+            stdout(f"  resource {r['name']} ({r['kind']}:{r['driver']})")
+            for k, v in r["values"].items():
+                stdout(f"    {k} = {v['value']}  <- {v['origin']}")
+
+
+@app.command("doctor")
+def doctor_cmd(
+    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    state: o.State = None,
+    plugin_path: o.PluginPath = None,
+    env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
+    as_json: o.Json = False,
+) -> None:
+    """Check what FLOW needs: env vars, secrets, plugins, profiles, state directory. Exit 2 when
+    something is missing.
+
+    Example: aetherflow doctor flows/daily.yaml
+    """
+    from aetherflow import render
+    from aetherflow.doctor import doctor
+
+    with guarded(as_json):
+        checks = doctor(_settings(plugin_path, state), flow, tuple(env_file or ()))
+        bad = [c for c in checks if not c["ok"]]
+        if as_json:
+            stdout(render.dumps({"ok": not bad, "checks": checks}))
+        else:
+            for c in checks:
+                stdout(f"{'ok  ' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}")
+        if bad:
+            raise typer.Exit(int(ExitCode.USAGE))

@@ -1,0 +1,259 @@
+"""`aetherflow run` and `aetherflow resume`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from aetherflow.cli import options as o
+from aetherflow.cli.app import (
+    app,
+    crash_hooks,
+    guarded,
+    process_env,
+    setup_logging,
+    signal_handlers,
+    stderr,
+    stdout,
+)
+from aetherflow.errors import ExitCode, UsageError
+
+
+def _observers(verbose: int, quiet: bool, events_log: str | None, stack: list[Any]) -> list[Any]:
+    from aetherflow import render
+    from aetherflow.events import JsonLinesLog
+
+    obs: list[Any] = []
+    if verbose >= 1 and not quiet:
+        obs.append(render.ProgressLines(sys.stderr))
+    if events_log:
+        try:
+            fh = open(events_log, "a", encoding="utf-8")  # noqa: SIM115 - closed by the caller
+        except OSError as exc:
+            raise UsageError(f"--events-log {events_log}: {exc.strerror}") from exc
+        stack.append(fh)
+        obs.append(JsonLinesLog(fh))
+    return obs
+
+
+def _exit_for(outcome: Any, detailed: bool) -> int:
+    status = str(outcome.status)
+    if outcome.interrupt in ("SIGTERM",):
+        return int(ExitCode.SIGTERM)
+    if outcome.interrupt in ("SIGINT",):
+        return int(ExitCode.SIGINT)
+    if status in ("FAILED", "CANCELLED", "INTERRUPTED"):
+        return int(ExitCode.RUN_FAILED)
+    if status == "WAITING":
+        return int(ExitCode.WAITING) if detailed else 0
+    if outcome.all_skipped and detailed:
+        return int(ExitCode.SKIPPED)
+    return 0
+
+
+def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_log: str | None, detailed: bool,
+             state: str | None, plugin_path: list[str] | None, dry_run: bool = False) -> None:
+    from aetherflow import render
+    from aetherflow.context import CancelToken
+    from aetherflow.pipeline import Runner, settings_from_env
+
+    env = process_env()
+    stack: list[Any] = []
+    token = CancelToken()
+    with guarded(as_json):
+        settings = settings_from_env(env, state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log)
+        runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack), hooks=crash_hooks(env))
+        try:
+            with signal_handlers(token.set):
+                outcome = action(runner)
+        finally:
+            for fh in stack:
+                fh.close()
+        if as_json:
+            stdout(render.dumps(render.outcome_json(outcome)))
+        if outcome.plan is not None:
+            if not as_json:
+                stdout("\n".join(render.plan_lines(outcome.plan, outcome.run_id)))
+            raise typer.Exit(0)
+        for w in outcome.warnings:
+            stderr(f"warning: {w}")
+        if not quiet or str(outcome.status) != "SUCCESS":
+            lines = render.outcome_lines(outcome, verbose=verbose >= 1)
+            if quiet and str(outcome.status) == "WAITING":
+                lines = lines[:1]
+            stderr("\n".join(lines))
+        if verbose >= 1 and not as_json and str(outcome.status) == "SUCCESS":
+            pass
+        raise typer.Exit(_exit_for(outcome, detailed))
+
+
+@app.command("run")
+def run_cmd(
+    flow: Annotated[str | None, typer.Argument(help="Flow YAML file.", show_default=False)] = None,
+    flow_yaml: Annotated[str | None, typer.Option("--flow-yaml", help="Alias of the FLOW argument (aetherflow-core).")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Run id to use; an existing run is resumed.")] = None,
+    job: Annotated[list[str] | None, typer.Option("--job", "--flow-job", help="Run only this job (repeatable).")] = None,
+    with_upstream: Annotated[bool, typer.Option("--with-upstream", help="With --job: add every upstream job.")] = False,
+    param: Annotated[list[str] | None, typer.Option("--param", help="Run parameter KEY=VALUE (repeatable).")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Business key VALUE (needs flow.unique).")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource.")] = None,
+    profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file (also AETHERFLOW_PROFILES_FILE).")] = None,
+    env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
+    plugin_path: o.PluginPath = None,
+    state: o.State = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; run nothing.")] = False,
+    as_json: o.Json = False,
+    quiet: o.Quiet = False,
+    verbose: o.Verbose = 0,
+    log_format: o.LogFormat = "text",
+    no_color: o.NoColor = False,
+    events_log: o.EventsLog = None,
+    detailed_exitcode: o.DetailedExit = False,
+) -> None:
+    """Start a run of FLOW (or continue the run --run-id names).
+
+    Example: aetherflow run flows/daily.yaml --param date=2026-11-20
+    """
+    from aetherflow.pipeline import RunRequest
+    from aetherflow.resolve import parse_param_args
+
+    with guarded(as_json):
+        setup_logging(verbose, quiet, log_format)
+        path = flow or flow_yaml
+        if flow and flow_yaml and flow != flow_yaml:
+            raise UsageError("give the flow file once: FLOW or --flow-yaml, not both")
+        if not path:
+            raise UsageError("missing FLOW: aetherflow run FLOW.yaml", code="usage.missing_flow")
+        req = RunRequest(flow_path=path, run_id=run_id, jobs=tuple(job or ()), with_upstream=with_upstream,
+                         params=parse_param_args(param or []), key=key, profile=profile, profiles_file=profiles,
+                         env_files=tuple(env_file or ()), dry_run=dry_run)
+    _execute(lambda r: r.run(req), as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
+             detailed=detailed_exitcode, state=state, plugin_path=plugin_path, dry_run=dry_run)
+
+
+@app.command("resume")
+def resume_cmd(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix).", show_default=False)] = None,
+    event: Annotated[str | None, typer.Option("--event", help="Deliver this event to the waiting step.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Event data as JSON.")] = None,
+    rerun: Annotated[list[str] | None, typer.Option("--rerun", help="Execute JOB.STEP again, and everything after it.")] = None,
+    accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Resume although the flow file changed.")] = False,
+    due: Annotated[bool, typer.Option("--due", help="Resume every WAITING run whose timer or retry is due.")] = False,
+    flow_id: Annotated[str | None, typer.Option("--flow", help="With --due: only runs of this flow id.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="With --due: at most N runs.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Resume the active run holding this business key.")] = None,
+    env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource.")] = None,
+    profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file.")] = None,
+    plugin_path: o.PluginPath = None,
+    state: o.State = None,
+    as_json: o.Json = False,
+    quiet: o.Quiet = False,
+    verbose: o.Verbose = 0,
+    log_format: o.LogFormat = "text",
+    no_color: o.NoColor = False,
+    events_log: o.EventsLog = None,
+    detailed_exitcode: o.DetailedExit = False,
+) -> None:
+    """Continue a FAILED, CRASHED, INTERRUPTED or WAITING run; finished steps are not run again.
+
+    Example: aetherflow resume 20261122T031500-a1b2c3 --event approved --data '{"by": "ops"}'
+    """
+    from aetherflow.pipeline import RunRequest, parse_event_data
+
+    with guarded(as_json):
+        setup_logging(verbose, quiet, log_format)
+        if due:
+            if run_id or event or key:
+                raise UsageError("--due resumes every due run; it takes no RUN_ID, --event or --key")
+            _resume_due(flow_id, limit, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
+                        state=state, plugin_path=plugin_path)
+            return
+        if data is not None and event is None:
+            raise UsageError("--data goes with --event")
+        if (run_id is None) == (key is None):
+            raise UsageError("give RUN_ID or --key VALUE (or --due)", code="usage.missing_run")
+        payload = parse_event_data(data)
+        req = RunRequest(flow_path="", reruns=tuple(rerun or ()), accept_changes=accept_changes, event=event,
+                         event_data=payload, env_files=tuple(env_file or ()), profile=profile, profiles_file=profiles)
+
+    def action(runner: Any) -> Any:
+        rid = run_id
+        if key is not None:
+            rid = _run_for_key(runner.settings, key)
+        return runner.resume(req, run_id=rid)
+
+    _execute(action, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
+             detailed=detailed_exitcode, state=state, plugin_path=plugin_path)
+
+
+def _run_for_key(settings: Any, key: str) -> str:
+    from aetherflow.errors import NotFoundError
+    from aetherflow.pipeline import known_stores, open_store
+
+    for p in known_stores(settings):
+        store = open_store(p)
+        try:
+            rec = store.active_run_for_key(key)
+        finally:
+            store.close()
+        if rec is not None:
+            return rec.run_id
+    raise NotFoundError(f"no RUNNING or WAITING run holds business key '{key}'", code="run.key_not_found")
+
+
+def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbose: int, quiet: bool,
+                events_log: str | None, state: str | None, plugin_path: list[str] | None) -> None:
+    from aetherflow import render
+    from aetherflow.context import CancelToken
+    from aetherflow.errors import AetherflowError, ConflictError
+    from aetherflow.pipeline import Runner, RunRequest, known_stores, open_store, settings_from_env
+
+    env = process_env()
+    settings = settings_from_env(env, state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log)
+    token = CancelToken()
+    stack: list[Any] = []
+    results: list[dict[str, Any]] = []
+    worst = 0
+    now = settings.clock()
+    due: list[str] = []
+    for p in known_stores(settings):
+        store = open_store(p)
+        try:
+            due.extend(r.run_id for r in store.due_runs(now, flow_id=flow_id, limit=limit))
+        finally:
+            store.close()
+    if limit is not None:
+        due = due[:limit]
+    runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack), hooks=crash_hooks(env))
+    with signal_handlers(token.set):
+        for rid in due:
+            if token.is_set():
+                break
+            try:
+                out = runner.resume(RunRequest(flow_path="", due_only=True), run_id=rid)
+            except ConflictError as exc:
+                results.append({"run_id": rid, "status": "SKIPPED", "message": exc.message})
+                continue
+            except AetherflowError as exc:
+                stderr(render.error_text(exc))
+                results.append({"run_id": rid, "status": "ERROR", "message": exc.message})
+                worst = max(worst, int(ExitCode.RUN_FAILED))
+                continue
+            results.append(render.outcome_json(out))
+            if out.message is None:
+                for line in render.outcome_lines(out, verbose=verbose >= 1):
+                    stderr(line)
+            if str(out.status) in ("FAILED", "INTERRUPTED"):
+                worst = max(worst, int(ExitCode.RUN_FAILED))
+    for fh in stack:
+        fh.close()
+    if as_json:
+        stdout(render.dumps({"due": results}))
+    elif verbose:
+        stderr(f"resume --due: {len(due)} due run(s)")
+    if token.is_set():
+        raise typer.Exit(int(ExitCode.SIGTERM if token.why() == "SIGTERM" else ExitCode.SIGINT))
+    raise typer.Exit(worst)

@@ -1,0 +1,283 @@
+"""`runs list|show|prune`, `cancel`, `locks list`: commands on the state store."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aetherflow.cli import options as o
+from aetherflow.cli.app import app, guarded, process_env, stderr, stdout
+from aetherflow.errors import UsageError
+
+runs_app = typer.Typer(help="Recorded runs.\n\nExample: aetherflow runs list --status FAILED", no_args_is_help=True)
+locks_app = typer.Typer(help="Held locks.\n\nExample: aetherflow locks list", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(locks_app, name="locks")
+
+
+def _settings(state: str | None) -> Any:
+    from aetherflow.pipeline import settings_from_env
+
+    return settings_from_env(process_env(), state=state)
+
+
+def _run_row(store: Any, r: Any) -> dict[str, Any]:
+    from aetherflow.pipeline import display_status
+
+    end = r.finished_at or r.updated_at
+    return {
+        "run_id": r.run_id,
+        "flow_id": r.flow_id,
+        "status": str(display_status(store, r)),
+        "created_at": r.created_at,
+        "finished_at": r.finished_at,
+        "duration": (end - r.created_at) if end and r.created_at else None,
+        "business_key": r.business_key.split("/", 1)[1] if r.business_key and "/" in r.business_key else r.business_key,
+        "store": store.path,
+        "attempt": r.attempt,
+    }
+
+
+@runs_app.command("list")
+def runs_list(
+    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
+    flow_id: Annotated[str | None, typer.Option("--flow", help="Only runs of this flow id.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Only runs with this business key (VALUE or NAME::VALUE).")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most N runs.")] = 20,
+    state: o.State = None,
+    as_json: o.Json = False,
+) -> None:
+    """Recent runs, newest first.
+
+    Example: aetherflow runs list --status FAILED --limit 5
+    """
+    from aetherflow import render
+    from aetherflow.pipeline import known_stores, open_store
+
+    with guarded(as_json):
+        st = status.upper() if status else None
+        rows: list[dict[str, Any]] = []
+        for p in known_stores(_settings(state)):
+            store = open_store(p)
+            try:
+                query = "RUNNING" if st == "CRASHED" else st
+                for r in store.list_runs(status=query, flow_id=flow_id, key=key, limit=limit):
+                    row = _run_row(store, r)
+                    if st is None or row["status"] == st:
+                        rows.append(row)
+            finally:
+                store.close()
+        rows.sort(key=lambda r: r["created_at"] or 0, reverse=True)
+        rows = rows[:limit]
+        if as_json:
+            stdout(render.dumps({"runs": [{**r, "created_at": render.iso(r["created_at"]),
+                                           "finished_at": render.iso(r["finished_at"])} for r in rows]}))
+        else:
+            stdout(render.runs_table(rows))
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    history: Annotated[bool, typer.Option("--history", help="The append-only event history.")] = False,
+    state: o.State = None,
+    as_json: o.Json = False,
+) -> None:
+    """One run: jobs, steps, statuses, attempts, durations, outputs (secrets masked), errors.
+
+    Example: aetherflow runs show 20261122T031500-a1b2c3 --history
+    """
+    from aetherflow import render
+    from aetherflow.model import thaw
+    from aetherflow.pipeline import find_run
+
+    with guarded(as_json):
+        store, rec = find_run(_settings(state), run_id)
+        try:
+            doc = show_doc(store, rec)
+            events = store.history(rec.run_id) if history else []
+        finally:
+            store.close()
+        if as_json:
+            if history:
+                doc["history"] = [e.as_dict() for e in events]
+            stdout(render.dumps(thaw(doc)))
+            return
+        stdout(render.run_show_text(doc))
+        if history:
+            stdout("history:")
+            stdout(render.history_text(events))
+
+
+def show_doc(store: Any, rec: Any) -> dict[str, Any]:
+    from aetherflow.model import thaw
+    from aetherflow.pipeline import display_status
+
+    jobs = store.jobs(rec.run_id)
+    steps = store.steps(rec.run_id)
+    attempts = store.attempts(rec.run_id)
+    by_step: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for a in attempts:
+        by_step.setdefault((a.job_id, a.step_id), []).append(
+            {"attempt": a.attempt, "status": a.status, "error": a.error, "outcome": a.outcome,
+             "started_at": a.started_at, "finished_at": a.finished_at})
+    order: list[str] = []
+    try:
+        from aetherflow.engine.plan import topo_order
+        from aetherflow.spec import load_flow
+
+        flow = load_flow(rec.flow_file, raw=rec.flow_text.encode("utf-8")).flow
+        order = list(topo_order(flow))
+        step_order = {j.id: [s.id for s in j.steps] for j in flow.jobs}
+    except Exception:  # noqa: BLE001 - a run whose recorded flow no longer parses still shows
+        step_order = {}
+    for jid in jobs:
+        if jid not in order:
+            order.append(jid)
+    job_docs = []
+    for jid in order:
+        j = jobs.get(jid)
+        sids = step_order.get(jid, [])
+        sids = sids + sorted(s for (jj, s) in steps if jj == jid and s not in sids)
+        sdocs = []
+        for sid in sids:
+            s = steps.get((jid, sid))
+            if s is None:
+                sdocs.append({"step_id": sid, "status": "PENDING"})
+                continue
+            sdocs.append({"step_id": sid, "status": s.status, "attempt": s.attempt, "outcome": s.outcome,
+                          "outputs": thaw(s.outputs), "masked_outputs": list(s.masked_keys), "error": s.error,
+                          "reason": s.reason, "started_at": s.started_at, "finished_at": s.finished_at,
+                          "attempts": by_step.get((jid, sid), [])})
+        job_docs.append({"job_id": jid, "status": j.status if j else "PENDING", "reason": j.reason if j else None,
+                         "outcome": j.outcome if j else None, "outputs": thaw(j.outputs) if j else {},
+                         "started_at": j.started_at if j else None, "finished_at": j.finished_at if j else None,
+                         "steps": sdocs})
+    run = {
+        "run_id": rec.run_id, "flow_id": rec.flow_id, "flow_file": rec.flow_file, "flow_sha256": rec.flow_sha256,
+        "flow_version": rec.flow_version, "status": str(display_status(store, rec)), "stored_status": rec.status,
+        "params": thaw(rec.params), "business_key": rec.business_key, "pid": rec.pid, "host": rec.host,
+        "created_at": rec.created_at, "finished_at": rec.finished_at, "attempt": rec.attempt, "error": rec.error,
+        "cancel_reason": rec.cancel_reason, "due_at": rec.due_at, "store": store.path,
+    }
+    waits = [{"job_id": w.job_id, "step_id": w.step_id, "kind": w.kind, "events": list(w.events), "due_at": w.due_at}
+             for w in store.waits(rec.run_id)]
+    return {"run": run, "jobs": job_docs, "waits": waits}
+
+
+_AGE = re.compile(r"^(\d+)([smhdw])$")
+
+
+def parse_age(text: str) -> float:
+    m = _AGE.match(text.strip())
+    if not m:
+        raise UsageError(f"--older-than {text!r}: use e.g. 30d, 12h, 90m", code="usage.age")
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
+@runs_app.command("prune")
+def runs_prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age cut-off, e.g. 30d.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Really delete (otherwise only list).")] = False,
+    state: o.State = None,
+    as_json: o.Json = False,
+) -> None:
+    """Delete finished runs (and their workspaces) older than the cut-off.
+
+    Example: aetherflow runs prune --older-than 30d --yes
+    """
+    from aetherflow import render
+    from aetherflow.pipeline import known_stores, open_store
+
+    with guarded(as_json):
+        settings = _settings(state)
+        cutoff = settings.clock() - parse_age(older_than)
+        pruned: list[str] = []
+        for p in known_stores(settings):
+            store = open_store(p)
+            try:
+                old = [r for r in store.list_runs(limit=1_000_000)
+                       if r.status in ("SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED") and (r.finished_at or r.created_at) < cutoff]
+                if yes:
+                    for r in old:
+                        if r.workspace_root:
+                            root = Path(r.workspace_root) / r.flow_id
+                            if root.is_dir():
+                                for job_dir in root.iterdir():
+                                    target = job_dir / r.run_id
+                                    if target.is_dir():
+                                        shutil.rmtree(target, ignore_errors=True)
+                    store.delete_runs([r.run_id for r in old])
+                pruned.extend(r.run_id for r in old)
+            finally:
+                store.close()
+        if as_json:
+            stdout(render.dumps({"pruned" if yes else "would_prune": pruned}))
+        else:
+            verb = "deleted" if yes else "would delete (add --yes)"
+            stdout(f"{verb} {len(pruned)} run(s)" + ("".join(f"\n  {r}" for r in pruned) if pruned else ""))
+
+
+@app.command("cancel")
+def cancel_cmd(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix).")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why; recorded in the history.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Cancel the active run holding this business key.")] = None,
+    state: o.State = None,
+) -> None:
+    """Mark a run CANCELLED: a WAITING run stops at once, a RUNNING one at its next step boundary.
+
+    Example: aetherflow cancel 20261122T031500-a1b2c3 --reason "bad input file"
+    """
+    from aetherflow.pipeline import cancel_run
+
+    with guarded():
+        settings = _settings(state)
+        if (run_id is None) == (key is None):
+            raise UsageError("give RUN_ID or --key VALUE")
+        if key is not None:
+            from aetherflow.cli.runcmd import _run_for_key
+
+            run_id = _run_for_key(settings, key)
+        assert run_id is not None
+        rec, what = cancel_run(settings, run_id, reason)
+        if what == "requested":
+            stderr(f"run {rec.run_id} is running (pid {rec.pid} on {rec.host}); it stops at its next step boundary")
+        else:
+            stderr(f"run {rec.run_id} cancelled")
+
+
+@locks_app.command("list")
+def locks_list(state: o.State = None, as_json: o.Json = False) -> None:
+    """Held locks with their holder (run, pid, host, since).
+
+    Example: aetherflow locks list --json
+    """
+    from aetherflow import render
+    from aetherflow.locks import is_free
+    from aetherflow.pipeline import known_stores, lock_dir_of, open_store
+
+    with guarded(as_json):
+        rows: list[dict[str, Any]] = []
+        for p in known_stores(_settings(state)):
+            store = open_store(p)
+            try:
+                for lk in store.locks():
+                    if is_free(lock_dir_of(store), lk.name):
+                        continue  # the holder died: the kernel released it; the record is stale
+                    rows.append({"lock": lk.name, "kind": lk.kind, "run_id": lk.run_id, "pid": lk.pid, "host": lk.host,
+                                 "since": lk.since})
+            finally:
+                store.close()
+        if as_json:
+            stdout(render.dumps({"locks": [{**r, "since": render.iso(r["since"])} for r in rows]}))
+            return
+        if not rows:
+            stdout("no locks held")
+            return
+        for r in rows:
+            stdout(f"{r['lock']}  {r['kind']}  run {r['run_id']}  pid {r['pid']} on {r['host']}  since {render.local_time(r['since'])}")

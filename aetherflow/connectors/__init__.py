@@ -1,0 +1,3 @@
+"""Built-in connectors, one module per ``kind:driver`` family."""
+
+BUILTIN_CONNECTOR_MODULES: tuple[str, ...] = ()

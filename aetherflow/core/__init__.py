@@ -1,0 +1,1 @@
+"""aetherflow-core compatibility namespace: ``aetherflow.core.api`` re-exports ``aetherflow.api``."""

@@ -1,0 +1,153 @@
+"""`aetherflow explain` (where every resolved resource value comes from) and `aetherflow doctor`
+(what a flow needs that is missing). Both run nothing and print no secret."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aetherflow import template
+from aetherflow.errors import AetherflowError
+from aetherflow.model import thaw
+
+
+def explain(settings: Any, req: Any) -> dict[str, Any]:
+    from aetherflow import resolve
+    from aetherflow.context import CancelToken
+    from aetherflow.pipeline import Runner, load_checked, load_registry
+
+    loaded_plugins = load_registry(settings)
+    flow = load_checked(req.flow_path, loaded_plugins).flow
+    runner = Runner(settings, cancel=CancelToken())
+    redactor = resolve.Redactor()
+    env = runner._env(flow, req)
+    params = resolve.resolve_params(flow, req.params, env)
+    secrets = resolve.resolve_secrets(flow, env, redactor, runner._command_runner(env))
+    scope = {"env": env, "params": params, "secrets": {k: v.reveal() for k, v in secrets.items()},
+             "run_id": "<run_id>", "flow_id": flow.id, "run": {"id": "<run_id>"}}
+    resources = resolve.resolve_resources(flow, runner._profiles(flow, req), scope, redactor, profile_override=req.profile)
+    out_res = []
+    for name, r in resources.items():
+        values: dict[str, Any] = {}
+        for part in ("config", "options"):
+            for key, value in _leaves(thaw(getattr(r, part)), part):
+                origin = r.origins.get(key, "flow resource")
+                shown = "***" if key in r.secret_fields else redactor.mask(str(value))
+                values[key] = {"value": shown, "origin": origin}
+        out_res.append({"name": name, "kind": r.kind, "driver": r.driver, "values": values})
+    return {
+        "flow_id": flow.id,
+        "params": {k: redactor.mask(str(v)) if isinstance(v, str) else v for k, v in thaw(params).items()},
+        "secrets": [{"name": n, "source": ", ".join(f"{k}={v}" for k, v in s.source.items() if k != "command") or "command"}
+                    for n, s in flow.secrets.items()],
+        "resources": out_res,
+    }
+
+
+def _leaves(value: Any, prefix: str) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        out: list[tuple[str, Any]] = []
+        for k, v in value.items():
+            out.extend(_leaves(v, f"{prefix}.{k}"))
+        return out
+    return [(prefix, value)]
+
+
+def _fs_type(path: Path) -> str | None:
+    """Filesystem type of ``path`` from /proc/mounts (Linux), or None."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best = ("", None)
+    target = str(path.resolve())
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mnt, fstype = parts[1], parts[2]
+        if (target == mnt or target.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
+            best = (mnt, fstype)
+    return best[1]
+
+
+NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "glusterfs", "ceph"}
+
+
+def doctor(settings: Any, flow_path: str, env_files: Sequence[str]) -> list[dict[str, Any]]:
+    from aetherflow import resolve
+    from aetherflow.errors import SpecError
+    from aetherflow.pipeline import RunRequest, check_flow, load_registry, state_path_for
+
+    checks: list[dict[str, Any]] = []
+
+    def add(name: str, ok: bool, detail: str) -> None:
+        checks.append({"check": name, "ok": ok, "detail": detail})
+
+    loaded_plugins = load_registry(settings)
+    for err in loaded_plugins.errors:
+        add("plugin", False, f"failed to import: {err}")
+    try:
+        loaded, issues = check_flow(flow_path, loaded_plugins)
+    except SpecError as exc:
+        add("flow", False, f"{len(exc.issues)} problem(s); run `aetherflow validate {flow_path}`")
+        return checks
+    flow = loaded.flow
+    add("flow", not issues, "valid" if not issues else f"{len(issues)} problem(s); run `aetherflow validate {flow_path}`")
+    req = RunRequest(flow_path=flow_path, env_files=tuple(env_files))
+    try:
+        from aetherflow.context import CancelToken
+        from aetherflow.pipeline import Runner
+
+        env = Runner(settings, cancel=CancelToken())._env(flow, req)
+        add("env files", True, ", ".join(flow.env_files) or "none declared")
+    except AetherflowError as exc:
+        add("env files", False, exc.message)
+        env = dict(settings.env)
+    missing: set[str] = set()
+    for tok in _all_tokens(flow):
+        if tok.path[0] == "env" and len(tok.path) > 1 and tok.default is None and tok.path[1] not in env:
+            missing.add(tok.path[1])
+    for spec in flow.secrets.values():
+        if "env" in spec.source and str(spec.source["env"]) not in env:
+            missing.add(str(spec.source["env"]))
+    add("env vars", not missing, "all set" if not missing else "missing: " + ", ".join(sorted(missing)))
+    redactor = resolve.Redactor()
+    for name, spec in flow.secrets.items():
+        if "env" in spec.source:
+            continue
+        try:
+            resolve.resolve_secret(spec, env, flow.base_dir, None if "command" in spec.source else None)
+            add(f"secret {name}", True, "readable")
+        except AetherflowError as exc:
+            if "command" in spec.source:
+                add(f"secret {name}", True, "command source (not run by doctor)")
+            else:
+                add(f"secret {name}", False, redactor.mask(exc.message))
+    state = state_path_for(settings, flow)
+    d = state.parent
+    probe = d
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    writable = os.access(probe, os.W_OK)
+    add("state directory", writable, f"{d} {'writable' if writable else 'not writable'}")
+    fstype = _fs_type(probe)
+    add("state filesystem", fstype not in NETWORK_FS,
+        f"{fstype or 'unknown'}" + (" is a network filesystem: SQLite locking is unsafe there" if fstype in NETWORK_FS else " (local)"))
+    return checks
+
+
+def _all_tokens(flow: Any) -> list[Any]:
+    values: list[Any] = [thaw(r.config) for r in flow.resources.values()]
+    values += [thaw(r.options) for r in flow.resources.values()]
+    values += [thaw(s.inputs) for j in flow.jobs for s in j.steps]
+    values += [p.default for p in flow.params.values() if isinstance(p.default, str)]
+    out = []
+    for v in values:
+        try:
+            out.extend(template.tokens(v))
+        except AetherflowError:
+            continue
+    return out

@@ -1,0 +1,119 @@
+"""Registry-aware checks, run before anything executes (and by ``aetherflow validate``).
+
+* ``flow.unknown_step_type`` — with a did-you-mean and the plugins that failed to import;
+* ``inputs.*`` — step inputs against the step type's declared ``inputs_schema``;
+* ``flow.unknown_outcome`` — ``on_outcome`` keys must be outcomes the step type declares;
+* ``flow.wait_in_lock`` — a step that may wait cannot run inside ``with_lock``;
+* nested steps of ``with_lock`` (``step:`` / ``steps:``) get the same checks.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aetherflow.errors import Issue, Location
+from aetherflow.model import FlowSpec
+from aetherflow.registry import Registry
+
+LOCK_STEP = "with_lock"
+
+
+class Preflight:
+    def __init__(self, registry: Registry, positions: Any, file: str, plugin_errors: Sequence[str] = ()) -> None:
+        self.registry = registry
+        self.pos = positions
+        self.file = file
+        self.plugin_errors = tuple(plugin_errors)
+        self.issues: list[Issue] = []
+        self._validators: dict[str, Any] = {}
+
+    def loc(self, path: tuple[str | int, ...]) -> Location:
+        if self.pos is None:
+            from aetherflow.spec.loader import format_path
+
+            return Location(self.file, None, None, format_path(path))
+        loc: Location = self.pos.location(self.file, path)
+        return loc
+
+    def check(self, flow: FlowSpec, data: Mapping[str, Any] | None) -> list[Issue]:
+        for ji, job in enumerate(flow.jobs):
+            for si, step in enumerate(job.steps):
+                path: tuple[str | int, ...] = ("jobs", ji, "steps", si)
+                raw = data["jobs"][ji]["steps"][si] if data is not None else None
+                self.check_step(step.type, step.inputs, dict(step.on_outcome), path, raw, in_lock=False)
+        return self.issues
+
+    def check_step(
+        self,
+        type_name: str,
+        inputs: Mapping[str, Any],
+        on_outcome: Mapping[str, str],
+        path: tuple[str | int, ...],
+        raw: Mapping[str, Any] | None,
+        *,
+        in_lock: bool,
+    ) -> None:
+        st = self.registry.step(type_name)
+        if st is None:
+            close = difflib.get_close_matches(type_name, sorted(self.registry.steps), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else None
+            msg = f"unknown step type '{type_name}'"
+            if self.plugin_errors:
+                msg += "; plugins that failed to import: " + "; ".join(self.plugin_errors)
+            self.issues.append(Issue("flow.unknown_step_type", msg, self.loc((*path, "type")), hint))
+            return
+        if in_lock and st.meta.waits:
+            self.issues.append(
+                Issue(
+                    "flow.wait_in_lock",
+                    f"step type '{type_name}' may wait, and a waiting step cannot hold a with_lock lock",
+                    self.loc((*path, "type")),
+                    "move the waiting step out of with_lock",
+                )
+            )
+        for name in on_outcome:
+            if name not in st.outcomes:
+                self.issues.append(
+                    Issue(
+                        "flow.unknown_outcome",
+                        f"on_outcome routes '{name}', but step type '{type_name}' declares only: {', '.join(st.outcomes)}",
+                        self.loc((*path, "on_outcome", name)),
+                    )
+                )
+        if st.meta.inputs_schema:
+            validator = self._validators.get(type_name)
+            if validator is None:
+                from aetherflow.spec.schema import inputs_validator
+
+                validator = self._validators[type_name] = inputs_validator(_plain(st.meta.inputs_schema))
+            from aetherflow.spec.schema import validate_inputs
+
+            self.issues.extend(
+                validate_inputs(validator, _plain(inputs), file=self.file, positions=self.pos, base_path=(*path, "inputs"))
+            )
+        if type_name == LOCK_STEP:
+            self.check_nested(inputs, path)
+
+    def check_nested(self, inputs: Mapping[str, Any], path: tuple[str | int, ...]) -> None:
+        nested: list[tuple[Mapping[str, Any], tuple[str | int, ...]]] = []
+        one = inputs.get("step")
+        if isinstance(one, Mapping):
+            nested.append((one, (*path, "inputs", "step")))
+        many = inputs.get("steps")
+        if isinstance(many, (list, tuple)):
+            for i, s in enumerate(many):
+                if isinstance(s, Mapping):
+                    nested.append((s, (*path, "inputs", "steps", i)))
+        for spec, npath in nested:
+            t = spec.get("type")
+            if not isinstance(t, str):
+                continue
+            self.check_step(t, spec.get("inputs") or {}, {}, npath, None, in_lock=True)
+
+
+def _plain(value: Any) -> Any:
+    from aetherflow.model import thaw
+
+    return thaw(value)

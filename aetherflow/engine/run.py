@@ -1,0 +1,904 @@
+"""The executor: runs one run of a flow from a ``Plan``. It never prints; it records and emits.
+
+Algorithm
+1. Seed the template scope with restored jobs and steps (outputs from the store).
+2. Schedule jobs in topological order (file order breaks ties), up to ``max_parallel_jobs`` at
+   once. A job runs when every ``depends_on`` job ended SUCCESS; if one FAILED, BLOCKED or was
+   CANCELLED it is BLOCKED; else if one was SKIPPED it is SKIPPED (``upstream skipped``);
+   ``depends_on_policy: all_done`` runs it whatever the upstream outcome. A job whose upstream
+   is WAITING stays PENDING.
+3. In a job, steps run in order. Per step: restored → re-enter scope and route; ``when`` false →
+   SKIPPED; otherwise render inputs, record RUNNING (attempt n), call the step in a worker
+   thread (so signals, cancel and ``timeout_seconds`` are honoured), then record the result
+   and its outputs in one transaction. Failures retry per ``retry:``; a delay above the inline
+   limit parks the step WAITING with a due time.
+4. Route the result: ``on_outcome`` (continue | skip_job | fail | complete_job) and
+   ``on_no_data: skip_job``.
+5. The run ends WAITING if a job waits, else FAILED if a job failed or was blocked, else
+   SUCCESS; a cancel or signal ends it CANCELLED / INTERRUPTED. Cleanup policy runs last.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from aetherflow import expressions, template
+from aetherflow.context import CancelToken, MaskingAdapter, StepContext
+from aetherflow.engine.plan import Plan
+from aetherflow.errors import (
+    AetherflowError,
+    Interrupted,
+    LockBusyError,
+    StepError,
+    StepTimeoutError,
+    TemplateError,
+)
+from aetherflow.events import Event
+from aetherflow.locks import OsLock, job_lock_key, user_lock_key
+from aetherflow.model import (
+    STEP_SKIPPED,
+    STEP_WAITING,
+    FlowSpec,
+    JobSpec,
+    JobStatus,
+    Masked,
+    RetrySpec,
+    RunStatus,
+    StepResult,
+    StepSpec,
+    StepStatus,
+    freeze,
+    thaw,
+)
+from aetherflow.registry import Registry, StepType
+from aetherflow.state.store import LockRecord, RunRecord, StepRecord, StepWrite, WaitRecord
+from aetherflow.workspace import ensure, job_workspace, remove_run_dirs
+
+MAX_OUTPUT_BYTES = 1024 * 1024
+TERMINAL_JOB = frozenset({JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.SKIPPED, JobStatus.BLOCKED, JobStatus.CANCELLED})
+INTERRUPT_GRACE = 8.0
+
+
+class _JobWaiting(Exception):
+    """Internal: the job parks WAITING."""
+
+
+class _JobFailed(Exception):
+    """Internal: the job ends FAILED with this reason."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    store: Any  # StateStore (sqlite.SqliteStore has set_steps, remove_wait too)
+    registry: Registry
+    emit: Callable[[Event], None]
+    log: logging.Logger
+    lock_dir: Path
+    cancel: CancelToken
+    clock: Callable[[], float] = time.time
+    hooks: Callable[[str, Mapping[str, Any]], None] = lambda name, info: None
+    pid: int = 0
+    host: str = ""
+    inline_wait_max: float = 60.0
+    should_cancel: Callable[[], str | None] = lambda: None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunInputs:
+    flow: FlowSpec
+    run: RunRecord
+    plan: Plan
+    env: Mapping[str, str]
+    params: Mapping[str, Any]
+    secrets: Mapping[str, str]  # revealed values, for {{ secrets.NAME }}
+    connectors: Mapping[str, Any]
+    workspace_root: Path
+    mask: Callable[[str], str]
+    mask_outputs: Callable[[Mapping[str, Any]], tuple[dict[str, Any], tuple[str, ...]]]
+
+
+@dataclass(slots=True)
+class RunResult:
+    status: RunStatus
+    jobs: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    waits: list[WaitRecord] = field(default_factory=list)
+    failed_steps: list[tuple[str, str, str]] = field(default_factory=list)  # job, step, error
+    interrupt: str | None = None
+
+
+class _Worker:
+    """One daemon thread running step calls; replaced when a call is abandoned (timeout)."""
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue[tuple[Callable[[], Any], dict[str, Any], threading.Event] | None] = queue.SimpleQueue()
+        self._t = threading.Thread(target=self._loop, name="aetherflow-step", daemon=True)
+        self._t.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            fn, box, done = item
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed back to the engine
+                box["error"] = exc
+            done.set()
+
+    def submit(self, fn: Callable[[], Any]) -> tuple[dict[str, Any], threading.Event]:
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        self._q.put((fn, box, done))
+        return box, done
+
+    def stop(self) -> None:
+        self._q.put(None)
+
+
+class LockService:
+    """Named OS locks for ``with_lock`` with holder records and history events."""
+
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    def acquire(self, key: str, wait_seconds: float, *, job_id: str, step_id: str) -> OsLock:
+        ex = self._ex
+        name = user_lock_key(key)
+        lock = OsLock(ex.svc.lock_dir, name)
+        if not lock.acquire(wait_seconds):
+            holder = ex.svc.store.lock_holder(name)
+            who = _holder_text(holder)
+            ex.emit("lock.busy", job_id=job_id, step_id=step_id, lock=key, holder=who)
+            raise LockBusyError(
+                f"lock '{key}' is held by {who}; not acquired within {wait_seconds:g} s",
+                hint="raise with_lock wait_seconds, or find the holder with `aetherflow locks list`",
+            )
+        ex.svc.store.record_lock(
+            LockRecord(name=name, run_id=ex.run_id, pid=ex.svc.pid, host=ex.svc.host, since=ex.svc.clock(), kind="with_lock"),
+            ex.event("lock.acquired", job_id=job_id, step_id=step_id, lock=key),
+        )
+        return lock
+
+    def release(self, lock: OsLock, *, job_id: str, step_id: str) -> None:
+        ex = self._ex
+        try:
+            ex.svc.store.remove_lock(lock.key, ex.run_id, ex.event("lock.released", job_id=job_id, step_id=step_id, lock=lock.key[5:]))
+        finally:
+            lock.release()
+
+
+def _holder_text(holder: LockRecord | None) -> str:
+    if holder is None:
+        return "another process (holder not recorded)"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.since))
+    return f"run {holder.run_id} (pid {holder.pid} on {holder.host}, since {since})"
+
+
+class Executor:
+    def __init__(self, inputs: RunInputs, svc: Services) -> None:
+        self.inp = inputs
+        self.svc = svc
+        self.flow = inputs.flow
+        self.run_id = inputs.run.run_id
+        self.plan = inputs.plan
+        self.result = RunResult(status=RunStatus.RUNNING)
+        self._status_lock = threading.Lock()
+        self.locks = LockService(self)
+        self._waits = {(w.job_id, w.step_id): w for w in svc.store.waits(self.run_id)}
+        self._events = svc.store.pending_events(self.run_id)
+        self.jobs_scope: dict[str, dict[str, Any]] = {}
+        self.base_scope: dict[str, Any] = {
+            "env": inputs.env,
+            "params": inputs.params,
+            "secrets": inputs.secrets,
+            "run": {"id": self.run_id, "started_at": _iso(inputs.run.created_at), "attempt": inputs.run.attempt},
+            "run_id": self.run_id,
+            "flow_id": self.flow.id,
+            "jobs": self.jobs_scope,
+        }
+        self._step_types: dict[str, StepType] = {}
+
+    # events ---------------------------------------------------------------------------------
+    def event(self, name: str, *, job_id: str | None = None, step_id: str | None = None, attempt: int | None = None, **data: Any) -> Event:
+        return Event(
+            name=name,
+            run_id=self.run_id,
+            ts=self.svc.clock(),
+            flow_id=self.flow.id,
+            job_id=job_id,
+            step_id=step_id,
+            attempt=attempt,
+            data=freeze(data) if data else freeze({}),
+        )
+
+    def emit(self, name: str, **kw: Any) -> Event:
+        ev = self.event(name, **kw)
+        self.svc.store.append_history(ev)
+        self.svc.emit(ev)
+        return ev
+
+    def _rec(self, ev: Event) -> Event:
+        self.svc.emit(ev)
+        return ev
+
+    # scheduling -----------------------------------------------------------------------------
+    def execute(self) -> RunResult:
+        self._seed_scope()
+        pending = [j for j in self.plan.order if j in self.plan.selected and j not in self.plan.restored_jobs]
+        try:
+            if self.flow.max_parallel_jobs <= 1:
+                self._run_sequential(pending)
+            else:
+                self._run_parallel(pending)
+        except Interrupted as exc:
+            self.result.interrupt = self.svc.cancel.why() or str(exc)
+        return self._finish()
+
+    def _seed_scope(self) -> None:
+        stored_steps = self.plan.stored_steps
+        by_job: dict[str, dict[str, Any]] = {}
+        for (jid, sid), rec in stored_steps.items():
+            if (jid, sid) in self.plan.restored_steps:
+                by_job.setdefault(jid, {})[sid] = {
+                    "status": rec.status,
+                    "outcome": rec.outcome,
+                    "outputs": _restore_outputs(rec),
+                }
+        for jid, rec in self.plan.stored_jobs.items():
+            if jid in self.plan.restored_jobs or (jid not in self.plan.selected and rec.status == JobStatus.SUCCESS):
+                self.jobs_scope[jid] = {
+                    "status": rec.status,
+                    "outcome": rec.outcome,
+                    "skip_reason": rec.reason if rec.status == JobStatus.SKIPPED else None,
+                    "outputs": _restore_masked(rec.outputs),
+                    "steps": by_job.get(jid, {}),
+                }
+                self.result.jobs[jid] = rec.status
+                if rec.reason:
+                    self.result.reasons[jid] = rec.reason
+
+    def _dep_decision(self, job: JobSpec) -> tuple[str | None, str | None]:
+        """(decision, reason): decision None = wait, 'run', 'BLOCKED', 'SKIPPED'."""
+        statuses: list[tuple[str, str]] = []
+        for d in job.depends_on:
+            st = self.result.jobs.get(d)
+            if st is None and d not in self.plan.selected:
+                rec = self.plan.stored_jobs.get(d)
+                if rec is not None and rec.status == JobStatus.SUCCESS:
+                    st = JobStatus.SUCCESS
+                else:
+                    return "BLOCKED", f"upstream job '{d}' is not selected and has not succeeded in this run"
+            statuses.append((d, st or JobStatus.PENDING))
+        if any(s in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.WAITING) for _, s in statuses):
+            return None, None
+        if job.depends_on_policy == "all_done":
+            return "run", None
+        for d, s in statuses:
+            if s in (JobStatus.FAILED, JobStatus.BLOCKED, JobStatus.CANCELLED):
+                return "BLOCKED", f"upstream job '{d}' {s}"
+        for _d, s in statuses:
+            if s == JobStatus.SKIPPED:
+                return "SKIPPED", "upstream skipped"
+        return "run", None
+
+    def _run_sequential(self, pending: list[str]) -> None:
+        progress = True
+        while pending and progress:
+            progress = False
+            for jid in list(pending):
+                job = self.flow.job(jid)
+                decision, reason = self._dep_decision(job)
+                if decision is None:
+                    continue
+                pending.remove(jid)
+                progress = True
+                self._check_cancel()
+                self._start_job(job, decision, reason)
+                break
+
+    def _run_parallel(self, pending: list[str]) -> None:
+        limit = self.flow.max_parallel_jobs
+        running: dict[Future[None], str] = {}
+        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="aetherflow-job") as pool:
+            try:
+                while pending or running:
+                    started = False
+                    for jid in list(pending):
+                        if len(running) >= limit or self.svc.cancel.is_set():
+                            break
+                        job = self.flow.job(jid)
+                        decision, reason = self._dep_decision(job)
+                        if decision is None:
+                            continue
+                        pending.remove(jid)
+                        if decision == "run":
+                            with self._status_lock:
+                                self.result.jobs[jid] = JobStatus.RUNNING
+                            running[pool.submit(self._start_job, job, decision, reason)] = jid
+                        else:
+                            self._start_job(job, decision, reason)
+                        started = True
+                    if not running:
+                        if not started:
+                            break
+                        continue
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        running.pop(fut)
+                        exc = fut.exception()
+                        if exc is not None and not isinstance(exc, Interrupted):
+                            raise exc
+                    self._check_cancel()
+            finally:
+                if self.svc.cancel.is_set():
+                    for fut in running:
+                        fut.cancel()
+
+    def _set_job_status(self, jid: str, status: str, reason: str | None = None) -> None:
+        with self._status_lock:
+            self.result.jobs[jid] = status
+            if reason:
+                self.result.reasons[jid] = reason
+            entry = self.jobs_scope.setdefault(jid, {"outputs": {}, "steps": {}, "outcome": None})
+            entry["status"] = status
+            entry["skip_reason"] = reason if status == JobStatus.SKIPPED else None
+
+    def _check_cancel(self) -> None:
+        if self.svc.cancel.is_set():
+            raise Interrupted(f"run stopped ({self.svc.cancel.why()})")
+        reason = self.svc.should_cancel()
+        if reason is not None:
+            self.svc.cancel.set("cancel")
+            raise Interrupted(f"run cancelled: {reason}")
+
+    # one job --------------------------------------------------------------------------------
+    def _start_job(self, job: JobSpec, decision: str, reason: str | None) -> None:
+        now = self.svc.clock()
+        if decision == "BLOCKED":
+            self._set_job_status(job.id, JobStatus.BLOCKED, reason)
+            self.svc.store.set_job(
+                self.run_id, job.id, JobStatus.BLOCKED, self._rec(self.event("job.blocked", job_id=job.id, reason=reason)),
+                reason=reason, finished_at=now,
+            )
+            return
+        if decision == "SKIPPED":
+            self._skip_job(job, reason or "upstream skipped", 0)
+            return
+        if job.when is not None:
+            scope = self._scope_for(job, {})
+            if not expressions.evaluate(job.when, scope):
+                self._skip_job(job, "condition false", 0)
+                return
+        lock: OsLock | None = None
+        if self.flow.locks.scope == "job":
+            lock = self._job_lock(job)
+        try:
+            self._run_job(job)
+        finally:
+            if lock is not None:
+                self.svc.store.remove_lock(lock.key, self.run_id, self._rec(self.event("lock.released", job_id=job.id, lock=lock.key)))
+                lock.release()
+
+    def _job_lock(self, job: JobSpec) -> OsLock:
+        key = job_lock_key(self.flow.id, job.id)
+        lock = OsLock(self.svc.lock_dir, key)
+        if not lock.acquire(self.flow.locks.wait_seconds):
+            holder = _holder_text(self.svc.store.lock_holder(key))
+            raise LockBusyError(f"job lock '{key}' is held by {holder}")
+        self.svc.store.record_lock(
+            LockRecord(name=key, run_id=self.run_id, pid=self.svc.pid, host=self.svc.host, since=self.svc.clock(), kind="job"),
+            self._rec(self.event("lock.acquired", job_id=job.id, lock=key)),
+        )
+        return lock
+
+    def _skip_job(self, job: JobSpec, reason: str, from_index: int) -> None:
+        now = self.svc.clock()
+        writes = [
+            StepWrite(job_id=job.id, step_id=s.id, status=StepStatus.SKIPPED, attempt=self._attempt_of(job.id, s.id), reason=reason, finished_at=now)
+            for s in job.steps[from_index:]
+            if (job.id, s.id) not in self.plan.restored_steps
+        ]
+        self._set_job_status(job.id, JobStatus.SKIPPED, reason)
+        entry = self.jobs_scope[job.id]
+        for w in writes:
+            entry["steps"][w.step_id] = {"status": StepStatus.SKIPPED, "outcome": None, "outputs": {}}
+        ev = self._rec(self.event("job.skipped", job_id=job.id, reason=reason))
+        if writes:
+            self.svc.store.set_steps(self.run_id, writes, None)
+        self.svc.store.set_job(
+            self.run_id, job.id, JobStatus.SKIPPED, ev, reason=reason, outcome=entry.get("outcome"),
+            outputs=entry.get("outputs") or None, finished_at=now,
+        )
+
+    def _attempt_of(self, job_id: str, step_id: str) -> int:
+        rec = self.plan.stored_steps.get((job_id, step_id))
+        return rec.attempt if rec else 0
+
+    def _scope_for(self, job: JobSpec, steps_scope: Mapping[str, Any], ws: Any = None) -> dict[str, Any]:
+        scope = dict(self.base_scope)
+        entry = self.jobs_scope.get(job.id) or {}
+        scope["job"] = {"id": job.id, "outputs": entry.get("outputs", {})}
+        scope["steps"] = steps_scope
+        if ws is not None:
+            scope["workspace"] = ws.as_scope()
+        return scope
+
+    def _run_job(self, job: JobSpec) -> None:
+        now = self.svc.clock()
+        ws = ensure(job_workspace(self.inp.workspace_root, self.flow.id, job.id, self.run_id))
+        outputs: dict[str, Any] = {}
+        stored_job = self.plan.stored_jobs.get(job.id)
+        if stored_job is not None and stored_job.outputs:
+            outputs.update(_restore_masked(stored_job.outputs))
+        steps_info: dict[str, Any] = {}
+        with self._status_lock:
+            self.jobs_scope[job.id] = {"status": JobStatus.RUNNING, "outcome": None, "skip_reason": None, "outputs": outputs, "steps": steps_info}
+            self.result.jobs[job.id] = JobStatus.RUNNING
+        self.svc.store.set_job(self.run_id, job.id, JobStatus.RUNNING, self._rec(self.event("job.started", job_id=job.id)), started_at=now)
+        steps_scope: dict[str, Any] = {}
+        scope = self._scope_for(job, steps_scope, ws)
+        scope["job"]["outputs"] = outputs
+        try:
+            for idx, step in enumerate(job.steps):
+                self._check_cancel()
+                action = self._run_step(job, step, idx, scope, steps_scope, steps_info, outputs, ws)
+                if action == "continue":
+                    continue
+                kind, reason = action
+                if kind == "skip_job":
+                    self._flush_job_outputs(job, outputs)
+                    self._skip_job(job, reason, idx + 1)
+                    return
+                if kind == "complete_job":
+                    self._skip_rest(job, idx + 1, reason)
+                    break
+                if kind == "fail":
+                    raise _JobFailed(reason)
+        except _JobWaiting:
+            self._set_job_status(job.id, JobStatus.WAITING)
+            self.svc.store.set_job(self.run_id, job.id, JobStatus.WAITING, self._rec(self.event("job.waiting", job_id=job.id)), outputs=outputs or None)
+            return
+        except _JobFailed as exc:
+            reason = str(exc)
+            self._set_job_status(job.id, JobStatus.FAILED, reason)
+            self.svc.store.set_job(
+                self.run_id, job.id, JobStatus.FAILED, self._rec(self.event("job.finished", job_id=job.id, status="FAILED", reason=reason)),
+                reason=reason, outputs=outputs or None, outcome=self.jobs_scope[job.id].get("outcome"), finished_at=self.svc.clock(),
+            )
+            return
+        except Interrupted:
+            why = self.svc.cancel.why() or "interrupted"
+            status = JobStatus.CANCELLED if why == "cancel" else JobStatus.FAILED
+            reason = "cancelled" if why == "cancel" else f"interrupted ({why})"
+            self._set_job_status(job.id, status, reason)
+            self.svc.store.set_job(
+                self.run_id, job.id, status, self._rec(self.event("job.finished", job_id=job.id, status=status, reason=reason)),
+                reason=reason, outputs=outputs or None, finished_at=self.svc.clock(),
+            )
+            raise
+        self._set_job_status(job.id, JobStatus.SUCCESS)
+        self.svc.store.set_job(
+            self.run_id, job.id, JobStatus.SUCCESS,
+            self._rec(self.event("job.finished", job_id=job.id, status="SUCCESS", duration=round(self.svc.clock() - now, 6))),
+            outputs=outputs or None, outcome=self.jobs_scope[job.id].get("outcome"), finished_at=self.svc.clock(),
+        )
+
+    def _flush_job_outputs(self, job: JobSpec, outputs: Mapping[str, Any]) -> None:
+        self.jobs_scope[job.id]["outputs"] = outputs
+
+    def _skip_rest(self, job: JobSpec, from_index: int, reason: str) -> None:
+        now = self.svc.clock()
+        writes = [
+            StepWrite(job_id=job.id, step_id=s.id, status=StepStatus.SKIPPED, attempt=self._attempt_of(job.id, s.id), reason=reason, finished_at=now)
+            for s in job.steps[from_index:]
+            if (job.id, s.id) not in self.plan.restored_steps
+        ]
+        if writes:
+            self.svc.store.set_steps(self.run_id, writes, None)
+
+    # one step -------------------------------------------------------------------------------
+    def _run_step(
+        self,
+        job: JobSpec,
+        step: StepSpec,
+        idx: int,
+        scope: dict[str, Any],
+        steps_scope: dict[str, Any],
+        steps_info: dict[str, Any],
+        job_outputs: dict[str, Any],
+        ws: Any,
+    ) -> Any:
+        key = (job.id, step.id)
+        restored = self.plan.restored_steps.get(key)
+        if restored is not None:
+            outs = _restore_outputs(restored)
+            status, outcome, reason = restored.status, restored.outcome, restored.reason
+            self._promote(step, outs, scope, job_outputs, restored_ok=True)
+        else:
+            if step.when is not None and not expressions.evaluate(step.when, scope):
+                outs, status, outcome, reason = {}, StepStatus.SKIPPED, "skipped", "condition false"
+                self.svc.store.set_step(
+                    self.run_id,
+                    StepWrite(job_id=job.id, step_id=step.id, status=status, attempt=self._attempt_of(*key), outcome=outcome,
+                              reason=reason, finished_at=self.svc.clock()),
+                    self._rec(self.event("step.skipped", job_id=job.id, step_id=step.id, reason=reason)),
+                )
+            else:
+                res, outs = self._execute(job, step, scope, ws, job_outputs)
+                status = res.status
+                outcome = res.outcome or ("skipped" if res.status == STEP_SKIPPED else "success")
+                reason = res.reason or (outs.get("reason") if isinstance(outs.get("reason"), str) else None)
+        steps_scope[step.id] = outs
+        steps_info[step.id] = {"status": status, "outcome": outcome, "outputs": outs}
+        self.jobs_scope[job.id]["outcome"] = outcome
+        action = step.on_outcome.get(outcome) if outcome else None
+        if action is None and status == StepStatus.SKIPPED and step.on_no_data == "skip_job":
+            action = "skip_job"
+        if action is None or action == "continue":
+            return "continue"
+        if action == "skip_job":
+            return ("skip_job", reason or f"step '{step.id}' skipped the job (outcome {outcome})")
+        if action == "complete_job":
+            return ("complete_job", f"job completed by step '{step.id}' (outcome {outcome})")
+        return ("fail", f"step '{step.id}' outcome '{outcome}' is routed to fail")
+
+    def _promote(self, step: StepSpec, outs: Mapping[str, Any], scope: dict[str, Any], job_outputs: dict[str, Any], *, restored_ok: bool = False) -> None:
+        if not step.outputs:
+            return
+        local = dict(scope)
+        local["result"] = outs
+        try:
+            rendered = template.render(step.outputs, local)
+        except TemplateError:
+            if restored_ok:
+                return
+            raise
+        job_outputs.update(rendered)
+
+    def _execute(self, job: JobSpec, step: StepSpec, scope: dict[str, Any], ws: Any, job_outputs: dict[str, Any]) -> tuple[StepResult, dict[str, Any]]:
+        key = (job.id, step.id)
+        stored = self.plan.stored_steps.get(key)
+        attempt = stored.attempt if stored is not None else 0
+        wakeup: dict[str, Any] | None = None
+        if stored is not None and stored.status == StepStatus.WAITING and key not in self.plan.reset_steps:
+            done = self._resume_wait(job, step, stored)
+            if isinstance(done, StepResult):
+                outs = dict(done.outputs)
+                self._promote(step, outs, scope, job_outputs)
+                return done, outs
+            wakeup = done
+        st = self._step_type(step.type)
+        try:
+            inputs = template.render(step.inputs, scope)
+        except TemplateError as exc:
+            self._fail_step(job, step, attempt + 1, f"inputs: {exc}")
+            raise _JobFailed(f"step '{step.id}' failed: inputs: {exc}") from exc
+        retry = step.retry
+        while True:
+            attempt += 1
+            started = self.svc.clock()
+            self.svc.store.set_step(
+                self.run_id,
+                StepWrite(job_id=job.id, step_id=step.id, status=StepStatus.RUNNING, attempt=attempt, started_at=started),
+                self._rec(self.event("step.started", job_id=job.id, step_id=step.id, attempt=attempt, type=step.type)),
+            )
+            self.svc.hooks("step.started", {"job": job.id, "step": step.id, "attempt": attempt})
+            error: str | None = None
+            try:
+                res = self._call(st, job, step, inputs, attempt, ws, wakeup)
+                outs = self._check_result(st, res)
+                if res.status == STEP_WAITING:
+                    self._park(job, step, attempt, res, started)
+                    raise _JobWaiting()
+                masked, masked_keys = self.inp.mask_outputs(outs)
+                self._promote(step, outs, scope, job_outputs)
+            except (_JobWaiting, Interrupted):
+                raise
+            except Exception as exc:  # noqa: BLE001 - any exception is a step failure
+                if self.svc.cancel.is_set() and not isinstance(exc, StepTimeoutError):
+                    self._fail_step(job, step, attempt, f"interrupted ({self.svc.cancel.why()})")
+                    raise Interrupted(str(exc)) from exc
+                error = self.inp.mask(_error_text(exc))
+            if error is None:
+                outcome = res.outcome or ("skipped" if res.status == STEP_SKIPPED else "success")
+                now = self.svc.clock()
+                self.svc.store.set_step(
+                    self.run_id,
+                    StepWrite(job_id=job.id, step_id=step.id, status=res.status, attempt=attempt, outcome=outcome,
+                              outputs=masked, masked_keys=masked_keys, reason=res.reason, started_at=started, finished_at=now),
+                    self._rec(self.event("step.finished", job_id=job.id, step_id=step.id, attempt=attempt, status=res.status,
+                                         outcome=outcome, duration=round(now - started, 6))),
+                )
+                self.svc.hooks("step.finished", {"job": job.id, "step": step.id, "attempt": attempt})
+                return res, outs
+            if attempt < retry.max_attempts:
+                delay = backoff_delay(retry, attempt)
+                now = self.svc.clock()
+                self.svc.store.set_step(
+                    self.run_id,
+                    StepWrite(job_id=job.id, step_id=step.id, status=StepStatus.FAILED, attempt=attempt, error=error,
+                              started_at=started, finished_at=now),
+                    self._rec(self.event("step.retry", job_id=job.id, step_id=step.id, attempt=attempt, error=error, delay=round(delay, 3))),
+                )
+                if delay > self.svc.inline_wait_max:
+                    due = now + delay
+                    wait = WaitRecord(run_id=self.run_id, job_id=job.id, step_id=step.id, kind="retry", due_at=due, created_at=now)
+                    self.svc.store.set_wait(
+                        wait,
+                        StepWrite(job_id=job.id, step_id=step.id, status=StepStatus.WAITING, attempt=attempt, error=error,
+                                  reason=f"retry due at {_iso(due)}", started_at=started, finished_at=now),
+                        self._rec(self.event("step.waiting", job_id=job.id, step_id=step.id, attempt=attempt, kind="retry", due_at=due)),
+                    )
+                    self._waits[key] = wait
+                    raise _JobWaiting()
+                if self.svc.cancel.wait(delay):
+                    raise Interrupted("interrupted during retry delay")
+                continue
+            self._fail_step(job, step, attempt, error, started=started, recorded=False)
+            raise _JobFailed(f"step '{step.id}' failed: {error}")
+
+    def _fail_step(self, job: JobSpec, step: StepSpec, attempt: int, error: str, *, started: float | None = None, recorded: bool = False) -> None:
+        now = self.svc.clock()
+        error = self.inp.mask(error)
+        self.svc.store.set_step(
+            self.run_id,
+            StepWrite(job_id=job.id, step_id=step.id, status=StepStatus.FAILED, attempt=attempt, error=error,
+                      started_at=started, finished_at=now),
+            self._rec(self.event("step.failed", job_id=job.id, step_id=step.id, attempt=attempt, error=error)),
+        )
+        self.result.failed_steps.append((job.id, step.id, error))
+
+    def _step_type(self, name: str) -> StepType:
+        st = self._step_types.get(name)
+        if st is None:
+            found = self.svc.registry.step(name)
+            if found is None:
+                raise StepError(f"unknown step type '{name}'", code="flow.unknown_step_type")
+            st = self._step_types[name] = found
+        return st
+
+    def _check_result(self, st: StepType, res: Any) -> dict[str, Any]:
+        if not isinstance(res, StepResult):
+            raise StepError(f"step type '{st.name}' returned {type(res).__name__}, not a StepResult", code="step.bad_result")
+        if res.outcome is not None and res.outcome not in st.outcomes:
+            raise StepError(
+                f"step type '{st.name}' returned outcome '{res.outcome}', which it does not declare ({', '.join(st.outcomes)})",
+                code="step.undeclared_outcome",
+            )
+        outs = thaw(res.outputs)
+        size = len(json.dumps(outs, default=str, ensure_ascii=False))
+        if size > MAX_OUTPUT_BYTES:
+            raise StepError(
+                f"step outputs are {size} bytes, over the {MAX_OUTPUT_BYTES} byte limit; write large data to a file in the workspace",
+                code="step.outputs_too_large",
+            )
+        return outs  # type: ignore[no-any-return]
+
+    # waiting --------------------------------------------------------------------------------
+    def _park(self, job: JobSpec, step: StepSpec, attempt: int, res: StepResult, started: float) -> None:
+        now = self.svc.clock()
+        if not res.events and res.due_at is None:
+            raise StepError("a WAITING result must name events or a due time", code="step.bad_wait")
+        wait = WaitRecord(
+            run_id=self.run_id, job_id=job.id, step_id=step.id, kind="event" if res.events else "timer",
+            events=res.events, due_at=res.due_at, created_at=now,
+        )
+        what = _wait_text(wait)
+        self.svc.store.set_wait(
+            wait,
+            StepWrite(job_id=job.id, step_id=step.id, status=StepStatus.WAITING, attempt=attempt, reason=what, started_at=started,
+                      outputs=thaw(res.outputs) or None),
+            self._rec(self.event("step.waiting", job_id=job.id, step_id=step.id, attempt=attempt, kind=wait.kind,
+                                 events=list(wait.events), due_at=wait.due_at)),
+        )
+        self._waits[(job.id, step.id)] = wait
+
+    def _resume_wait(self, job: JobSpec, step: StepSpec, stored: StepRecord) -> StepResult | dict[str, Any] | None:
+        """A stored WAITING step: an event completes it, a due timer wakes it, else it keeps waiting."""
+        key = (job.id, step.id)
+        wait = self._waits.get(key)
+        for ev in self._events:
+            if (ev.job_id, ev.step_id) == key:
+                outputs = thaw(ev.data)
+                masked, masked_keys = self.inp.mask_outputs(outputs if isinstance(outputs, dict) else {"data": outputs})
+                now = self.svc.clock()
+                self.svc.store.set_step(
+                    self.run_id,
+                    StepWrite(job_id=job.id, step_id=step.id, status=StepStatus.SUCCESS, attempt=stored.attempt, outcome=ev.name,
+                              outputs=masked, masked_keys=masked_keys, finished_at=now),
+                    self._rec(self.event("step.finished", job_id=job.id, step_id=step.id, attempt=stored.attempt, status="SUCCESS",
+                                         outcome=ev.name, via="event")),
+                )
+                self.svc.store.consume_event(ev.id)
+                self.svc.store.remove_wait(self.run_id, job.id, step.id)
+                self._waits.pop(key, None)
+                return StepResult("SUCCESS", outputs if isinstance(outputs, dict) else {"data": outputs}, outcome=ev.name)
+        if wait is None:
+            return {"kind": "lost"}
+        if wait.due_at is not None and wait.due_at <= self.svc.clock():
+            self.svc.store.remove_wait(self.run_id, job.id, step.id)
+            self._waits.pop(key, None)
+            if wait.kind != "retry":
+                self.emit("timer.fired", job_id=job.id, step_id=step.id, due_at=wait.due_at)
+            return {"kind": "retry" if wait.kind == "retry" else "timer", "due_at": wait.due_at, "events": list(wait.events),
+                    "waited_since": wait.created_at}
+        raise _JobWaiting()
+
+    # calling a step -------------------------------------------------------------------------
+    def _call(self, st: StepType, job: JobSpec, step: StepSpec, inputs: Any, attempt: int, ws: Any, wakeup: Mapping[str, Any] | None) -> StepResult:
+        token = CancelToken(self.svc.cancel)
+        deadline = time.monotonic() + step.timeout_seconds if step.timeout_seconds else None
+        frozen_inputs = freeze(inputs)
+        ctx = StepContext(
+            run_id=self.run_id,
+            flow_id=self.flow.id,
+            job_id=job.id,
+            step_id=step.id,
+            attempt=attempt,
+            env=self.inp.env,
+            params=self.inp.params,
+            connectors=self.inp.connectors,
+            ws=ws,
+            log=MaskingAdapter(self.svc.log, f"{job.id}.{step.id}: ", self.inp.mask),
+            cancel=token,
+            deadline=deadline,
+            mask=self.inp.mask,
+            flow_file=self.flow.file,
+            layout=self.flow.workspace.layout,
+            wakeup=freeze(wakeup) if wakeup else None,
+            invoke=self._invoke,
+            locks=self.locks,
+            inline_wait_max=self.svc.inline_wait_max,
+            clock=self.svc.clock,
+        )
+        return self._call_in_worker(st, step.id, job.id, frozen_inputs, ctx, step.timeout_seconds)
+
+    def _instantiate(self, st: StepType, step_id: str, job_id: str, inputs: Any, ctx: StepContext) -> Callable[[], Any]:
+        inst = st.cls(step_id, inputs, ctx, job_id)
+        validate = getattr(inst, "validate", None)
+        if st.legacy_run:
+            def call() -> Any:
+                if validate is not None:
+                    validate()
+                return _normalize(inst.run())
+        else:
+            def call() -> Any:
+                if validate is not None:
+                    validate()
+                return _normalize(inst.run(ctx, inputs))
+        return call
+
+    def _call_in_worker(self, st: StepType, step_id: str, job_id: str, inputs: Any, ctx: StepContext, timeout: float | None) -> StepResult:
+        fn = self._instantiate(st, step_id, job_id, inputs, ctx)
+        worker = _Worker()
+        box, done = worker.submit(fn)
+        ctx.cancel.wake(done)
+        try:
+            finished = done.wait(timeout) if timeout else done.wait()
+            if not finished or ("value" not in box and "error" not in box):
+                if self.svc.cancel.is_set():
+                    done.clear()
+                    if "value" not in box and "error" not in box:
+                        ctx.cancel.wake(done)
+                        done.wait(INTERRUPT_GRACE)
+                    if "value" not in box and "error" not in box:
+                        raise Interrupted(f"step '{step_id}' interrupted ({self.svc.cancel.why()})")
+                else:
+                    ctx.cancel.set("timeout")
+                    done.clear()
+                    done.wait(min(INTERRUPT_GRACE, 2.0))
+                    raise StepTimeoutError(f"step '{step_id}' timed out after {timeout:g} s")
+        finally:
+            ctx.cancel.unwake(done)
+            worker.stop()
+        if "error" in box:
+            err = box["error"]
+            if isinstance(err, Interrupted) or (self.svc.cancel.is_set() and not isinstance(err, StepTimeoutError)):
+                raise Interrupted(str(err)) from err
+            raise err
+        return box["value"]  # type: ignore[no-any-return]
+
+    def _invoke(self, parent: StepContext, spec: Mapping[str, Any], index: int) -> StepResult:
+        """Run a nested step (``with_lock``) in the caller's thread with the caller's context."""
+        type_name = str(spec.get("type"))
+        st = self._step_type(type_name)
+        sid = str(spec.get("id") or f"{parent.step_id}.{index}")
+        inputs = freeze(spec.get("inputs") or {})
+        fn = self._instantiate(st, sid, parent.job_id, inputs, parent)
+        res = fn()
+        self._check_result(st, res)
+        return res  # type: ignore[no-any-return]
+
+    # end of run -----------------------------------------------------------------------------
+    def _finish(self) -> RunResult:
+        r = self.result
+        statuses = {j: s for j, s in r.jobs.items() if j in self.plan.selected}
+        r.waits = list(self._waits.values())
+        if r.interrupt is not None:
+            r.status = RunStatus.CANCELLED if r.interrupt == "cancel" else RunStatus.INTERRUPTED
+        elif any(s == JobStatus.WAITING for s in statuses.values()):
+            r.status = RunStatus.WAITING
+        elif any(s in (JobStatus.FAILED, JobStatus.BLOCKED, JobStatus.CANCELLED) for s in statuses.values()):
+            r.status = RunStatus.FAILED
+        else:
+            r.status = RunStatus.SUCCESS
+        return r
+
+    def cleanup(self, status: RunStatus) -> list[Path]:
+        policy = self.flow.workspace.cleanup_policy
+        if policy == "always" and status not in (RunStatus.WAITING,) or (policy == "on_success" and status == RunStatus.SUCCESS):
+            return remove_run_dirs(self.inp.workspace_root, self.flow.id, self.run_id)
+        return []
+
+
+def backoff_delay(retry: RetrySpec, attempt: int, rng: Callable[[], float] = random.random) -> float:
+    """Delay before attempt ``attempt + 1``. Jitter keeps 50-100 % of the computed delay."""
+    base = retry.initial_delay_seconds
+    if retry.backoff == "exponential":
+        delay = base * (2 ** (attempt - 1))
+    elif retry.backoff == "linear":
+        delay = base * attempt
+    else:
+        delay = base
+    delay = min(delay, retry.max_delay_seconds)
+    if retry.jitter and delay > 0:
+        delay *= 0.5 + rng() / 2
+    return delay
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, StepResult):
+        return value
+    if value is None:
+        return StepResult("SUCCESS", {})
+    if isinstance(value, Mapping):  # aetherflow-core: a plain dict means SUCCESS
+        return StepResult("SUCCESS", dict(value))
+    return value
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, AetherflowError):
+        return exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _restore_masked(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in outputs.items()}
+
+
+def _restore_outputs(rec: StepRecord) -> dict[str, Any]:
+    outs = dict(rec.outputs)
+    for k in rec.masked_keys:
+        outs[k] = Masked(f"{rec.job_id}.{rec.step_id}.{k}")
+    return outs
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+
+
+def _wait_text(w: WaitRecord) -> str:
+    parts = []
+    if w.events:
+        parts.append("event " + " or ".join(w.events))
+    if w.due_at is not None:
+        parts.append(("retry at " if w.kind == "retry" else "timer due ") + _iso(w.due_at))
+    return ", ".join(parts) or "nothing"

@@ -1,0 +1,699 @@
+"""load → plugins → preflight → resolve → plan → run: the one pipeline every command shares.
+
+The CLI hands in the process environment, argv-derived options, streams, a clock and a cancel
+token; nothing here reads ``os.environ`` or prints. Functions return records the renderer shows.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import secrets as _secrets
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aetherflow.context import CancelToken
+from aetherflow.errors import (
+    AetherflowError,
+    ConflictError,
+    Issue,
+    LockBusyError,
+    NotFoundError,
+    PluginError,
+    ResolutionError,
+    RunActiveError,
+    SpecError,
+    StateError,
+    UsageError,
+)
+from aetherflow.events import Event, Fanout
+from aetherflow.model import FlowSpec, RunStatus, freeze, thaw
+from aetherflow.registry import Registry
+from aetherflow.state.store import LockRecord, ReceivedEvent, RunRecord
+
+log = logging.getLogger("aetherflow")
+
+
+# ---------------------------------------------------------------------------------------------
+# settings derived from the environment (the CLI passes env in)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    env: Mapping[str, str]
+    state: str | None = None  # --state
+    plugin_paths: tuple[str, ...] = ()
+    events_log: str | None = None
+    inline_wait_max: float = 60.0
+    clock: Callable[[], float] = time.time
+
+    @property
+    def home(self) -> Path:
+        h = self.env.get("AETHERFLOW_HOME")
+        if h:
+            return Path(h).expanduser()
+        xdg = self.env.get("XDG_STATE_HOME")
+        base = Path(xdg) if xdg else Path(self.env.get("HOME") or Path.home()) / ".local" / "state"
+        return base / "aetherflow"
+
+    def all_plugin_paths(self) -> tuple[str, ...]:
+        env_paths = tuple(p for p in self.env.get("AETHERFLOW_PLUGIN_PATHS", "").split(":") if p)
+        return (*self.plugin_paths, *env_paths)
+
+
+def settings_from_env(env: Mapping[str, str], **kw: Any) -> Settings:
+    raw = env.get("AETHERFLOW_INLINE_WAIT_MAX")
+    inline = 60.0
+    if raw:
+        try:
+            inline = float(raw)
+        except ValueError as exc:
+            raise UsageError(f"AETHERFLOW_INLINE_WAIT_MAX={raw!r} is not a number of seconds") from exc
+    return Settings(env=env, inline_wait_max=inline, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# plugins and flows
+
+
+def load_registry(settings: Settings, extra_paths: Sequence[str] = ()) -> Any:
+    from aetherflow import plugins
+
+    return plugins.load(plugin_paths=(*settings.all_plugin_paths(), *extra_paths))
+
+
+def check_flow(path: str, loaded_plugins: Any, *, raw: bytes | None = None) -> tuple[Any, list[Issue]]:
+    """Load and fully validate a flow. Returns (LoadedFlow, issues) with semantic and registry
+    issues merged; raises SpecError for YAML and schema problems (nothing to check further)."""
+    from aetherflow.engine.preflight import Preflight
+    from aetherflow.spec import load_flow, sort_issues
+
+    semantic: list[Issue] = []
+    try:
+        loaded = load_flow(path, raw=raw)
+    except SpecError as exc:
+        partial = getattr(exc, "partial", None)
+        if partial is None:
+            raise
+        loaded, semantic = partial, list(exc.issues)
+    pf = Preflight(loaded_plugins.registry, loaded.positions, path, loaded_plugins.errors)
+    issues = sort_issues(semantic + pf.check(loaded.flow, loaded.data))
+    return loaded, issues
+
+
+def load_checked(path: str, loaded_plugins: Any, *, raw: bytes | None = None) -> Any:
+    loaded, issues = check_flow(path, loaded_plugins, raw=raw)
+    if issues:
+        raise SpecError(issues, file=path)
+    return loaded
+
+
+# ---------------------------------------------------------------------------------------------
+# stores
+
+
+def state_path_for(settings: Settings, flow: FlowSpec | None) -> Path:
+    if settings.state:
+        return Path(settings.state).expanduser().absolute()
+    if settings.env.get("AETHERFLOW_STATE"):
+        return Path(settings.env["AETHERFLOW_STATE"]).expanduser().absolute()
+    if flow is not None and flow.state.path:
+        from aetherflow import template
+
+        rendered = str(template.render(flow.state.path, {"env": settings.env, "flow_id": flow.id, "params": {}}))
+        p = Path(rendered).expanduser()
+        return p if p.is_absolute() else (Path(flow.base_dir) / p)
+    return settings.home / "state.db"
+
+
+def open_store(path: Path, mask: Callable[[str], str] | None = None) -> Any:
+    from aetherflow.state.sqlite import SqliteStore
+
+    return SqliteStore(path, mask=mask)
+
+
+def remember_store(settings: Settings, path: Path) -> None:
+    """Record a store path in $AETHERFLOW_HOME/stores so id-only commands can find runs."""
+    reg = settings.home / "stores"
+    p = str(path.resolve())
+    try:
+        known = reg.read_text(encoding="utf-8").splitlines() if reg.exists() else []
+        if p in known:
+            return
+        reg.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(reg, "a", encoding="utf-8") as fh:
+            fh.write(p + "\n")
+        os.chmod(reg, 0o600)
+    except OSError as exc:
+        log.warning("cannot record store path in %s: %s", reg, exc)
+
+
+def known_stores(settings: Settings) -> list[Path]:
+    out: list[Path] = []
+    if settings.state:
+        return [Path(settings.state).expanduser().absolute()]
+    if settings.env.get("AETHERFLOW_STATE"):
+        return [Path(settings.env["AETHERFLOW_STATE"]).expanduser().absolute()]
+    default = settings.home / "state.db"
+    if default.exists():
+        out.append(default)
+    reg = settings.home / "stores"
+    if reg.exists():
+        for line in reg.read_text(encoding="utf-8").splitlines():
+            p = Path(line.strip())
+            if line.strip() and p.exists() and p not in out:
+                out.append(p)
+    return out
+
+
+def find_run(settings: Settings, run_id: str) -> tuple[Any, RunRecord]:
+    """Find a run by id (or unique prefix) in the known stores. Unknown → NotFoundError (2)."""
+    stores = known_stores(settings)
+    matches: list[tuple[Path, RunRecord]] = []
+    for p in stores:
+        store = open_store(p)
+        try:
+            rec = store.get_run(run_id)
+            if rec is not None:
+                return store, rec
+            for r in store.find_runs(run_id):
+                matches.append((p, r))
+        finally:
+            if not matches or matches[-1][0] != p:
+                store.close()
+    if len(matches) == 1:
+        store = open_store(matches[0][0])
+        rec2 = store.get_run(matches[0][1].run_id)
+        assert rec2 is not None
+        return store, rec2
+    if len(matches) > 1:
+        ids = ", ".join(r.run_id for _, r in matches)
+        raise UsageError(f"run id prefix '{run_id}' is ambiguous: {ids}", code="run.ambiguous")
+    where = ", ".join(str(p) for p in stores) or "no store recorded yet"
+    raise NotFoundError(f"unknown run id '{run_id}' (looked in: {where})", hint="see `aetherflow runs list`")
+
+
+def display_status(store: Any, rec: RunRecord) -> str:
+    """RUNNING runs whose executor is gone are shown CRASHED."""
+    if rec.status != RunStatus.RUNNING:
+        return rec.status
+    from aetherflow.locks import is_free, run_lock_key
+
+    return RunStatus.CRASHED if is_free(lock_dir_of(store), run_lock_key(rec.run_id)) else RunStatus.RUNNING
+
+
+def lock_dir_of(store: Any) -> Path:
+    return Path(store.path).parent / "locks"
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+
+
+@dataclass(slots=True, kw_only=True)
+class RunRequest:
+    flow_path: str
+    run_id: str | None = None
+    jobs: tuple[str, ...] = ()
+    with_upstream: bool = False
+    params: Mapping[str, str] = field(default_factory=dict)
+    key: str | None = None
+    profile: str | None = None
+    profiles_file: str | None = None
+    env_files: tuple[str, ...] = ()
+    dry_run: bool = False
+    reruns: tuple[str, ...] = ()
+    accept_changes: bool = False
+    event: str | None = None
+    event_data: Any = None
+    due_only: bool = False  # claim only if still WAITING and due (resume --due)
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    run_id: str
+    flow_id: str
+    status: str
+    store_path: str
+    jobs: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    failed_steps: list[tuple[str, str, str]] = field(default_factory=list)
+    waits: list[dict[str, Any]] = field(default_factory=list)
+    interrupt: str | None = None
+    plan: list[dict[str, Any]] | None = None
+    message: str | None = None
+    all_skipped: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def new_run_id(clock: Callable[[], float]) -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(clock())) + "-" + _secrets.token_hex(3)
+
+
+class Runner:
+    """Executes ``run`` and ``resume`` requests: locks, resolution, store records, executor."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cancel: CancelToken,
+        observers: Sequence[Callable[[Event], None]] = (),
+        hooks: Callable[[str, Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.cancel = cancel
+        self.observers = list(observers)
+        self.hooks = hooks or (lambda name, info: None)
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+
+    # -- new run -------------------------------------------------------------------------------
+    def run(self, req: RunRequest) -> RunOutcome:
+        loaded_plugins = load_registry(self.settings)
+        loaded = load_checked(req.flow_path, loaded_plugins)
+        flow: FlowSpec = loaded.flow
+        state_path = state_path_for(self.settings, flow)
+        if req.run_id:
+            store_probe = open_store(state_path)
+            try:
+                existing = store_probe.get_run(req.run_id)
+            finally:
+                store_probe.close()
+            if existing is not None:
+                req.flow_path = existing.flow_file
+                return self.resume(req, run_id=req.run_id, store_path=state_path)
+        from aetherflow import resolve
+
+        redactor = resolve.Redactor()
+        env = self._env(flow, req)
+        params = resolve.resolve_params(flow, req.params, env)
+        if req.key is not None and flow.unique is None:
+            raise UsageError("--key needs `flow.unique` in the flow file", code="usage.key_without_unique")
+        business_key = None
+        if req.key is not None and flow.unique is not None:
+            value = req.key.split("::", 1)[1] if req.key.startswith(flow.unique.key + "::") else req.key
+            business_key = f"{flow.unique.key}::{value}"
+            if flow.unique.scope == "flow":
+                business_key = f"{flow.id}/{business_key}"
+        secrets = resolve.resolve_secrets(flow, env, redactor, self._command_runner(env))
+        from aetherflow.engine.plan import make_plan, select_jobs
+
+        selected = select_jobs(flow, req.jobs, req.with_upstream)
+        run_id = req.run_id or new_run_id(self.settings.clock)
+        if req.dry_run:
+            plan = make_plan(flow, selected=selected, stored_jobs={}, stored_steps={}, reruns={})
+            from aetherflow.engine.plan import describe
+
+            return RunOutcome(run_id=run_id, flow_id=flow.id, status="DRY_RUN", store_path=str(state_path), plan=describe(plan, flow))
+        store = open_store(state_path, redactor.mask)
+        remember_store(self.settings, state_path)
+        now = self.settings.clock()
+        rec = RunRecord(
+            run_id=run_id,
+            flow_id=flow.id,
+            flow_file=str(Path(req.flow_path).absolute()),
+            flow_sha256=flow.sha256,
+            flow_text=flow.text,
+            flow_version=flow.version,
+            params=params,
+            business_key=business_key,
+            status=RunStatus.RUNNING,
+            pid=self.pid,
+            host=self.host,
+            created_at=now,
+            started_at=now,
+            updated_at=now,
+            attempt=1,
+            plugin_paths=self.settings.all_plugin_paths(),
+            selected_jobs=tuple(req.jobs) if req.jobs else (),
+            workspace_root=str(self._workspace_root(flow, env)),
+            profile=req.profile,
+        )
+        return self._execute(store, flow, rec, req, env=env, params=params, secrets=secrets, redactor=redactor,
+                             loaded_plugins=loaded_plugins, selected=selected, new=True)
+
+    # -- resume --------------------------------------------------------------------------------
+    def resume(self, req: RunRequest, *, run_id: str, store_path: Path | None = None) -> RunOutcome:
+        if store_path is not None:
+            store = open_store(store_path)
+            rec = store.get_run(run_id)
+            if rec is None:
+                raise NotFoundError(f"unknown run id '{run_id}'")
+        else:
+            store, rec = find_run(self.settings, run_id)
+        run_id = rec.run_id
+        status = rec.status
+        if status == RunStatus.SUCCESS and not req.reruns:
+            store.close()
+            return RunOutcome(run_id=run_id, flow_id=rec.flow_id, status=status, store_path=store.path,
+                              message=f"run {run_id} already succeeded; nothing to resume")
+        if status == RunStatus.CANCELLED:
+            store.close()
+            raise UsageError(f"run {run_id} was cancelled ({rec.cancel_reason or 'no reason given'}); a cancelled run cannot be resumed",
+                             code="run.cancelled")
+        from aetherflow.locks import OsLock, run_lock_key
+
+        lock_dir = lock_dir_of(store)
+        run_lock = OsLock(lock_dir, run_lock_key(run_id))
+        if not run_lock.acquire(0):
+            store.close()
+            raise RunActiveError(
+                f"run {run_id} is being executed by pid {rec.pid} on {rec.host}",
+                hint="wait for it to finish, or stop that process first",
+            )
+        try:
+            rec = store.get_run(run_id)  # re-read under the lock
+            assert rec is not None
+            if rec.status in (RunStatus.SUCCESS,) and not req.reruns:
+                return RunOutcome(run_id=run_id, flow_id=rec.flow_id, status=rec.status, store_path=store.path,
+                                  message=f"run {run_id} already succeeded; nothing to resume")
+            if rec.status == RunStatus.CANCELLED:
+                raise UsageError(f"run {run_id} was cancelled; a cancelled run cannot be resumed", code="run.cancelled")
+            if req.due_only:
+                if rec.status != RunStatus.WAITING or rec.due_at is None or rec.due_at > self.settings.clock():
+                    return RunOutcome(run_id=run_id, flow_id=rec.flow_id, status=rec.status, store_path=store.path,
+                                      message="not due any more (claimed by another sweep)")
+            flow, raw_changed = self._flow_for_resume(rec, req, store)
+            loaded_plugins = load_registry(self.settings, rec.plugin_paths)
+            flow = load_checked(flow[0], loaded_plugins, raw=flow[1]).flow
+            from aetherflow import resolve
+
+            redactor = resolve.Redactor()
+            store.set_mask(redactor.mask)
+            env = self._env(flow, req)
+            params = resolve.resolve_params(flow, {}, env, stored=rec.params)
+            secrets = resolve.resolve_secrets(flow, env, redactor, self._command_runner(env))
+            if req.event is not None:
+                self._deliver_event(store, rec, req)
+            if raw_changed:
+                store.append_history(self._event(rec, "flow.changed_accepted", sha256=flow.sha256))
+                store.update_run(run_id, None, flow_sha256=flow.sha256, flow_text=flow.text)
+            from aetherflow.engine.plan import select_jobs
+
+            selected = select_jobs(flow, rec.selected_jobs, False)
+            expect = rec.status
+            if not store.claim_run(run_id, expect, self.pid, self.host,
+                                   self._event(rec, "run.resumed", attempt=rec.attempt + 1, previous_status=expect)):
+                raise ConflictError(f"run {run_id} changed state while resuming; try again", code="run.claim_lost")
+            rec = store.get_run(run_id)
+            assert rec is not None
+            return self._execute(store, flow, rec, req, env=env, params=params, secrets=secrets, redactor=redactor,
+                                 loaded_plugins=loaded_plugins, selected=selected, new=False, run_lock=run_lock)
+        finally:
+            run_lock.release()
+
+    def _flow_for_resume(self, rec: RunRecord, req: RunRequest, store: Any) -> tuple[tuple[str, bytes], bool]:
+        path = rec.flow_file
+        try:
+            raw = Path(path).read_bytes()
+        except OSError:
+            raw = None
+        from aetherflow.spec.semantic import sha256_text
+
+        if raw is None:
+            log.warning("flow file %s is gone; resuming with the copy recorded at run start", path)
+            return (path, rec.flow_text.encode("utf-8")), False
+        if sha256_text(raw) == rec.flow_sha256:
+            return (path, raw), False
+        if not req.accept_changes:
+            diff = list(difflib.unified_diff(rec.flow_text.splitlines(), raw.decode("utf-8", "replace").splitlines(),
+                                             "recorded", "current", lineterm="", n=0))
+            changed = [d for d in diff if d[:1] in "+-" and not d.startswith(("+++", "---"))]
+            summary = "; ".join(changed[:6]) + (f"; … {len(changed) - 6} more" if len(changed) > 6 else "")
+            raise UsageError(
+                f"flow file {path} changed since run {rec.run_id} started ({len(changed)} changed line(s): {summary})",
+                code="resume.flow_changed",
+                hint="review the change; resume with --accept-changes to continue with the new file",
+            )
+        return (path, raw), True
+
+    def _deliver_event(self, store: Any, rec: RunRecord, req: RunRequest) -> None:
+        if rec.status != RunStatus.WAITING:
+            raise UsageError(f"run {rec.run_id} is {rec.status}, not WAITING; it does not expect event '{req.event}'",
+                             code="event.not_waiting")
+        waits = store.waits(rec.run_id)
+        expected = sorted({e for w in waits for e in w.events})
+        target = next((w for w in waits if req.event in w.events), None)
+        if target is None:
+            raise UsageError(
+                f"run {rec.run_id} does not wait for event '{req.event}'; expected: {', '.join(expected) or 'no events (timers only)'}",
+                code="event.unexpected",
+            )
+        data = req.event_data if req.event_data is not None else {}
+        store.add_event(
+            ReceivedEvent(id=0, run_id=rec.run_id, job_id=target.job_id, step_id=target.step_id, name=str(req.event),
+                          data=freeze(data if isinstance(data, dict) else {"data": data}), received_at=self.settings.clock()),
+            self._event(rec, "event.received", job_id=target.job_id, step_id=target.step_id, name=req.event),
+        )
+
+    # -- shared --------------------------------------------------------------------------------
+    def _event(self, rec: RunRecord, name: str, *, job_id: str | None = None, step_id: str | None = None, **data: Any) -> Event:
+        return Event(name=name, run_id=rec.run_id, ts=self.settings.clock(), flow_id=rec.flow_id, job_id=job_id,
+                     step_id=step_id, data=freeze(data))
+
+    def _env(self, flow: FlowSpec, req: RunRequest) -> Mapping[str, str]:
+        from aetherflow import resolve
+
+        base = Path(flow.base_dir)
+        flow_files = [p if Path(p).is_absolute() else base / p for p in flow.env_files]
+        return resolve.build_env(self.settings.env, [Path(p) for p in flow_files], [Path(p) for p in req.env_files])
+
+    def _workspace_root(self, flow: FlowSpec, env: Mapping[str, str]) -> Path:
+        if flow.workspace.root:
+            from aetherflow import template
+
+            root = Path(str(template.render(flow.workspace.root, {"env": env, "flow_id": flow.id, "params": {}}))).expanduser()
+            return root if root.is_absolute() else Path(flow.base_dir) / root
+        return self.settings.home / "work"
+
+    def _command_runner(self, env: Mapping[str, str]) -> Callable[[Sequence[str]], str]:
+        def run(argv: Sequence[str]) -> str:
+            from aetherflow.process import run_process
+
+            try:
+                res = run_process(list(argv), cwd=None, env=env, timeout=60.0, stdout_mode="capture", stderr_mode="capture")
+            except OSError as exc:
+                raise ResolutionError(f"secret command {argv[0]!r} could not start: {exc.strerror}", code="secret.command") from exc
+            if res.returncode != 0:
+                raise ResolutionError(f"secret command {argv[0]!r} exited {res.returncode}", code="secret.command")
+            return str(res.stdout)
+
+        return run
+
+    def _execute(
+        self, store: Any, flow: FlowSpec, rec: RunRecord, req: RunRequest, *, env: Mapping[str, str], params: Mapping[str, Any],
+        secrets: Mapping[str, Any], redactor: Any, loaded_plugins: Any, selected: Sequence[str], new: bool, run_lock: Any = None,
+    ) -> RunOutcome:
+        from aetherflow import resolve
+        from aetherflow.connectors.base import LazyConnectors
+        from aetherflow.engine.plan import make_plan, parse_reruns
+        from aetherflow.engine.run import Executor, RunInputs, Services
+        from aetherflow.locks import OsLock, flow_lock_key, run_lock_key
+
+        lock_dir = lock_dir_of(store)
+        store.set_mask(redactor.mask)
+        held: list[Any] = []
+        outcome: RunOutcome | None = None
+        try:
+            if run_lock is None:
+                run_lock = OsLock(lock_dir, run_lock_key(rec.run_id))
+                if not run_lock.acquire(0):
+                    raise RunActiveError(f"run {rec.run_id} is being executed by another process")
+                held.append(run_lock)
+            if flow.locks.scope == "flow":
+                flock = OsLock(lock_dir, flow_lock_key(flow.id))
+                if not flock.acquire(flow.locks.wait_seconds):
+                    holder = store.lock_holder(flock.key)
+                    who = (f"run {holder.run_id} (pid {holder.pid} on {holder.host})" if holder else "another process")
+                    raise LockBusyError(
+                        f"flow '{flow.id}' is locked by {who} (locks.scope: flow)",
+                        hint="an earlier run is still going; this run was not started",
+                    )
+                held.append(flock)
+            if new:
+                store.create_run(rec, self._event(rec, "run.started", flow_file=rec.flow_file, params=thaw(params),
+                                                  business_key=rec.business_key))
+            if flow.locks.scope == "flow":
+                store.record_lock(LockRecord(name=flow_lock_key(flow.id), run_id=rec.run_id, pid=self.pid, host=self.host,
+                                             since=self.settings.clock(), kind="flow"),
+                                  self._event(rec, "lock.acquired", lock=flow_lock_key(flow.id)))
+            self.hooks("run.started", {"run_id": rec.run_id})
+            reruns = parse_reruns(flow, req.reruns)
+            plan = make_plan(flow, selected=selected, stored_jobs=store.jobs(rec.run_id) if not new else {},
+                             stored_steps=store.steps(rec.run_id) if not new else {}, reruns=reruns)
+            resources = resolve.resolve_resources(
+                flow, self._profiles(flow, req),
+                {"env": env, "params": params, "secrets": {k: v.reveal() for k, v in secrets.items()},
+                 "run_id": rec.run_id, "flow_id": flow.id, "run": {"id": rec.run_id}},
+                redactor, profile_override=req.profile,
+            )
+            connectors = LazyConnectors(resources, loaded_plugins.registry, log)
+            emit = Fanout([*self.observers, *loaded_plugins.observers], log)
+            inputs = RunInputs(
+                flow=flow, run=rec, plan=plan, env=env, params=params,
+                secrets={k: v.reveal() for k, v in secrets.items()}, connectors=connectors,
+                workspace_root=Path(rec.workspace_root or self._workspace_root(flow, env)),
+                mask=redactor.mask, mask_outputs=redactor.mask_outputs,
+            )
+            svc = Services(
+                store=store, registry=loaded_plugins.registry, emit=emit, log=log, lock_dir=lock_dir, cancel=self.cancel,
+                clock=self.settings.clock, hooks=self.hooks, pid=self.pid, host=self.host,
+                inline_wait_max=self.settings.inline_wait_max,
+                should_cancel=lambda: _cancel_requested(store, rec.run_id),
+            )
+            ex = Executor(inputs, svc)
+            self._emit_start(emit, rec, new)
+            result = ex.execute()
+            warnings = connectors.close_all()
+            ex.cleanup(result.status)
+            outcome = self._record_end(store, flow, rec, result, emit, selected)
+            outcome.warnings.extend(warnings)
+            return outcome
+        except AetherflowError as exc:
+            if outcome is None and store.get_run(rec.run_id) is not None and not isinstance(exc, ConflictError):
+                cur = store.get_run(rec.run_id)
+                if cur is not None and cur.status == RunStatus.RUNNING and cur.pid == self.pid:
+                    store.update_run(rec.run_id, self._event(rec, "run.finished", status="FAILED", error=str(exc)),
+                                     status=RunStatus.FAILED, error=str(exc), finished_at=self.settings.clock())
+            raise
+        except BaseException as exc:
+            cur = store.get_run(rec.run_id)
+            if cur is not None and cur.status == RunStatus.RUNNING and cur.pid == self.pid:
+                status = RunStatus.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
+                store.update_run(rec.run_id, self._event(rec, "run.finished", status=status, error=_short(exc)),
+                                 status=status, error=_short(exc), finished_at=self.settings.clock())
+            raise
+        finally:
+            for lk in reversed(held):
+                if lk.key.startswith("flow:"):
+                    try:
+                        store.remove_lock(lk.key, rec.run_id, self._event(rec, "lock.released", lock=lk.key))
+                    except StateError:
+                        pass
+                lk.release()
+            store.close()
+
+    def _emit_start(self, emit: Callable[[Event], None], rec: RunRecord, new: bool) -> None:
+        emit(self._event(rec, "run.started" if new else "run.resumed", attempt=rec.attempt))
+
+    def _profiles(self, flow: FlowSpec, req: RunRequest) -> Mapping[str, Mapping[str, Any]]:
+        path = req.profiles_file or self.settings.env.get("AETHERFLOW_PROFILES_FILE") or flow.profiles_file
+        if not path:
+            if req.profile:
+                raise ResolutionError(f"--profile {req.profile}: no profiles file (flow.profiles_file, --profiles or AETHERFLOW_PROFILES_FILE)",
+                                      code="resolve.no_profiles_file")
+            return {}
+        p = Path(path)
+        if not p.is_absolute() and not req.profiles_file:
+            p = Path(flow.base_dir) / p
+        return load_profiles(str(p))
+
+    def _record_end(self, store: Any, flow: FlowSpec, rec: RunRecord, result: Any, emit: Any, selected: Sequence[str]) -> RunOutcome:
+        now = self.settings.clock()
+        status = result.status
+        due = min((w.due_at for w in result.waits if w.due_at is not None), default=None)
+        name = {RunStatus.WAITING: "run.waiting", RunStatus.INTERRUPTED: "run.interrupted", RunStatus.CANCELLED: "run.cancelled"}.get(
+            status, "run.finished")
+        err = None
+        if result.failed_steps:
+            j, s, e = result.failed_steps[-1]
+            err = f"{j}.{s}: {e}"
+        ev = self._event(rec, name, status=status, duration=round(now - (rec.started_at or now), 6), error=err)
+        fields: dict[str, Any] = {"status": status, "updated_at": now, "due_at": due, "error": err}
+        if status != RunStatus.WAITING:
+            fields["finished_at"] = now
+        if status == RunStatus.CANCELLED:
+            store.clear_waits(rec.run_id, None)
+        store.update_run(rec.run_id, ev, **fields)
+        emit(ev)
+        sel = [j for j in selected]
+        all_skipped = bool(sel) and all(result.jobs.get(j) == "SKIPPED" for j in sel)
+        return RunOutcome(
+            run_id=rec.run_id, flow_id=flow.id, status=status, store_path=store.path, jobs=dict(result.jobs),
+            reasons=dict(result.reasons), failed_steps=list(result.failed_steps),
+            waits=[{"job": w.job_id, "step": w.step_id, "kind": w.kind, "events": list(w.events), "due_at": w.due_at}
+                   for w in result.waits],
+            interrupt=result.interrupt, all_skipped=all_skipped,
+        )
+
+
+def _cancel_requested(store: Any, run_id: str) -> str | None:
+    rec = store.get_run(run_id)
+    return rec.cancel_reason if rec is not None and rec.cancel_reason else None
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def load_profiles(path: str) -> Mapping[str, Mapping[str, Any]]:
+    from aetherflow.spec.loader import load_yaml
+    from aetherflow.spec.schema import SchemaValidator, load_schema
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ResolutionError(f"profiles file {path}: {exc.strerror}", code="resolve.profiles_unreadable") from exc
+    data, positions = load_yaml(raw, path)
+    issues = SchemaValidator(load_schema("profiles")).validate(data, file=path, positions=positions)
+    if issues:
+        raise SpecError(issues, file=path)
+    return freeze(data or {})
+
+
+def cancel_run(settings: Settings, run_id: str, reason: str | None) -> tuple[RunRecord, str]:
+    store, rec = find_run(settings, run_id)
+    try:
+        now = settings.clock()
+        status = display_status(store, rec)
+        if rec.status in (RunStatus.SUCCESS, RunStatus.CANCELLED):
+            raise UsageError(f"run {rec.run_id} is {rec.status}; nothing to cancel", code="run.not_cancellable")
+        reason = reason or "cancelled by operator"
+        ev = Event(name="run.cancelled", run_id=rec.run_id, ts=now, flow_id=rec.flow_id, data=freeze({"reason": reason}))
+        if status == RunStatus.RUNNING:
+            store.update_run(rec.run_id, Event(name="run.cancel_requested", run_id=rec.run_id, ts=now, flow_id=rec.flow_id,
+                                               data=freeze({"reason": reason})), cancel_reason=reason)
+            return rec, "requested"
+        store.clear_waits(rec.run_id, None)
+        store.update_run(rec.run_id, ev, status=RunStatus.CANCELLED, cancel_reason=reason, finished_at=now, due_at=None)
+        return rec, "cancelled"
+    finally:
+        store.close()
+
+
+def parse_event_data(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--data is not valid JSON: {exc.msg} at column {exc.colno}", code="usage.event_data") from exc
+
+
+__all__ = [
+    "PluginError",
+    "RunOutcome",
+    "RunRequest",
+    "Runner",
+    "Settings",
+    "cancel_run",
+    "check_flow",
+    "find_run",
+    "known_stores",
+    "load_registry",
+    "parse_event_data",
+    "settings_from_env",
+]
+
+
+def registry_for_tests(*modules: str) -> Registry:
+    from aetherflow import plugins
+
+    return plugins.load(builtin_modules=modules or None, use_entry_points=False).registry

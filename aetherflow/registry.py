@@ -1,0 +1,199 @@
+"""Step and connector registries.
+
+``register_step`` and ``register_connector`` only *mark* a class with metadata; a registry
+instance collects marked classes from modules (``collect_module``). There is no module-level
+registry: the CLI builds one per process, tests build their own.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType, ModuleType
+from typing import Any, TypeVar
+
+from aetherflow.errors import PluginError
+
+T = TypeVar("T", bound=type)
+
+STEP_MARK = "__aetherflow_step__"
+CONNECTOR_MARK = "__aetherflow_connector__"
+
+#: default outcomes every step type has; more may be declared at registration
+DEFAULT_OUTCOMES = ("success", "skipped")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepMeta:
+    name: str
+    inputs_schema: Mapping[str, Any] | None = None
+    outcomes: tuple[str, ...] = ()
+    waits: bool = False  # may return WAITING (not allowed inside with_lock)
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorMeta:
+    kind: str
+    driver: str
+    aliases: tuple[str, ...] = ()
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepType:
+    """A registered step type: its class, metadata and where it came from."""
+
+    name: str
+    cls: type
+    meta: StepMeta
+    source: str  # "builtin:aetherflow.steps.control" or "plugin:dist-name (module)"
+
+    @property
+    def outcomes(self) -> tuple[str, ...]:
+        extra = tuple(o for o in self.meta.outcomes if o not in DEFAULT_OUTCOMES)
+        return DEFAULT_OUTCOMES + extra
+
+    @property
+    def legacy_run(self) -> bool:
+        """True when ``run(self)`` takes no ctx/inputs (aetherflow-core style)."""
+        run = getattr(self.cls, "run", None)
+        if run is None:
+            return False
+        params = [p for p in inspect.signature(run).parameters.values() if p.name != "self"]
+        return len(params) == 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorType:
+    kind: str
+    driver: str
+    cls: type
+    meta: ConnectorMeta
+    source: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.driver}"
+
+
+def register_step(
+    name: str,
+    *,
+    inputs_schema: Mapping[str, Any] | None = None,
+    outcomes: Sequence[str] = (),
+    waits: bool = False,
+    description: str | None = None,
+) -> Callable[[T], T]:
+    """Mark a ``Step`` subclass as step type ``name``. Collected by a ``Registry``."""
+
+    def mark(cls: T) -> T:
+        setattr(
+            cls,
+            STEP_MARK,
+            StepMeta(
+                name=name,
+                inputs_schema=inputs_schema,
+                outcomes=tuple(outcomes),
+                waits=waits,
+                description=description or (inspect.getdoc(cls) or "").split("\n")[0] or None,
+            ),
+        )
+        return cls
+
+    return mark
+
+
+def register_connector(
+    kind: str, driver: str, *, aliases: Sequence[str] = (), description: str | None = None
+) -> Callable[[T], T]:
+    """Mark a ``Connector`` class as the implementation of ``kind:driver``."""
+
+    def mark(cls: T) -> T:
+        setattr(
+            cls,
+            CONNECTOR_MARK,
+            ConnectorMeta(
+                kind=kind,
+                driver=driver,
+                aliases=tuple(aliases),
+                description=description or (inspect.getdoc(cls) or "").split("\n")[0] or None,
+            ),
+        )
+        return cls
+
+    return mark
+
+
+@dataclass(slots=True)
+class Registry:
+    """Step types and connector types known to one process (or one test)."""
+
+    steps: dict[str, StepType] = field(default_factory=dict)
+    connectors: dict[str, ConnectorType] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def add_step(self, cls: type, source: str) -> StepType:
+        meta: StepMeta = getattr(cls, STEP_MARK)
+        existing = self.steps.get(meta.name)
+        if existing is not None:
+            if existing.cls is cls:
+                return existing
+            raise PluginError(
+                f"step type '{meta.name}' is registered twice: by {existing.source} and by {source}",
+                code="plugin.duplicate_step",
+                hint="rename one of the step types; a plugin cannot replace another's step",
+            )
+        st = StepType(name=meta.name, cls=cls, meta=meta, source=source)
+        self.steps[meta.name] = st
+        return st
+
+    def add_connector(self, cls: type, source: str) -> ConnectorType:
+        meta: ConnectorMeta = getattr(cls, CONNECTOR_MARK)
+        ct = ConnectorType(kind=meta.kind, driver=meta.driver, cls=cls, meta=meta, source=source)
+        for key in (ct.key, *(f"{meta.kind}:{a}" for a in meta.aliases)):
+            existing = self.connectors.get(key) or self.connectors.get(self.aliases.get(key, ""))
+            if existing is not None and existing.cls is not cls:
+                raise PluginError(
+                    f"connector '{key}' is registered twice: by {existing.source} and by {source}",
+                    code="plugin.duplicate_connector",
+                )
+        self.connectors[ct.key] = ct
+        for a in meta.aliases:
+            self.aliases[f"{meta.kind}:{a}"] = ct.key
+        return ct
+
+    def collect_module(self, module: ModuleType, source: str) -> tuple[list[str], list[str]]:
+        """Add every marked class defined in ``module`` (or its submodules' re-exports
+        whose ``__module__`` starts with the module name). Returns (steps, connectors)."""
+        steps: list[str] = []
+        connectors: list[str] = []
+        prefix = module.__name__
+        for obj in list(vars(module).values()):
+            if not isinstance(obj, type):
+                continue
+            if not getattr(obj, "__module__", "").startswith(prefix):
+                continue
+            if STEP_MARK in vars(obj):
+                steps.append(self.add_step(obj, source).name)
+            if CONNECTOR_MARK in vars(obj):
+                connectors.append(self.add_connector(obj, source).key)
+        return steps, connectors
+
+    def collect_classes(self, classes: Iterable[type], source: str) -> None:
+        for obj in classes:
+            if STEP_MARK in vars(obj):
+                self.add_step(obj, source)
+            if CONNECTOR_MARK in vars(obj):
+                self.add_connector(obj, source)
+
+    def step(self, name: str) -> StepType | None:
+        return self.steps.get(name)
+
+    def connector(self, kind: str, driver: str) -> ConnectorType | None:
+        key = f"{kind}:{driver}"
+        return self.connectors.get(key) or self.connectors.get(self.aliases.get(key, ""))
+
+    def frozen_steps(self) -> Mapping[str, StepType]:
+        return MappingProxyType(self.steps)

@@ -1,0 +1,272 @@
+"""Turning results, issues and errors into text and JSON. The only module that imports rich.
+
+Plain output (no terminal, cron): one line per fact, no colour or control codes. ``--json``:
+one document with ``"schema_version"``. Untrusted text (step output, errors) is never
+interpreted as markup.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from aetherflow.errors import AetherflowError, Issue
+from aetherflow.events import Event
+
+JSON_SCHEMA_VERSION = 1
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+
+
+def local_time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(seconds), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+def dumps(doc: Mapping[str, Any]) -> str:
+    body = {"schema_version": JSON_SCHEMA_VERSION, **doc}
+    return json.dumps(body, indent=2, ensure_ascii=False, default=str)
+
+
+# issues and errors ----------------------------------------------------------------------------
+
+
+def issue_line(issue: Issue) -> str:
+    loc = issue.location
+    where = str(loc) if loc else "<flow>"
+    at = f" (at {loc.path})" if loc and loc.path else ""
+    line = f"{where}: {issue.code}: {issue.message}{at}"
+    if issue.hint:
+        line += f"\n    hint: {issue.hint}"
+    return line
+
+
+def issues_text(issues: Sequence[Issue]) -> str:
+    lines = [issue_line(i) for i in issues]
+    n = len(issues)
+    lines.append(f"{n} problem{'s' if n != 1 else ''} found")
+    return "\n".join(lines)
+
+
+def error_text(exc: AetherflowError) -> str:
+    from aetherflow.errors import SpecError
+
+    if isinstance(exc, SpecError) and exc.issues:
+        return issues_text(exc.issues)
+    loc = f"{exc.location}: " if exc.location and exc.location.file else ""
+    text = f"aetherflow: {loc}error[{exc.code}]: {exc.message}"
+    if exc.hint:
+        text += f"\n    hint: {exc.hint}"
+    return text
+
+
+def error_json(exc: AetherflowError) -> dict[str, Any]:
+    from aetherflow.errors import SpecError
+
+    doc: dict[str, Any] = {"ok": False, "error": {"code": exc.code, "message": exc.message, "hint": exc.hint,
+                                                  "exit_code": int(exc.exit_code)}}
+    if isinstance(exc, SpecError):
+        doc["issues"] = [i.as_dict() for i in exc.issues]
+    return doc
+
+
+# runs -----------------------------------------------------------------------------------------
+
+
+def outcome_json(o: Any) -> dict[str, Any]:
+    return {
+        "run_id": o.run_id,
+        "flow_id": o.flow_id,
+        "status": str(o.status),
+        "store": o.store_path,
+        "jobs": {k: str(v) for k, v in o.jobs.items()},
+        "reasons": o.reasons,
+        "failed_steps": [{"job": j, "step": s, "error": e} for j, s, e in o.failed_steps],
+        "waits": [{**w, "due_at": iso(w.get("due_at"))} for w in o.waits],
+        "message": o.message,
+        "plan": o.plan,
+    }
+
+
+def wait_line(o: Any) -> str:
+    parts = []
+    for w in o.waits:
+        what = []
+        if w.get("events"):
+            what.append("event " + " or ".join(w["events"]))
+        if w.get("due_at") is not None:
+            what.append(("retry at " if w.get("kind") == "retry" else "timer at ") + local_time(w["due_at"]))
+        parts.append(f"{w['job']}.{w['step']} waits for {', '.join(what)}")
+    return f"run {o.run_id} is WAITING: " + "; ".join(parts)
+
+
+def outcome_lines(o: Any, *, verbose: bool) -> list[str]:
+    """Plain-text end-of-run lines for stderr (empty on success unless verbose)."""
+    status = str(o.status)
+    lines: list[str] = []
+    if o.message:
+        return [o.message]
+    if status == "SUCCESS":
+        if verbose:
+            lines.append(f"run {o.run_id} SUCCESS ({_jobs_summary(o.jobs)})")
+        return lines
+    if status == "WAITING":
+        lines.append(wait_line(o))
+        if verbose:
+            lines.append(f"continue with: aetherflow resume {o.run_id} (or `aetherflow resume --due` from cron)")
+        return lines
+    if status in ("FAILED", "INTERRUPTED", "CANCELLED"):
+        lines.append(f"run {o.run_id} {status} ({_jobs_summary(o.jobs)})")
+        for j, s, e in o.failed_steps:
+            lines.append(f"  failed: {j}.{s}: {_first_lines(e)}")
+        for j, reason in o.reasons.items():
+            if o.jobs.get(j) == "BLOCKED":
+                lines.append(f"  blocked: {j}: {reason}")
+        if status != "CANCELLED":
+            lines.append(f"resume with: aetherflow resume {o.run_id}")
+    return lines
+
+
+def _first_lines(text: str, n: int = 12) -> str:
+    parts = text.splitlines()
+    if len(parts) <= n:
+        return text
+    return "\n".join(parts[:n]) + f"\n    … {len(parts) - n} more line(s)"
+
+
+def _jobs_summary(jobs: Mapping[str, Any]) -> str:
+    counts: dict[str, int] = {}
+    for s in jobs.values():
+        counts[str(s)] = counts.get(str(s), 0) + 1
+    return ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no jobs"
+
+
+def plan_lines(plan: Sequence[Mapping[str, Any]], run_id: str) -> list[str]:
+    lines = [f"plan for run {run_id} (dry run, nothing executed):"]
+    for row in plan:
+        deps = f" after {', '.join(row['depends_on'])}" if row["depends_on"] else ""
+        lines.append(f"  job {row['job']}{deps}: {row['action']}")
+        for s in row["steps"]:
+            lines.append(f"    step {s['id']} ({s['type']}): {s['action']}")
+    return lines
+
+
+class ProgressLines:
+    """Observer printing one plain line per job/step event (``-v``)."""
+
+    def __init__(self, stream: IO[str], mask: Any = None) -> None:
+        self.stream = stream
+
+    def __call__(self, ev: Event) -> None:
+        n = ev.name
+        d = ev.data
+        where = ".".join(x for x in (ev.job_id, ev.step_id) if x)
+        if n == "step.started":
+            line = f"start  {where} (attempt {ev.attempt})"
+        elif n == "step.finished":
+            line = f"done   {where} {d.get('status')} outcome={d.get('outcome')} in {duration(d.get('duration'))}"
+        elif n == "step.failed":
+            line = f"FAIL   {where}: {_first_lines(str(d.get('error')), 3)}"
+        elif n == "step.retry":
+            line = f"retry  {where} after attempt {ev.attempt} in {d.get('delay')}s: {_first_lines(str(d.get('error')), 2)}"
+        elif n == "step.waiting":
+            line = f"wait   {where}"
+        elif n in ("job.skipped", "job.blocked"):
+            line = f"{n.split('.')[1]:<6} {where}: {d.get('reason')}"
+        elif n == "job.finished":
+            line = f"job    {where} {d.get('status')}"
+        elif n in ("run.started", "run.resumed"):
+            line = f"{n.replace('.', ' ')} {ev.run_id}"
+        else:
+            return
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def runs_table(rows: Iterable[Mapping[str, Any]]) -> str:
+    rows = list(rows)
+    if not rows:
+        return "no runs"
+    head = ("RUN ID", "FLOW", "STATUS", "STARTED", "DURATION", "KEY")
+    data = [
+        (r["run_id"], r["flow_id"], r["status"], local_time(r.get("created_at")), duration(r.get("duration")), r.get("business_key") or "")
+        for r in rows
+    ]
+    widths = [max(len(str(x[i])) for x in (head, *data)) for i in range(len(head))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in (head, *data)]
+    return "\n".join(lines)
+
+
+def run_show_text(doc: Mapping[str, Any]) -> str:
+    r = doc["run"]
+    lines = [
+        f"run {r['run_id']}  flow {r['flow_id']}  {r['status']}",
+        f"  file {r['flow_file']} (sha256 {str(r['flow_sha256'])[:12]})",
+        f"  started {local_time(r.get('created_at'))}  finished {local_time(r.get('finished_at'))}  attempt {r['attempt']}  pid {r.get('pid')} on {r.get('host')}",
+    ]
+    if r.get("business_key"):
+        lines.append(f"  key {r['business_key']}")
+    if r.get("params"):
+        lines.append(f"  params {json.dumps(r['params'], ensure_ascii=False, default=str)}")
+    if r.get("error"):
+        lines.append(f"  error {r['error']}")
+    if r.get("cancel_reason"):
+        lines.append(f"  cancel reason {r['cancel_reason']}")
+    for j in doc["jobs"]:
+        reason = f" — {j['reason']}" if j.get("reason") else ""
+        lines.append(f"  job {j['job_id']}: {j['status']}{reason}")
+        for s in j["steps"]:
+            dur = duration(s["finished_at"] - s["started_at"]) if s.get("finished_at") and s.get("started_at") else "-"
+            extra = []
+            if s.get("attempt"):
+                extra.append(f"attempt {s['attempt']}")
+            if s.get("outcome"):
+                extra.append(f"outcome {s['outcome']}")
+            extra.append(dur)
+            lines.append(f"    step {s['step_id']}: {s['status']} ({', '.join(extra)})")
+            if s.get("reason"):
+                lines.append(f"      reason: {s['reason']}")
+            if s.get("error"):
+                lines.append("      error: " + _first_lines(s["error"], 8).replace("\n", "\n        "))
+            if s.get("outputs"):
+                out = json.dumps(s["outputs"], ensure_ascii=False, default=str)
+                lines.append(f"      outputs: {out if len(out) < 400 else out[:400] + '…'}")
+            for a in s.get("attempts", []):
+                if a["attempt"] != s.get("attempt") or a.get("error"):
+                    err = f": {_first_lines(a['error'], 2)}" if a.get("error") else ""
+                    lines.append(f"      attempt {a['attempt']} {a['status']}{err}")
+    for w in doc.get("waits", []):
+        lines.append(f"  waiting: {w['job_id']}.{w['step_id']} for {', '.join(w['events']) or 'timer'} due {local_time(w.get('due_at'))}")
+    return "\n".join(lines)
+
+
+def history_text(events: Iterable[Event]) -> str:
+    lines = []
+    for e in events:
+        where = ".".join(x for x in (e.job_id, e.step_id) if x)
+        att = f" #{e.attempt}" if e.attempt else ""
+        data = f" {json.dumps(dict(e.data), ensure_ascii=False, default=str)}" if e.data else ""
+        lines.append(f"{local_time(e.ts)}  {e.name:<18} {where}{att}{data}")
+    return "\n".join(lines) or "no history"

@@ -1,0 +1,67 @@
+"""Flow specification: strict YAML (loader.py), JSON Schema (schema.py), semantic checks and the
+``FlowSpec`` build (semantic.py). ``load_flow`` runs them in that order and raises one
+``SpecError`` carrying every issue found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aetherflow.errors import Issue, Location, SpecError
+from aetherflow.model import FlowSpec
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedFlow:
+    """A flow and what was needed to build it (positions, for registry-aware checks)."""
+
+    flow: FlowSpec
+    data: Any
+    positions: Any
+
+
+def read_flow_bytes(path: str) -> bytes:
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError as exc:
+        raise SpecError([Issue("flow.not_found", f"flow file {path} does not exist", Location(path, None, None))]) from exc
+    except IsADirectoryError as exc:
+        raise SpecError([Issue("flow.not_found", f"{path} is a directory, not a flow file", Location(path, None, None))]) from exc
+    except OSError as exc:
+        raise SpecError([Issue("flow.unreadable", f"cannot read {path}: {exc.strerror}", Location(path, None, None))]) from exc
+
+
+def load_flow(path: str, *, raw: bytes | None = None, validator: Any = None) -> LoadedFlow:
+    """Load, schema-check and build a flow. ``validator`` is a ``SchemaValidator`` to reuse."""
+    from aetherflow.spec.loader import load_yaml
+    from aetherflow.spec.schema import SchemaValidator, load_schema
+    from aetherflow.spec.semantic import Builder, base_dir_of, sha256_text
+
+    if raw is None:
+        raw = read_flow_bytes(path)
+    data, positions = load_yaml(raw, path)
+    if validator is None:
+        validator = SchemaValidator(load_schema("flow"))
+    issues = validator.validate(data, file=path, positions=positions)
+    if issues:
+        raise SpecError(issues, file=path)
+    builder = Builder(data, positions, path)
+    text = raw.decode("utf-8")
+    flow = builder.build(text=text, base_dir=base_dir_of(path), sha256=sha256_text(raw))
+    loaded = LoadedFlow(flow, data, positions)
+    if builder.issues:
+        exc = SpecError(sorted(builder.issues, key=_issue_order), file=path)
+        exc.partial = loaded  # type: ignore[attr-defined]  # lets registry checks add their issues
+        raise exc
+    return loaded
+
+
+def sort_issues(issues: list[Issue]) -> list[Issue]:
+    return sorted(issues, key=_issue_order)
+
+
+def _issue_order(i: Issue) -> tuple[int, int]:
+    loc = i.location
+    return (loc.line or 0, loc.column or 0) if loc else (0, 0)

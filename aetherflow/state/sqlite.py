@@ -1,0 +1,642 @@
+"""Embedded SQLite state store: WAL, ``synchronous=FULL``, one ``BEGIN IMMEDIATE`` transaction
+per state change with its history row, schema version in ``user_version`` with migrations.
+
+The file is created 0600 in a 0700 directory. A corrupt or unreadable file raises
+``StateError`` with a recovery hint; it is never reset. Every text written (outputs, errors,
+history data, params) passes through ``mask`` first, so secrets never reach the file.
+One connection per store object, guarded by a lock so parallel jobs can share it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from aetherflow.errors import KeyInUseError, StateError
+from aetherflow.events import Event
+from aetherflow.model import freeze
+from aetherflow.state.store import (
+    AttemptRecord,
+    JobRecord,
+    LockRecord,
+    ReceivedEvent,
+    RunRecord,
+    StepRecord,
+    StepWrite,
+    WaitRecord,
+)
+
+SCHEMA_VERSION = 1
+ACTIVE_STATUSES = ("RUNNING", "WAITING")
+
+_MIGRATIONS: tuple[str, ...] = (
+    # version 1
+    """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        flow_id TEXT NOT NULL,
+        flow_file TEXT NOT NULL,
+        flow_sha256 TEXT NOT NULL,
+        flow_text TEXT NOT NULL DEFAULT '',
+        flow_version INTEGER,
+        params TEXT NOT NULL DEFAULT '{}',
+        business_key TEXT,
+        status TEXT NOT NULL,
+        pid INTEGER,
+        host TEXT,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        updated_at REAL,
+        finished_at REAL,
+        attempt INTEGER NOT NULL DEFAULT 1,
+        plugin_paths TEXT NOT NULL DEFAULT '[]',
+        selected_jobs TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        workspace_root TEXT,
+        cancel_reason TEXT,
+        due_at REAL,
+        profile TEXT
+    );
+    CREATE INDEX runs_created ON runs(created_at DESC);
+    CREATE INDEX runs_flow_created ON runs(flow_id, created_at DESC);
+    CREATE INDEX runs_status_due ON runs(status, due_at);
+    CREATE UNIQUE INDEX runs_active_key ON runs(business_key)
+        WHERE business_key IS NOT NULL AND status IN ('RUNNING', 'WAITING');
+    CREATE TABLE jobs (
+        run_id TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        outcome TEXT,
+        outputs TEXT NOT NULL DEFAULT '{}',
+        started_at REAL,
+        finished_at REAL,
+        PRIMARY KEY (run_id, job_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        outcome TEXT,
+        outputs TEXT NOT NULL DEFAULT '{}',
+        masked_keys TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        reason TEXT,
+        started_at REAL,
+        finished_at REAL,
+        PRIMARY KEY (run_id, job_id, step_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE attempts (
+        run_id TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        outcome TEXT,
+        error TEXT,
+        started_at REAL,
+        finished_at REAL,
+        PRIMARY KEY (run_id, job_id, step_id, attempt)
+    ) WITHOUT ROWID;
+    CREATE TABLE waits (
+        run_id TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        events TEXT NOT NULL DEFAULT '[]',
+        due_at REAL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (run_id, job_id, step_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE received_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}',
+        received_at REAL NOT NULL,
+        consumed INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX received_events_run ON received_events(run_id, consumed);
+    CREATE TABLE history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        event TEXT NOT NULL,
+        flow_id TEXT,
+        job_id TEXT,
+        step_id TEXT,
+        attempt INTEGER,
+        data TEXT
+    );
+    CREATE INDEX history_run ON history(run_id, id);
+    CREATE TABLE locks (
+        name TEXT PRIMARY KEY,
+        run_id TEXT,
+        pid INTEGER,
+        host TEXT,
+        since REAL NOT NULL,
+        kind TEXT NOT NULL
+    );
+    """,
+)
+
+_RUN_COLUMNS = (
+    "run_id flow_id flow_file flow_sha256 flow_text flow_version params business_key status pid host "
+    "created_at started_at updated_at finished_at attempt plugin_paths selected_jobs error "
+    "workspace_root cancel_reason due_at profile"
+).split()
+_RUN_JSON = {"params": dict, "plugin_paths": tuple, "selected_jobs": tuple}
+_LIGHT_RUN_COLUMNS = [c for c in _RUN_COLUMNS if c != "flow_text"]
+
+_RECOVERY_HINT = (
+    "the state database is unreadable; aetherflow never resets it. Keep a copy, then try "
+    "`sqlite3 FILE '.recover' | sqlite3 NEW.db` and point --state at NEW.db, or move the file "
+    "aside to start with an empty store (the runs it recorded are then forgotten)"
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str, sort_keys=True)
+
+
+def _thaw(value: Any) -> Any:
+    from aetherflow.model import thaw
+
+    return thaw(value)
+
+
+class SqliteStore:
+    """``StateStore`` on one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, mask: Callable[[str], str] | None = None) -> None:
+        self.path = str(path)
+        self._mask = mask or (lambda s: s)
+        self._lock = threading.RLock()
+        p = Path(self.path)
+        try:
+            p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not p.exists():
+                fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o600)
+                os.close(fd)
+        except OSError as exc:
+            raise StateError(f"cannot create state database {p}: {exc}", code="state.unwritable") from exc
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0, cached_statements=256
+            )
+            self._db.execute("PRAGMA busy_timeout=30000")
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
+            if mode is None:
+                raise sqlite3.DatabaseError("journal mode not set")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"state database {self.path} is unreadable or corrupt: {exc}", code="state.corrupt", hint=_RECOVERY_HINT
+            ) from exc
+        for suffix in ("-wal", "-shm"):
+            side = Path(self.path + suffix)
+            if side.exists():
+                try:
+                    os.chmod(side, 0o600)
+                except OSError:
+                    pass
+
+    # plumbing ------------------------------------------------------------------------------
+    def set_mask(self, mask: Callable[[str], str]) -> None:
+        self._mask = mask
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"state database {self.path} has schema version {version}, newer than this aetherflow "
+                f"understands ({SCHEMA_VERSION}); upgrade aetherflow",
+                code="state.too_new",
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self._tx() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for i in range(version, SCHEMA_VERSION):
+                for stmt in _MIGRATIONS[i].split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise StateError(f"state database {self.path}: {exc}", code="state.corrupt", hint=_RECOVERY_HINT) from exc
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    db.execute("COMMIT")
+                except sqlite3.DatabaseError as exc:
+                    db.execute("ROLLBACK")
+                    raise StateError(f"state database {self.path}: {exc}", code="state.write_failed") from exc
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise StateError(
+                    f"state database {self.path}: {exc}", code="state.corrupt", hint=_RECOVERY_HINT
+                ) from exc
+
+    def _history(self, db: Any, event: Event | None) -> None:
+        if event is None:
+            return
+        data = self._mask(_dumps(_thaw(event.data))) if event.data else None
+        db.execute(
+            "INSERT INTO history (run_id, ts, event, flow_id, job_id, step_id, attempt, data) VALUES (?,?,?,?,?,?,?,?)",
+            (event.run_id, event.ts, event.name, event.flow_id, event.job_id, event.step_id, event.attempt, data),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+
+    # runs ----------------------------------------------------------------------------------
+    def _run_from_row(self, row: Sequence[Any], cols: Sequence[str]) -> RunRecord:
+        d: dict[str, Any] = {}
+        for c, v in zip(cols, row, strict=True):
+            conv = _RUN_JSON.get(c)
+            if conv is not None:
+                v = json.loads(v) if v else conv()
+                v = freeze(v) if conv is dict else tuple(v)
+            d[c] = v
+        return RunRecord(**d)
+
+    def create_run(self, run: RunRecord, event: Event) -> None:
+        values: list[Any] = []
+        for c in _RUN_COLUMNS:
+            v = getattr(run, c)
+            if c in _RUN_JSON:
+                v = self._mask(_dumps(_thaw(v)))
+            values.append(v)
+        with self._tx() as db:
+            if run.business_key is not None:
+                row = db.execute(
+                    "SELECT run_id, status, pid, host FROM runs WHERE business_key=? AND status IN ('RUNNING','WAITING')",
+                    (run.business_key,),
+                ).fetchone()
+                if row is not None:
+                    raise KeyInUseError(
+                        f"business key '{run.business_key}' is held by run {row[0]} ({row[1]}, pid {row[2]} on {row[3]})",
+                        hint=f"wait for it, or `aetherflow cancel {row[0]}`",
+                    )
+            db.execute(
+                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})", values
+            )
+            self._history(db, event)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        rows = self._query(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id=?", (run_id,))
+        return self._run_from_row(rows[0], _RUN_COLUMNS) if rows else None
+
+    def find_runs(self, prefix: str) -> list[RunRecord]:
+        rows = self._query(
+            f"SELECT {', '.join(_LIGHT_RUN_COLUMNS)} FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 5",
+            (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+        )
+        return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in rows]
+
+    def list_runs(
+        self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status:
+            where.append("status=?")
+            params.append(status)
+        if flow_id:
+            where.append("flow_id=?")
+            params.append(flow_id)
+        if key:
+            if "::" in key:
+                where.append("business_key=?")
+                params.append(key)
+            else:
+                where.append("(business_key=? OR business_key LIKE ? ESCAPE '\\')")
+                params.append(key)
+                params.append("%::" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"))
+        sql = f"SELECT {', '.join(_LIGHT_RUN_COLUMNS)} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        params.append(limit)
+        return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
+
+    def update_run(self, run_id: str, event: Event | None, **fields: Any) -> None:
+        sets: list[str] = []
+        values: list[Any] = []
+        for k, v in fields.items():
+            if k not in _RUN_COLUMNS or k == "run_id":
+                raise ValueError(f"unknown run column {k}")
+            if k in _RUN_JSON:
+                v = self._mask(_dumps(_thaw(v)))
+            elif k in ("error", "cancel_reason") and v is not None:
+                v = self._mask(str(v))
+            sets.append(f"{k}=?")
+            values.append(v)
+        with self._tx() as db:
+            if sets:
+                db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id=?", (*values, run_id))
+            self._history(db, event)
+
+    def claim_run(self, run_id: str, expect_status: str, pid: int, host: str, event: Event | None) -> bool:
+        """Atomically move a run from ``expect_status`` to RUNNING for this process."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE runs SET status='RUNNING', pid=?, host=?, attempt=attempt+1 WHERE run_id=? AND status=?",
+                (pid, host, run_id, expect_status),
+            )
+            if cur.rowcount != 1:
+                return False
+            self._history(db, event)
+            return True
+
+    def active_run_for_key(self, key: str) -> RunRecord | None:
+        runs = [r for r in self.list_runs(key=key, limit=20) if r.status in ACTIVE_STATUSES]
+        return runs[0] if runs else None
+
+    def delete_runs(self, run_ids: Sequence[str]) -> None:
+        with self._tx() as db:
+            for rid in run_ids:
+                for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "runs"):
+                    db.execute(f"DELETE FROM {table} WHERE run_id=?", (rid,))
+
+    # jobs and steps -------------------------------------------------------------------------
+    def set_job(self, run_id: str, job_id: str, status: str, event: Event | None, **fields: Any) -> None:
+        outputs = fields.get("outputs")
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO jobs (run_id, job_id, status, reason, outcome, outputs, started_at, finished_at) "
+                "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(run_id, job_id) DO UPDATE SET status=excluded.status, "
+                "reason=excluded.reason, outcome=excluded.outcome, outputs=excluded.outputs, "
+                "started_at=COALESCE(excluded.started_at, jobs.started_at), finished_at=excluded.finished_at",
+                (
+                    run_id,
+                    job_id,
+                    status,
+                    self._mask(fields["reason"]) if fields.get("reason") else None,
+                    fields.get("outcome"),
+                    self._mask(_dumps(_thaw(outputs))) if outputs else "{}",
+                    fields.get("started_at"),
+                    fields.get("finished_at"),
+                ),
+            )
+            self._history(db, event)
+
+    def _write_step(self, db: Any, run_id: str, w: StepWrite) -> None:
+        outputs = self._mask(_dumps(_thaw(w.outputs))) if w.outputs else "{}"
+        error = self._mask(w.error) if w.error else None
+        reason = self._mask(w.reason) if w.reason else None
+        db.execute(
+            "INSERT INTO steps (run_id, job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, "
+            "started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(run_id, job_id, step_id) DO UPDATE SET "
+            "status=excluded.status, attempt=excluded.attempt, outcome=excluded.outcome, outputs=excluded.outputs, "
+            "masked_keys=excluded.masked_keys, error=excluded.error, reason=excluded.reason, "
+            "started_at=COALESCE(excluded.started_at, steps.started_at), finished_at=excluded.finished_at",
+            (
+                run_id,
+                w.job_id,
+                w.step_id,
+                w.status,
+                w.attempt,
+                w.outcome,
+                outputs,
+                _dumps(list(w.masked_keys)),
+                error,
+                reason,
+                w.started_at,
+                w.finished_at,
+            ),
+        )
+        if w.attempt > 0:
+            db.execute(
+                "INSERT INTO attempts (run_id, job_id, step_id, attempt, status, outcome, error, started_at, finished_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(run_id, job_id, step_id, attempt) DO UPDATE SET "
+                "status=excluded.status, outcome=excluded.outcome, error=excluded.error, "
+                "started_at=COALESCE(excluded.started_at, attempts.started_at), finished_at=excluded.finished_at",
+                (run_id, w.job_id, w.step_id, w.attempt, w.status, w.outcome, error, w.started_at, w.finished_at),
+            )
+
+    def set_step(self, run_id: str, write: StepWrite, event: Event | None) -> None:
+        with self._tx() as db:
+            self._write_step(db, run_id, write)
+            self._history(db, event)
+
+    def set_steps(self, run_id: str, writes: Sequence[StepWrite], event: Event | None) -> None:
+        with self._tx() as db:
+            for w in writes:
+                self._write_step(db, run_id, w)
+            self._history(db, event)
+
+    def jobs(self, run_id: str) -> dict[str, JobRecord]:
+        rows = self._query(
+            "SELECT job_id, status, reason, outcome, outputs, started_at, finished_at FROM jobs WHERE run_id=?", (run_id,)
+        )
+        return {
+            r[0]: JobRecord(
+                run_id=run_id,
+                job_id=r[0],
+                status=r[1],
+                reason=r[2],
+                outcome=r[3],
+                outputs=freeze(json.loads(r[4] or "{}")),
+                started_at=r[5],
+                finished_at=r[6],
+            )
+            for r in rows
+        }
+
+    def steps(self, run_id: str) -> dict[tuple[str, str], StepRecord]:
+        rows = self._query(
+            "SELECT job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, started_at, finished_at "
+            "FROM steps WHERE run_id=?",
+            (run_id,),
+        )
+        return {
+            (r[0], r[1]): StepRecord(
+                run_id=run_id,
+                job_id=r[0],
+                step_id=r[1],
+                status=r[2],
+                attempt=r[3],
+                outcome=r[4],
+                outputs=freeze(json.loads(r[5] or "{}")),
+                masked_keys=tuple(json.loads(r[6] or "[]")),
+                error=r[7],
+                reason=r[8],
+                started_at=r[9],
+                finished_at=r[10],
+            )
+            for r in rows
+        }
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        rows = self._query(
+            "SELECT job_id, step_id, attempt, status, outcome, error, started_at, finished_at FROM attempts "
+            "WHERE run_id=? ORDER BY started_at, job_id, step_id, attempt",
+            (run_id,),
+        )
+        return [
+            AttemptRecord(
+                run_id=run_id,
+                job_id=r[0],
+                step_id=r[1],
+                attempt=r[2],
+                status=r[3],
+                outcome=r[4],
+                error=r[5],
+                started_at=r[6],
+                finished_at=r[7],
+            )
+            for r in rows
+        ]
+
+    def history(self, run_id: str) -> list[Event]:
+        rows = self._query(
+            "SELECT event, ts, flow_id, job_id, step_id, attempt, data FROM history WHERE run_id=? ORDER BY id", (run_id,)
+        )
+        return [
+            Event(
+                name=r[0],
+                run_id=run_id,
+                ts=r[1],
+                flow_id=r[2] or "",
+                job_id=r[3],
+                step_id=r[4],
+                attempt=r[5],
+                data=freeze(json.loads(r[6])) if r[6] else freeze({}),
+            )
+            for r in rows
+        ]
+
+    def append_history(self, event: Event) -> None:
+        with self._tx() as db:
+            self._history(db, event)
+
+    # waits and events -----------------------------------------------------------------------
+    def set_wait(self, wait: WaitRecord, write: StepWrite, event: Event | None) -> None:
+        with self._tx() as db:
+            self._write_step(db, wait.run_id, write)
+            db.execute(
+                "INSERT OR REPLACE INTO waits (run_id, job_id, step_id, kind, events, due_at, created_at) VALUES (?,?,?,?,?,?,?)",
+                (wait.run_id, wait.job_id, wait.step_id, wait.kind, _dumps(list(wait.events)), wait.due_at, wait.created_at),
+            )
+            self._history(db, event)
+
+    def waits(self, run_id: str) -> list[WaitRecord]:
+        rows = self._query(
+            "SELECT job_id, step_id, kind, events, due_at, created_at FROM waits WHERE run_id=? ORDER BY created_at",
+            (run_id,),
+        )
+        return [
+            WaitRecord(
+                run_id=run_id,
+                job_id=r[0],
+                step_id=r[1],
+                kind=r[2],
+                events=tuple(json.loads(r[3] or "[]")),
+                due_at=r[4],
+                created_at=r[5],
+            )
+            for r in rows
+        ]
+
+    def remove_wait(self, run_id: str, job_id: str, step_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM waits WHERE run_id=? AND job_id=? AND step_id=?", (run_id, job_id, step_id))
+
+    def clear_waits(self, run_id: str, event: Event | None) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM waits WHERE run_id=?", (run_id,))
+            self._history(db, event)
+
+    def add_event(self, ev: ReceivedEvent, event: Event | None) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO received_events (run_id, job_id, step_id, name, data, received_at, consumed) VALUES (?,?,?,?,?,?,0)",
+                (ev.run_id, ev.job_id, ev.step_id, ev.name, self._mask(_dumps(_thaw(ev.data))), ev.received_at),
+            )
+            self._history(db, event)
+            return int(cur.lastrowid or 0)
+
+    def pending_events(self, run_id: str) -> list[ReceivedEvent]:
+        rows = self._query(
+            "SELECT id, job_id, step_id, name, data, received_at FROM received_events WHERE run_id=? AND consumed=0 ORDER BY id",
+            (run_id,),
+        )
+        return [
+            ReceivedEvent(
+                id=r[0], run_id=run_id, job_id=r[1], step_id=r[2], name=r[3], data=freeze(json.loads(r[4] or "{}")), received_at=r[5]
+            )
+            for r in rows
+        ]
+
+    def consume_event(self, event_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE received_events SET consumed=1 WHERE id=?", (event_id,))
+
+    def due_runs(self, now: float, *, flow_id: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        sql = f"SELECT {', '.join(_LIGHT_RUN_COLUMNS)} FROM runs WHERE status='WAITING' AND due_at IS NOT NULL AND due_at<=?"
+        params: list[Any] = [now]
+        if flow_id:
+            sql += " AND flow_id=?"
+            params.append(flow_id)
+        sql += " ORDER BY due_at"
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
+
+    # locks ----------------------------------------------------------------------------------
+    def record_lock(self, lock: LockRecord, event: Event | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO locks (name, run_id, pid, host, since, kind) VALUES (?,?,?,?,?,?)",
+                (lock.name, lock.run_id, lock.pid, lock.host, lock.since, lock.kind),
+            )
+            self._history(db, event)
+
+    def remove_lock(self, name: str, run_id: str | None, event: Event | None) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM locks WHERE name=? AND (run_id IS ? OR run_id=?)", (name, run_id, run_id))
+            self._history(db, event)
+
+    def locks(self) -> list[LockRecord]:
+        rows = self._query("SELECT name, run_id, pid, host, since, kind FROM locks ORDER BY since")
+        return [LockRecord(name=r[0], run_id=r[1], pid=r[2], host=r[3], since=r[4], kind=r[5]) for r in rows]
+
+    def lock_holder(self, name: str) -> LockRecord | None:
+        rows = self._query("SELECT name, run_id, pid, host, since, kind FROM locks WHERE name=?", (name,))
+        if not rows:
+            return None
+        r = rows[0]
+        return LockRecord(name=r[0], run_id=r[1], pid=r[2], host=r[3], since=r[4], kind=r[5])

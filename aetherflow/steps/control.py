@@ -1,0 +1,243 @@
+"""Control-flow built-ins: ``check_items``, ``debug``, ``noop``, ``wait``, ``wait_for_event``,
+``with_lock``. They use only the public API (``aetherflow.api``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aetherflow.api import (
+    STEP_SKIPPED,
+    STEP_SUCCESS,
+    STEP_WAITING,
+    Step,
+    StepContext,
+    StepError,
+    StepResult,
+    register_step,
+)
+
+_STEP_REF = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"type": "string"},
+        "inputs": {"type": "object"},
+    },
+    "required": ["type"],
+    "additionalProperties": False,
+}
+
+
+@register_step(
+    "check_items",
+    inputs_schema={
+        "type": "object",
+        "properties": {
+            "items": {"description": "a list (or a value that becomes one); null means empty"},
+            "min_count": {"type": "integer", "minimum": 0, "default": 1},
+        },
+        "additionalProperties": False,
+    },
+)
+class CheckItems(Step):
+    """Probe: SUCCESS with count/items when there are at least min_count items, else SKIPPED."""
+
+    def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
+        items = inputs.get("items")
+        if items is None:
+            seq: list[Any] = []
+        elif isinstance(items, str):
+            seq = [items] if items.strip() else []
+        elif isinstance(items, Mapping):
+            seq = list(items)
+        elif isinstance(items, Sequence):
+            seq = list(items)
+        else:
+            seq = [items]
+        min_count = int(inputs.get("min_count", 1))
+        outputs = {"count": len(seq), "items": seq, "has_data": len(seq) >= min_count and len(seq) > 0}
+        if len(seq) < max(min_count, 1):
+            outputs["reason"] = f"{len(seq)} item(s), fewer than {max(min_count, 1)}"
+            return StepResult(STEP_SKIPPED, outputs, reason=outputs["reason"])
+        return StepResult(STEP_SUCCESS, outputs)
+
+
+@register_step(
+    "debug",
+    inputs_schema={"type": "object", "properties": {"message": {}, "show_env": {"type": "boolean"}}},
+)
+class Debug(Step):
+    """Log the inputs (and optionally env names), with secrets masked; outputs echo the inputs."""
+
+    def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
+        text = json.dumps(dict(inputs), default=str, ensure_ascii=False, sort_keys=True)
+        ctx.log.info("debug: %s", text)
+        if inputs.get("show_env"):
+            ctx.log.info("debug env: %s", ", ".join(sorted(ctx.env)))
+        return StepResult(STEP_SUCCESS, {k: v for k, v in inputs.items() if k != "show_env"})
+
+
+@register_step("noop", inputs_schema={"type": "object"})
+class Noop(Step):
+    """Do nothing, successfully; outputs are the inputs (benchmarks, placeholders)."""
+
+    def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
+        return StepResult(STEP_SUCCESS, inputs)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(text: Any) -> float:
+    """``30``, ``30s``, ``30m``, ``2h``, ``1d``, ``500ms`` → seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    m = _DURATION.match(str(text))
+    if not m:
+        raise StepError(f"invalid duration {text!r}: use e.g. 90, 30s, 30m, 2h or 1d", code="step.bad_duration")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_until(text: str) -> float:
+    try:
+        dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise StepError(f"invalid until {text!r}: use ISO-8601, e.g. 2026-11-23T06:00:00+00:00", code="step.bad_until") from exc
+    if dt.tzinfo is None:
+        dt = dt.astimezone()  # local time
+    return dt.timestamp()
+
+
+def _sleep_inline(ctx: StepContext, seconds: float) -> None:
+    if seconds > 0 and ctx.cancel.wait(seconds):
+        raise StepError("wait interrupted", code="step.interrupted")
+
+
+@register_step(
+    "wait",
+    outcomes=["elapsed"],
+    waits=True,
+    inputs_schema={
+        "type": "object",
+        "properties": {
+            "seconds": {"type": "number", "minimum": 0},
+            "duration": {"type": ["string", "number"]},
+            "until": {"type": "string"},
+        },
+        "additionalProperties": False,
+        "minProperties": 1,
+        "maxProperties": 1,
+    },
+)
+class Wait(Step):
+    """Wait for a duration or until a time. Short waits sleep in-process; longer ones park the
+    run WAITING until `aetherflow resume --due` after the due time. Outcome `elapsed`."""
+
+    def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
+        if ctx.wakeup and ctx.wakeup.get("kind") == "timer":
+            return StepResult(STEP_SUCCESS, {"waited_until": ctx.wakeup.get("due_at")}, outcome="elapsed")
+        now = ctx.clock()
+        if "until" in inputs:
+            due = parse_until(str(inputs["until"]))
+        else:
+            due = now + parse_duration(inputs.get("seconds", inputs.get("duration", 0)))
+        remaining = due - now
+        if remaining <= ctx.inline_wait_max:
+            _sleep_inline(ctx, remaining)
+            return StepResult(STEP_SUCCESS, {"waited_until": due}, outcome="elapsed")
+        return StepResult(STEP_WAITING, {"due_at": due}, due_at=due)
+
+
+@register_step(
+    "wait_for_event",
+    outcomes=["timeout"],
+    waits=True,
+    inputs_schema={
+        "type": "object",
+        "properties": {
+            "events": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.:-]*$"}, "minItems": 1},
+            "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+            "timeout": {"type": ["string", "number"]},
+        },
+        "required": ["events"],
+        "additionalProperties": False,
+    },
+)
+class WaitForEvent(Step):
+    """Pause the run until `aetherflow resume RUN --event NAME` delivers one of `events`
+    (outcome NAME, the event data as outputs), or until the timeout fires (outcome `timeout`)."""
+
+    def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
+        events = [str(e) for e in inputs["events"]]
+        if ctx.wakeup and ctx.wakeup.get("kind") == "timer":
+            return StepResult(STEP_SUCCESS, {"timed_out": True, "events": events}, outcome="timeout")
+        timeout = inputs.get("timeout_seconds", inputs.get("timeout"))
+        due = ctx.clock() + parse_duration(timeout) if timeout is not None else None
+        return StepResult(STEP_WAITING, {"events": events}, events=events, due_at=due)
+
+
+def _nested_specs(inputs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    if "step" in inputs and "steps" in inputs:
+        raise StepError("with_lock takes `step` or `steps`, not both", code="step.bad_inputs")
+    if "step" in inputs:
+        return [inputs["step"]]
+    return list(inputs.get("steps") or [])
+
+
+@register_step(
+    "with_lock",
+    inputs_schema={
+        "type": "object",
+        "properties": {
+            "lock_key": {"type": "string", "minLength": 1},
+            "step": _STEP_REF,
+            "steps": {"type": "array", "items": _STEP_REF, "minItems": 1},
+            "wait_seconds": {"type": "number", "minimum": 0},
+            "ttl_seconds": {"type": "number", "description": "accepted for aetherflow-core compatibility; OS locks never expire under a live holder"},
+        },
+        "required": ["lock_key"],
+        "additionalProperties": False,
+        "oneOf": [{"required": ["step"]}, {"required": ["steps"]}],
+    },
+)
+class WithLock(Step):
+    """Run one nested step (`step`) or several (`steps`) while holding the OS lock `lock_key`.
+    Outputs are the (last) nested step's outputs plus `lock_key` and `lock_wait_seconds`."""
+
+    def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
+        if ctx.locks is None or ctx.invoke is None:
+            raise StepError("with_lock needs the engine's lock service", code="step.no_lock_service")
+        key = str(inputs["lock_key"])
+        specs = _nested_specs(inputs)
+        started = time.monotonic()
+        lock = ctx.locks.acquire(key, float(inputs.get("wait_seconds", 0)), job_id=ctx.job_id, step_id=ctx.step_id)
+        waited = time.monotonic() - started
+        try:
+            outputs: dict[str, Any] = {}
+            status = STEP_SUCCESS
+            per_step: dict[str, Any] = {}
+            for i, spec in enumerate(specs):
+                res = ctx.invoke(ctx, spec, i)
+                if res.status == STEP_WAITING:
+                    raise StepError("a step inside with_lock cannot wait", code="step.wait_in_lock")
+                per_step[str(spec.get("id") or i)] = dict(res.outputs)
+                outputs = dict(res.outputs)
+                if res.status == STEP_SKIPPED:
+                    status = STEP_SKIPPED
+                    break
+        finally:
+            ctx.locks.release(lock, job_id=ctx.job_id, step_id=ctx.step_id)
+        outputs.update({"lock_key": key, "lock_wait_seconds": round(waited, 3)})
+        if len(specs) > 1:
+            outputs["steps"] = per_step
+        return StepResult(status, outputs)
+
+
+def utc_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")

@@ -1,0 +1,133 @@
+"""Shared fixtures: an isolated AETHERFLOW_HOME, flow writers, an in-process CLI runner and a
+real-subprocess runner. No test touches the real home directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private AETHERFLOW_HOME (state, stores, workspaces) for the test."""
+    h = tmp_path / "afhome"
+    monkeypatch.setenv("AETHERFLOW_HOME", str(h))
+    monkeypatch.setenv("HOME", str(tmp_path / "userhome"))
+    for var in ("AETHERFLOW_STATE", "AETHERFLOW_PLUGIN_PATHS", "AETHERFLOW_PROFILES_FILE", "AETHERFLOW_EVENTS_LOG",
+                "AETHERFLOW_TEST_CRASH_AT", "NO_COLOR", "XDG_STATE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    return h
+
+
+@pytest.fixture
+def write_flow(tmp_path: Path) -> Callable[..., Path]:
+    def write(text: str, name: str = "flow.yaml") -> Path:
+        p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return p
+
+    return write
+
+
+@pytest.fixture
+def cli(home: Path) -> Callable[..., Result]:
+    """Run the CLI in-process (typer CliRunner); stdout and stderr kept apart."""
+    from typer.testing import CliRunner
+
+    from aetherflow.cli.app import app
+
+    def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
+        runner = CliRunner()
+        res = runner.invoke(app, [str(a) for a in args], env=env, input=input, catch_exceptions=False)
+        return Result(res.exit_code, res.stdout, res.stderr)
+
+    return run
+
+
+@pytest.fixture
+def af(home: Path) -> Callable[..., Result]:
+    """Run `python -m aetherflow` as a real subprocess with the test's environment."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None) -> Result:
+        e = dict(os.environ)
+        e.update(env or {})
+        proc = subprocess.run(
+            [sys.executable, "-m", "aetherflow", *[str(a) for a in args]],
+            capture_output=True, text=True, env=e, timeout=timeout, cwd=cwd,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until true or the timeout; used instead of bare sleeps."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+@pytest.fixture
+def store_of(home: Path) -> Callable[[Path | None], object]:
+    from aetherflow.state.sqlite import SqliteStore
+
+    opened: list[SqliteStore] = []
+
+    def open_(path: Path | None = None) -> SqliteStore:
+        s = SqliteStore(path or home / "state.db")
+        opened.append(s)
+        return s
+
+    yield open_  # type: ignore[misc]
+    for s in opened:
+        s.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    dsn = os.environ.get("AETHERFLOW_TEST_PG_DSN")
+    if not dsn:
+        pytest.skip("PostgreSQL tests need AETHERFLOW_TEST_PG_DSN (set by .ci/run)")
+    try:
+        import psycopg
+
+        with psycopg.connect(dsn, connect_timeout=3):
+            pass
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL at AETHERFLOW_TEST_PG_DSN is not reachable: {exc}")
+    yield dsn
