@@ -173,27 +173,27 @@ def known_stores(settings: Settings) -> list[Path]:
 
 
 def find_run(settings: Settings, run_id: str) -> tuple[Any, RunRecord]:
-    """Find a run by id (or unique prefix) in the known stores. Unknown → NotFoundError (2)."""
+    """Find a run by id (or unique prefix) in the known stores. Unknown → NotFoundError (2).
+    Returns the open store holding it (the caller closes it) and the record."""
     stores = known_stores(settings)
-    matches: list[tuple[Path, RunRecord]] = []
+    matches: list[tuple[Path, str]] = []
     for p in stores:
         store = open_store(p)
+        rec = store.get_run(run_id)
+        if rec is not None:
+            return store, rec
         try:
-            rec = store.get_run(run_id)
-            if rec is not None:
-                return store, rec
-            for r in store.find_runs(run_id):
-                matches.append((p, r))
+            matches.extend((p, r.run_id) for r in store.find_runs(run_id))
         finally:
-            if not matches or matches[-1][0] != p:
-                store.close()
+            store.close()
     if len(matches) == 1:
         store = open_store(matches[0][0])
-        rec2 = store.get_run(matches[0][1].run_id)
-        assert rec2 is not None
-        return store, rec2
+        found = store.get_run(matches[0][1])
+        if found is not None:
+            return store, found
+        store.close()
     if len(matches) > 1:
-        ids = ", ".join(r.run_id for _, r in matches)
+        ids = ", ".join(r for _, r in matches)
         raise UsageError(f"run id prefix '{run_id}' is ambiguous: {ids}", code="run.ambiguous")
     where = ", ".join(str(p) for p in stores) or "no store recorded yet"
     raise NotFoundError(f"unknown run id '{run_id}' (looked in: {where})", hint="see `aetherflow runs list`")
@@ -300,8 +300,6 @@ class Runner:
         if req.key is not None and flow.unique is not None:
             value = req.key.split("::", 1)[1] if req.key.startswith(flow.unique.key + "::") else req.key
             business_key = f"{flow.unique.key}::{value}"
-            if flow.unique.scope == "flow":
-                business_key = f"{flow.id}/{business_key}"
         secrets = resolve.resolve_secrets(flow, env, redactor, self._command_runner(env))
         from aetherflow.engine.plan import make_plan, select_jobs
 
@@ -324,6 +322,7 @@ class Runner:
             flow_version=flow.version,
             params=params,
             business_key=business_key,
+            key_scope=(flow.id if flow.unique.scope == "flow" else "*") if business_key and flow.unique else None,
             status=RunStatus.RUNNING,
             pid=self.pid,
             host=self.host,
@@ -450,7 +449,7 @@ class Runner:
         store.add_event(
             ReceivedEvent(id=0, run_id=rec.run_id, job_id=target.job_id, step_id=target.step_id, name=str(req.event),
                           data=freeze(data if isinstance(data, dict) else {"data": data}), received_at=self.settings.clock()),
-            self._event(rec, "event.received", job_id=target.job_id, step_id=target.step_id, name=req.event),
+            self._event(rec, "event.received", job_id=target.job_id, step_id=target.step_id, event=req.event),
         )
 
     # -- shared --------------------------------------------------------------------------------

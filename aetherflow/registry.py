@@ -31,6 +31,8 @@ class StepMeta:
     outcomes: tuple[str, ...] = ()
     waits: bool = False  # may return WAITING (not allowed inside with_lock)
     description: str | None = None
+    #: name of an input whose list of strings adds outcomes (wait_for_event: "events")
+    outcomes_input: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +56,16 @@ class StepType:
     def outcomes(self) -> tuple[str, ...]:
         extra = tuple(o for o in self.meta.outcomes if o not in DEFAULT_OUTCOMES)
         return DEFAULT_OUTCOMES + extra
+
+    def outcomes_for(self, inputs: Mapping[str, Any]) -> tuple[str, ...]:
+        """Declared outcomes plus those named by ``outcomes_input`` in these inputs."""
+        base = self.outcomes
+        key = self.meta.outcomes_input
+        if key:
+            more = inputs.get(key)
+            if isinstance(more, (list, tuple)):
+                base = base + tuple(str(m) for m in more if str(m) not in base)
+        return base
 
     @property
     def legacy_run(self) -> bool:
@@ -85,8 +97,12 @@ def register_step(
     outcomes: Sequence[str] = (),
     waits: bool = False,
     description: str | None = None,
+    outcomes_input: str | None = None,
 ) -> Callable[[T], T]:
-    """Mark a ``Step`` subclass as step type ``name``. Collected by a ``Registry``."""
+    """Mark a ``Step`` subclass as step type ``name``. Collected by a ``Registry``.
+
+    ``outcomes`` adds outcome names to ``success``/``skipped``; ``waits`` says the step may
+    return WAITING; ``outcomes_input`` names an input listing further outcomes."""
 
     def mark(cls: T) -> T:
         setattr(
@@ -98,6 +114,7 @@ def register_step(
                 outcomes=tuple(outcomes),
                 waits=waits,
                 description=description or (inspect.getdoc(cls) or "").split("\n")[0] or None,
+                outcomes_input=outcomes_input,
             ),
         )
         return cls

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from aetherflow.errors import AetherflowError, Issue
 from aetherflow.events import Event
+from aetherflow.model import thaw
 
 JSON_SCHEMA_VERSION = 1
 
@@ -267,6 +268,6 @@ def history_text(events: Iterable[Event]) -> str:
     for e in events:
         where = ".".join(x for x in (e.job_id, e.step_id) if x)
         att = f" #{e.attempt}" if e.attempt else ""
-        data = f" {json.dumps(dict(e.data), ensure_ascii=False, default=str)}" if e.data else ""
+        data = f" {json.dumps(thaw(e.data), ensure_ascii=False, default=str)}" if e.data else ""
         lines.append(f"{local_time(e.ts)}  {e.name:<18} {where}{att}{data}")
     return "\n".join(lines) or "no history"

@@ -36,7 +36,7 @@ def _run_row(store: Any, r: Any) -> dict[str, Any]:
         "created_at": r.created_at,
         "finished_at": r.finished_at,
         "duration": (end - r.created_at) if end and r.created_at else None,
-        "business_key": r.business_key.split("/", 1)[1] if r.business_key and "/" in r.business_key else r.business_key,
+        "business_key": r.business_key,
         "store": store.path,
         "attempt": r.attempt,
     }

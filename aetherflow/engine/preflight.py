@@ -73,12 +73,13 @@ class Preflight:
                     "move the waiting step out of with_lock",
                 )
             )
+        allowed = st.outcomes_for(inputs)
         for name in on_outcome:
-            if name not in st.outcomes:
+            if name not in allowed:
                 self.issues.append(
                     Issue(
                         "flow.unknown_outcome",
-                        f"on_outcome routes '{name}', but step type '{type_name}' declares only: {', '.join(st.outcomes)}",
+                        f"on_outcome routes '{name}', but step type '{type_name}' declares only: {', '.join(allowed)}",
                         self.loc((*path, "on_outcome", name)),
                     )
                 )

@@ -599,7 +599,7 @@ class Executor:
             error: str | None = None
             try:
                 res = self._call(st, job, step, inputs, attempt, ws, wakeup)
-                outs = self._check_result(st, res)
+                outs = self._check_result(st, res, inputs)
                 if res.status == STEP_WAITING:
                     self._park(job, step, attempt, res, started)
                     raise _JobWaiting()
@@ -670,12 +670,12 @@ class Executor:
             st = self._step_types[name] = found
         return st
 
-    def _check_result(self, st: StepType, res: Any) -> dict[str, Any]:
+    def _check_result(self, st: StepType, res: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(res, StepResult):
             raise StepError(f"step type '{st.name}' returned {type(res).__name__}, not a StepResult", code="step.bad_result")
-        if res.outcome is not None and res.outcome not in st.outcomes:
+        if res.outcome is not None and res.outcome not in st.outcomes_for(inputs):
             raise StepError(
-                f"step type '{st.name}' returned outcome '{res.outcome}', which it does not declare ({', '.join(st.outcomes)})",
+                f"step type '{st.name}' returned outcome '{res.outcome}', which it does not declare ({', '.join(st.outcomes_for(inputs))})",
                 code="step.undeclared_outcome",
             )
         outs = thaw(res.outputs)
@@ -819,7 +819,7 @@ class Executor:
         inputs = freeze(spec.get("inputs") or {})
         fn = self._instantiate(st, sid, parent.job_id, inputs, parent)
         res = fn()
-        self._check_result(st, res)
+        self._check_result(st, res, inputs)
         return res  # type: ignore[no-any-return]
 
     # end of run -----------------------------------------------------------------------------

@@ -47,6 +47,7 @@ _MIGRATIONS: tuple[str, ...] = (
         flow_version INTEGER,
         params TEXT NOT NULL DEFAULT '{}',
         business_key TEXT,
+        key_scope TEXT,
         status TEXT NOT NULL,
         pid INTEGER,
         host TEXT,
@@ -66,8 +67,9 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX runs_created ON runs(created_at DESC);
     CREATE INDEX runs_flow_created ON runs(flow_id, created_at DESC);
     CREATE INDEX runs_status_due ON runs(status, due_at);
-    CREATE UNIQUE INDEX runs_active_key ON runs(business_key)
+    CREATE UNIQUE INDEX runs_active_key ON runs(key_scope, business_key)
         WHERE business_key IS NOT NULL AND status IN ('RUNNING', 'WAITING');
+    CREATE INDEX runs_key ON runs(business_key);
     CREATE TABLE jobs (
         run_id TEXT NOT NULL,
         job_id TEXT NOT NULL,
@@ -151,7 +153,7 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 _RUN_COLUMNS = (
-    "run_id flow_id flow_file flow_sha256 flow_text flow_version params business_key status pid host "
+    "run_id flow_id flow_file flow_sha256 flow_text flow_version params business_key key_scope status pid host "
     "created_at started_at updated_at finished_at attempt plugin_paths selected_jobs error "
     "workspace_root cancel_reason due_at profile"
 ).split()
@@ -301,8 +303,9 @@ class SqliteStore:
         with self._tx() as db:
             if run.business_key is not None:
                 row = db.execute(
-                    "SELECT run_id, status, pid, host FROM runs WHERE business_key=? AND status IN ('RUNNING','WAITING')",
-                    (run.business_key,),
+                    "SELECT run_id, status, pid, host FROM runs WHERE business_key=? AND key_scope IS ? "
+                    "AND status IN ('RUNNING','WAITING')",
+                    (run.business_key, run.key_scope),
                 ).fetchone()
                 if row is not None:
                     raise KeyInUseError(

@@ -25,6 +25,7 @@ class RunRecord:
     flow_version: int | None = None
     params: Mapping[str, Any] = field(default_factory=empty_map)
     business_key: str | None = None
+    key_scope: str | None = None  # flow id (unique.scope: flow) or "*" (global)
     status: str = "RUNNING"
     pid: int | None = None
     host: str | None = None

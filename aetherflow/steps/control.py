@@ -158,6 +158,7 @@ class Wait(Step):
     "wait_for_event",
     outcomes=["timeout"],
     waits=True,
+    outcomes_input="events",
     inputs_schema={
         "type": "object",
         "properties": {
