@@ -271,3 +271,113 @@ def history_text(events: Iterable[Event]) -> str:
         data = f" {json.dumps(thaw(e.data), ensure_ascii=False, default=str)}" if e.data else ""
         lines.append(f"{local_time(e.ts)}  {e.name:<18} {where}{att}{data}")
     return "\n".join(lines) or "no history"
+
+
+class LiveView:
+    """Live terminal view of jobs and steps (status, spinner, elapsed, attempts, waits), ending
+    in a summary table. Used only when stderr is a terminal. Untrusted text is never markup."""
+
+    ICONS = {"RUNNING": "…", "SUCCESS": "✓", "FAILED": "✗", "SKIPPED": "↷", "BLOCKED": "⊘", "WAITING": "⏸",
+             "CANCELLED": "⊗", "PENDING": "·"}
+
+    def __init__(self, stream: IO[str], *, color: bool = True) -> None:
+        from rich.console import Console
+
+        self.console = Console(file=stream, markup=False, highlight=False, no_color=not color, emoji=False)
+        self.rows: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self.order: list[tuple[str, str | None]] = []
+        self.run_id = ""
+        self._live: Any = None
+        import threading
+
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> LiveView:
+        from rich.live import Live
+
+        self._live = Live(self._render(), console=self.console, refresh_per_second=8, transient=True,
+                          get_renderable=self._render)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+        if self.rows:
+            self.console.print(self._table(final=True))
+
+    def _row(self, job: str, step: str | None) -> dict[str, Any]:
+        key = (job, step)
+        if key not in self.rows:
+            self.rows[key] = {"status": "PENDING", "start": None, "end": None, "attempt": None, "note": ""}
+            self.order.append(key)
+        return self.rows[key]
+
+    def __call__(self, ev: Event) -> None:
+        with self._lock:
+            self._apply(ev)
+
+    def _apply(self, ev: Event) -> None:
+        n = ev.name
+        if n in ("run.started", "run.resumed"):
+            self.run_id = ev.run_id
+            return
+        if ev.job_id is None:
+            return
+        row = self._row(ev.job_id, ev.step_id)
+        d = ev.data
+        if n.endswith(".started"):
+            row.update(status="RUNNING", start=ev.ts, end=None, attempt=ev.attempt)
+        elif n in ("step.finished", "job.finished"):
+            row.update(status=str(d.get("status", "SUCCESS")), end=ev.ts)
+            if d.get("outcome") and d.get("outcome") not in ("success",):
+                row["note"] = f"outcome {d.get('outcome')}"
+        elif n == "step.failed":
+            row.update(status="FAILED", end=ev.ts, note=str(d.get("error", "")).splitlines()[0][:80] if d.get("error") else "")
+        elif n == "step.retry":
+            row.update(note=f"retry in {d.get('delay')}s after attempt {ev.attempt}")
+        elif n in ("step.waiting", "job.waiting"):
+            row.update(status="WAITING", note="waiting" if n == "job.waiting" else _wait_note(d))
+        elif n in ("step.skipped", "job.skipped"):
+            row.update(status="SKIPPED", end=ev.ts, note=str(d.get("reason") or ""))
+        elif n == "job.blocked":
+            row.update(status="BLOCKED", end=ev.ts, note=str(d.get("reason") or ""))
+
+    def _table(self, final: bool = False) -> Any:
+        from rich.spinner import Spinner
+        from rich.table import Table
+        from rich.text import Text
+
+        t = Table(box=None, show_header=final, pad_edge=False, title=None if not final else f"run {self.run_id}")
+        t.add_column("", width=2)
+        t.add_column("job / step")
+        t.add_column("status")
+        t.add_column("time", justify="right")
+        t.add_column("")
+        now = time.time()
+        styles = {"SUCCESS": "green", "FAILED": "red", "BLOCKED": "red", "WAITING": "yellow", "SKIPPED": "dim",
+                  "RUNNING": "cyan"}
+        for key in self.order:
+            r = self.rows[key]
+            job, step = key
+            name = Text(job if step is None else f"  {step}", style="bold" if step is None else "")
+            status = r["status"]
+            icon: Any = Spinner("dots") if status == "RUNNING" and not final else Text(self.ICONS.get(status, " "))
+            elapsed = (r["end"] or now) - r["start"] if r["start"] else None
+            att = f" (attempt {r['attempt']})" if r["attempt"] and r["attempt"] > 1 else ""
+            t.add_row(icon, name, Text(status + att, style=styles.get(status, "")), Text(duration(elapsed)), Text(r["note"]))
+        return t
+
+    def _render(self) -> Any:
+        with self._lock:
+            return self._table()
+
+
+def _wait_note(d: Mapping[str, Any]) -> str:
+    parts = []
+    if d.get("events"):
+        parts.append("event " + " or ".join(d["events"]))
+    if d.get("due_at"):
+        parts.append(("retry at " if d.get("kind") == "retry" else "until ") + local_time(d["due_at"]))
+    return "waits for " + ", ".join(parts) if parts else "waiting"

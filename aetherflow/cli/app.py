@@ -96,10 +96,22 @@ class JsonLogFormatter(logging.Formatter):
                            "message": record.getMessage()}, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time (the live view redirects it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
     logger = logging.getLogger("aetherflow")
     logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if log_format == "json":
         handler.setFormatter(JsonLogFormatter())
     elif log_format == "text":

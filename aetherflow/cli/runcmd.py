@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import Annotated, Any
 
@@ -21,12 +23,25 @@ from aetherflow.cli.app import (
 from aetherflow.errors import ExitCode, UsageError
 
 
-def _observers(verbose: int, quiet: bool, events_log: str | None, stack: list[Any]) -> list[Any]:
+def _complete_run_ids(incomplete: str) -> list[str]:
+    from aetherflow.cli.complete import run_ids
+
+    return run_ids(incomplete)
+
+
+def use_live_view(quiet: bool, log_format: str = "text") -> bool:
+    """The rich live view only on a terminal, and not with -q or JSON logs."""
+    return sys.stderr.isatty() and not quiet and log_format == "text" and os.environ.get("TERM") != "dumb"
+
+
+def _observers(verbose: int, quiet: bool, events_log: str | None, stack: list[Any], live: Any = None) -> list[Any]:
     from aetherflow import render
     from aetherflow.events import JsonLinesLog
 
     obs: list[Any] = []
-    if verbose >= 1 and not quiet:
+    if live is not None:
+        obs.append(live)
+    elif verbose >= 1 and not quiet:
         obs.append(render.ProgressLines(sys.stderr))
     if events_log:
         try:
@@ -54,7 +69,8 @@ def _exit_for(outcome: Any, detailed: bool) -> int:
 
 
 def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_log: str | None, detailed: bool,
-             state: str | None, plugin_path: list[str] | None, dry_run: bool = False) -> None:
+             state: str | None, plugin_path: list[str] | None, dry_run: bool = False, no_color: bool = False,
+             log_format: str = "text") -> None:
     from aetherflow import render
     from aetherflow.context import CancelToken
     from aetherflow.pipeline import Runner, settings_from_env
@@ -64,9 +80,13 @@ def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_lo
     token = CancelToken()
     with guarded(as_json):
         settings = settings_from_env(env, state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log)
-        runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack), hooks=crash_hooks(env))
+        live = None
+        if use_live_view(quiet, log_format) and not dry_run:
+            live = render.LiveView(sys.stderr, color=not (no_color or "NO_COLOR" in env))
+        runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack, live),
+                        hooks=crash_hooks(env))
         try:
-            with signal_handlers(token.set):
+            with signal_handlers(token.set), (live if live is not None else contextlib.nullcontext()):
                 outcome = action(runner)
         finally:
             for fh in stack:
@@ -80,12 +100,10 @@ def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_lo
         for w in outcome.warnings:
             stderr(f"warning: {w}")
         if not quiet or str(outcome.status) != "SUCCESS":
-            lines = render.outcome_lines(outcome, verbose=verbose >= 1)
+            lines = render.outcome_lines(outcome, verbose=verbose >= 1 or live is not None)
             if quiet and str(outcome.status) == "WAITING":
                 lines = lines[:1]
             stderr("\n".join(lines))
-        if verbose >= 1 and not as_json and str(outcome.status) == "SUCCESS":
-            pass
         raise typer.Exit(_exit_for(outcome, detailed))
 
 
@@ -130,12 +148,13 @@ def run_cmd(
                          params=parse_param_args(param or []), key=key, profile=profile, profiles_file=profiles,
                          env_files=tuple(env_file or ()), dry_run=dry_run)
     _execute(lambda r: r.run(req), as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
-             detailed=detailed_exitcode, state=state, plugin_path=plugin_path, dry_run=dry_run)
+             detailed=detailed_exitcode, state=state, plugin_path=plugin_path, dry_run=dry_run, no_color=no_color,
+             log_format=log_format)
 
 
 @app.command("resume")
 def resume_cmd(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix).", show_default=False)] = None,
+    run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix).", show_default=False, autocompletion=_complete_run_ids)] = None,
     event: Annotated[str | None, typer.Option("--event", help="Deliver this event to the waiting step.")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Event data as JSON.")] = None,
     rerun: Annotated[list[str] | None, typer.Option("--rerun", help="Execute JOB.STEP again, and everything after it.")] = None,
@@ -186,7 +205,7 @@ def resume_cmd(
         return runner.resume(req, run_id=rid)
 
     _execute(action, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
-             detailed=detailed_exitcode, state=state, plugin_path=plugin_path)
+             detailed=detailed_exitcode, state=state, plugin_path=plugin_path, no_color=no_color, log_format=log_format)
 
 
 def _run_for_key(settings: Any, key: str) -> str:

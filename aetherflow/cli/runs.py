@@ -19,6 +19,12 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(locks_app, name="locks")
 
 
+def _complete_run_ids(incomplete: str) -> list[str]:
+    from aetherflow.cli.complete import run_ids
+
+    return run_ids(incomplete)
+
+
 def _settings(state: str | None) -> Any:
     from aetherflow.pipeline import settings_from_env
 
@@ -82,7 +88,7 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).")],
+    run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).", autocompletion=_complete_run_ids)],
     history: Annotated[bool, typer.Option("--history", help="The append-only event history.")] = False,
     state: o.State = None,
     as_json: o.Json = False,
@@ -224,7 +230,7 @@ def runs_prune(
 
 @app.command("cancel")
 def cancel_cmd(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix).")] = None,
+    run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix).", autocompletion=_complete_run_ids)] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why; recorded in the history.")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Cancel the active run holding this business key.")] = None,
     state: o.State = None,

@@ -41,7 +41,7 @@ THIRD_PARTY = {
     "jsonschema": ("spec/schema.py",),
     "rich": ("render.py",),
     "typer": ("cli/",),
-    "sqlite3": ("state/sqlite.py", "connectors/sqlite.py"),
+    "sqlite3": ("state/sqlite.py", "connectors/sqlite.py", "cli/complete.py"),
     "filelock": ("locks.py",),
     "dotenv": ("resolve.py",),
     "subprocess": ("process.py",),
