@@ -61,7 +61,7 @@ def _fs_type(path: Path) -> str | None:
         mounts = Path("/proc/mounts").read_text().splitlines()
     except OSError:
         return None
-    best = ("", None)
+    best: tuple[str, str | None] = ("", None)
     target = str(path.resolve())
     for line in mounts:
         parts = line.split()
@@ -144,7 +144,7 @@ def _all_tokens(flow: Any) -> list[Any]:
     values += [thaw(r.options) for r in flow.resources.values()]
     values += [thaw(s.inputs) for j in flow.jobs for s in j.steps]
     values += [p.default for p in flow.params.values() if isinstance(p.default, str)]
-    out = []
+    out: list[Any] = []
     for v in values:
         try:
             out.extend(template.tokens(v))

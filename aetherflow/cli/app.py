@@ -127,7 +127,7 @@ def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> None:
 def signal_handlers(on_signal: Callable[[str], None]) -> Iterator[None]:
     """SIGTERM / SIGINT set the run's cancel token (the engine stops at once, kills process
     groups, records INTERRUPTED). A second SIGINT falls back to the default behaviour."""
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def handler(signum: int, frame: Any) -> None:
         name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"

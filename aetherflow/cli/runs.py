@@ -149,7 +149,7 @@ def show_doc(store: Any, rec: Any) -> dict[str, Any]:
         j = jobs.get(jid)
         sids = step_order.get(jid, [])
         sids = sids + sorted(s for (jj, s) in steps if jj == jid and s not in sids)
-        sdocs = []
+        sdocs: list[dict[str, Any]] = []
         for sid in sids:
             s = steps.get((jid, sid))
             if s is None:
@@ -163,7 +163,7 @@ def show_doc(store: Any, rec: Any) -> dict[str, Any]:
                          "outcome": j.outcome if j else None, "outputs": thaw(j.outputs) if j else {},
                          "started_at": j.started_at if j else None, "finished_at": j.finished_at if j else None,
                          "steps": sdocs})
-    run = {
+    run: dict[str, Any] = {
         "run_id": rec.run_id, "flow_id": rec.flow_id, "flow_file": rec.flow_file, "flow_sha256": rec.flow_sha256,
         "flow_version": rec.flow_version, "status": str(display_status(store, rec)), "stored_status": rec.status,
         "params": thaw(rec.params), "business_key": rec.business_key, "pid": rec.pid, "host": rec.host,

@@ -257,18 +257,18 @@ class Executor:
                     "outcome": rec.outcome,
                     "outputs": _restore_outputs(rec),
                 }
-        for jid, rec in self.plan.stored_jobs.items():
-            if jid in self.plan.restored_jobs or (jid not in self.plan.selected and rec.status == JobStatus.SUCCESS):
+        for jid, jrec in self.plan.stored_jobs.items():
+            if jid in self.plan.restored_jobs or (jid not in self.plan.selected and jrec.status == JobStatus.SUCCESS):
                 self.jobs_scope[jid] = {
-                    "status": rec.status,
-                    "outcome": rec.outcome,
-                    "skip_reason": rec.reason if rec.status == JobStatus.SKIPPED else None,
-                    "outputs": _restore_masked(rec.outputs),
+                    "status": jrec.status,
+                    "outcome": jrec.outcome,
+                    "skip_reason": jrec.reason if jrec.status == JobStatus.SKIPPED else None,
+                    "outputs": _restore_masked(jrec.outputs),
                     "steps": by_job.get(jid, {}),
                 }
-                self.result.jobs[jid] = rec.status
-                if rec.reason:
-                    self.result.reasons[jid] = rec.reason
+                self.result.jobs[jid] = jrec.status
+                if jrec.reason:
+                    self.result.reasons[jid] = jrec.reason
 
     def _dep_decision(self, job: JobSpec) -> tuple[str | None, str | None]:
         """(decision, reason): decision None = wait, 'run', 'BLOCKED', 'SKIPPED'."""

@@ -60,10 +60,11 @@ class CheckItems(Step):
         else:
             seq = [items]
         min_count = int(inputs.get("min_count", 1))
-        outputs = {"count": len(seq), "items": seq, "has_data": len(seq) >= min_count and len(seq) > 0}
+        outputs: dict[str, Any] = {"count": len(seq), "items": seq, "has_data": len(seq) >= max(min_count, 1)}
         if len(seq) < max(min_count, 1):
-            outputs["reason"] = f"{len(seq)} item(s), fewer than {max(min_count, 1)}"
-            return StepResult(STEP_SKIPPED, outputs, reason=outputs["reason"])
+            reason = f"{len(seq)} item(s), fewer than {max(min_count, 1)}"
+            outputs["reason"] = reason
+            return StepResult(STEP_SKIPPED, outputs, reason=reason)
         return StepResult(STEP_SUCCESS, outputs)
 
 
