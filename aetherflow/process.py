@@ -26,9 +26,10 @@ Parent death (the runner is SIGKILLed)
 Two mechanisms; the first is the default because it costs microseconds per command:
 
 1. ``ProcessWatchdog``: one small helper process per runner process, started lazily on first
-   use (``python -I -S -c``, its own process group, ignores INT/HUP/TERM). It holds the read end
-   of a pipe whose only write end is in the runner (close-on-exec, so no child inherits it).
-   Before a command runs its group is registered (``+ PGID GRACE``), after the leader exited and
+   use (``python -I -S aetherflow/_reaper.py``, its own process group, ignores INT/HUP/TERM).
+   It holds the read end of a pipe whose only write end is in the runner (close-on-exec, so no
+   child inherits it). Right after a command starts, its group is registered
+   (``+ PGID GRACE``); after the leader exited and
    before it is reaped it is unregistered (``- PGID``). When the runner dies for any reason the
    kernel closes the write end; the watchdog reads EOF, sends TERM to every group still
    registered, waits up to each group's grace and sends KILL: grandchildren die too. If the
@@ -158,56 +159,8 @@ def _parent_death_preexec(parent_pid: int) -> Callable[[], None] | None:
     return preexec
 
 
-# The watchdog's own program. Runs with -I -S (no site, no user paths) and only the stdlib.
-_WATCHDOG_SOURCE = r"""# aetherflow-watchdog
-import os, signal, time
-for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-    signal.signal(s, signal.SIG_IGN)
-groups = {}
-pending = b""
-while True:
-    try:
-        chunk = os.read(0, 65536)
-    except InterruptedError:
-        continue
-    except OSError:
-        chunk = b""
-    if not chunk:
-        break
-    pending += chunk
-    *lines, pending = pending.split(b"\n")
-    for line in lines:
-        parts = line.split()
-        try:
-            if len(parts) == 3 and parts[0] == b"+":
-                groups[int(parts[1])] = float(parts[2])
-            elif len(parts) == 2 and parts[0] == b"-":
-                groups.pop(int(parts[1]), None)
-        except ValueError:
-            pass
-start = time.monotonic()
-for pg in list(groups):
-    try:
-        os.killpg(pg, signal.SIGTERM)
-    except OSError:
-        groups.pop(pg, None)
-while groups:
-    now = time.monotonic()
-    for pg, grace in list(groups.items()):
-        try:
-            os.killpg(pg, 0)
-        except OSError:
-            del groups[pg]
-            continue
-        if now - start >= grace:
-            try:
-                os.killpg(pg, signal.SIGKILL)
-            except OSError:
-                pass
-            del groups[pg]
-    if groups:
-        time.sleep(0.05)
-"""
+#: the helper program, run as a file (not imported) with ``python -I -S``
+_REAPER = Path(__file__).with_name("_reaper.py")
 
 
 class ProcessWatchdog:
@@ -263,12 +216,12 @@ class ProcessWatchdog:
     def _ensure(self) -> bool:
         if self._wfd is not None:
             return True
-        if self._broken or not self._executable:
+        if self._broken or not self._executable or not _REAPER.is_file():
             return False
         rfd, wfd = os.pipe()  # both close-on-exec: no command ever inherits the write end
         try:
             self._proc = subprocess.Popen(
-                [self._executable, "-I", "-S", "-c", _WATCHDOG_SOURCE],
+                [self._executable, "-I", "-S", str(_REAPER)],
                 stdin=rfd,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -657,32 +610,43 @@ def run_process(
             returncode: int | None = proc.wait()
         else:
             returncode = None  # unkillable leader (uninterruptible sleep): stays watched
-        for sink in sinks.values():
-            if isinstance(sink, _Copy):
-                sink.finish()
-        texts: dict[str, tuple[str, bool, int]] = {}
-        for name, sink in sinks.items():
-            if isinstance(sink, _Capture):
-                text, truncated = sink.finish()
-                texts[name] = (text, truncated, sink.total)
-        out = texts.get("stdout")
-        err = texts.get("stderr")
-        return ProcessResult(
-            returncode=returncode,
-            stdout=out[0] if out else None,
-            stderr=err[0] if err else None,
-            stdout_truncated=out[1] if out else False,
-            stderr_truncated=err[1] if err else False,
-            stdout_bytes=out[2] if out else 0,
-            stderr_bytes=err[2] if err else 0,
-            timed_out=state.reason == "timeout",
-            cancelled=state.reason == "cancel",
-            pid=pid,
-            duration_seconds=round((state.exit_time or time.monotonic()) - start, 6),
-            log_file=log_file,
-            limit_seconds=limit_seconds,
-        )
+        return _result(state, sinks, returncode, pid, start, log_file, limit_seconds)
     raise AssertionError("unreachable")  # pragma: no cover  (ExitStack does not swallow)
+
+
+def _result(
+    state: _LoopState,
+    sinks: Mapping[str, _Capture | _Copy],
+    returncode: int | None,
+    pid: int,
+    start: float,
+    log_file: str | None,
+    limit_seconds: float | None,
+) -> ProcessResult:
+    captured: dict[str, tuple[str, bool, int]] = {}
+    for name, sink in sinks.items():
+        if isinstance(sink, _Copy):
+            sink.finish()
+        else:
+            text, truncated = sink.finish()
+            captured[name] = (text, truncated, sink.total)
+    out = captured.get("stdout")
+    err = captured.get("stderr")
+    return ProcessResult(
+        returncode=returncode,
+        stdout=out[0] if out else None,
+        stderr=err[0] if err else None,
+        stdout_truncated=out[1] if out else False,
+        stderr_truncated=err[1] if err else False,
+        stdout_bytes=out[2] if out else 0,
+        stderr_bytes=err[2] if err else 0,
+        timed_out=state.reason == "timeout",
+        cancelled=state.reason == "cancel",
+        pid=pid,
+        duration_seconds=round((state.exit_time or time.monotonic()) - start, 6),
+        log_file=log_file,
+        limit_seconds=limit_seconds,
+    )
 
 
 @dataclass(slots=True)
