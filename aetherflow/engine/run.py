@@ -122,7 +122,9 @@ class _Worker:
     """One daemon thread running step calls; replaced when a call is abandoned (timeout)."""
 
     def __init__(self) -> None:
-        self._q: queue.SimpleQueue[tuple[Callable[[], Any], dict[str, Any], threading.Event] | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[tuple[Callable[[], Any], dict[str, Any], threading.Event, threading.Event] | None] = (
+            queue.SimpleQueue()
+        )
         self._t = threading.Thread(target=self._loop, name="aetherflow-step", daemon=True)
         self._t.start()
 
@@ -131,17 +133,18 @@ class _Worker:
             item = self._q.get()
             if item is None:
                 return
-            fn, box, done = item
+            fn, box, done, also = item
             try:
                 box["value"] = fn()
             except BaseException as exc:  # noqa: BLE001 - handed back to the engine
                 box["error"] = exc
             done.set()
+            also.set()
 
-    def submit(self, fn: Callable[[], Any]) -> tuple[dict[str, Any], threading.Event]:
+    def submit(self, fn: Callable[[], Any], also: threading.Event) -> tuple[dict[str, Any], threading.Event]:
         box: dict[str, Any] = {}
         done = threading.Event()
-        self._q.put((fn, box, done))
+        self._q.put((fn, box, done, also))
         return box, done
 
     def stop(self) -> None:
@@ -210,6 +213,8 @@ class Executor:
             "jobs": self.jobs_scope,
         }
         self._step_types: dict[str, StepType] = {}
+        self._local = threading.local()
+        self._workers: list[_Worker] = []
 
     # events ---------------------------------------------------------------------------------
     def event(self, name: str, *, job_id: str | None = None, step_id: str | None = None, attempt: int | None = None, **data: Any) -> Event:
@@ -245,6 +250,9 @@ class Executor:
                 self._run_parallel(pending)
         except Interrupted as exc:
             self.result.interrupt = self.svc.cancel.why() or str(exc)
+        finally:
+            for w in self._workers:
+                w.stop()
         return self._finish()
 
     def _seed_scope(self) -> None:
@@ -782,34 +790,52 @@ class Executor:
         return call
 
     def _call_in_worker(self, st: StepType, step_id: str, job_id: str, inputs: Any, ctx: StepContext, timeout: float | None) -> StepResult:
+        """Call the step in the worker thread and wait for it, a cancel, or the timeout. On a
+        cancel or timeout the step gets ``INTERRUPT_GRACE`` seconds to stop its processes."""
         fn = self._instantiate(st, step_id, job_id, inputs, ctx)
-        worker = _Worker()
-        box, done = worker.submit(fn)
-        ctx.cancel.wake(done)
+        wake = threading.Event()  # set by the worker when done, or by a cancel
+        box, done = self._worker().submit(fn, wake)
+        ctx.cancel.wake(wake)
         try:
-            finished = done.wait(timeout) if timeout else done.wait()
-            if not finished or ("value" not in box and "error" not in box):
+            wake.wait(timeout)
+            if not done.is_set():
                 if self.svc.cancel.is_set():
-                    done.clear()
-                    if "value" not in box and "error" not in box:
-                        ctx.cancel.wake(done)
-                        done.wait(INTERRUPT_GRACE)
-                    if "value" not in box and "error" not in box:
+                    if not done.wait(INTERRUPT_GRACE):
+                        self._abandon_worker()
                         raise Interrupted(f"step '{step_id}' interrupted ({self.svc.cancel.why()})")
                 else:
                     ctx.cancel.set("timeout")
-                    done.clear()
-                    done.wait(min(INTERRUPT_GRACE, 2.0))
+                    if not done.wait(INTERRUPT_GRACE):
+                        self._abandon_worker()
+                    err = box.get("error")
+                    if isinstance(err, StepTimeoutError):
+                        raise err
                     raise StepTimeoutError(f"step '{step_id}' timed out after {timeout:g} s")
         finally:
-            ctx.cancel.unwake(done)
-            worker.stop()
+            ctx.cancel.unwake(wake)
         if "error" in box:
             err = box["error"]
             if isinstance(err, Interrupted) or (self.svc.cancel.is_set() and not isinstance(err, StepTimeoutError)):
                 raise Interrupted(str(err)) from err
             raise err
         return box["value"]  # type: ignore[no-any-return]
+
+    def _worker(self) -> _Worker:
+        """One worker thread per job thread, reused for every step (cheap per step)."""
+        w: _Worker | None = getattr(self._local, "worker", None)
+        if w is None:
+            w = self._local.worker = _Worker()
+            with self._status_lock:
+                self._workers.append(w)
+        return w
+
+    def _abandon_worker(self) -> None:
+        """The worker is stuck in a step that ignored cancel/timeout: leave it (daemon) and
+        use a fresh one for later steps."""
+        w = getattr(self._local, "worker", None)
+        if w is not None:
+            w.stop()
+        self._local.worker = None
 
     def _invoke(self, parent: StepContext, spec: Mapping[str, Any], index: int) -> StepResult:
         """Run a nested step (``with_lock``) in the caller's thread with the caller's context."""
