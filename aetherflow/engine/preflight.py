@@ -29,12 +29,12 @@ class Preflight:
         self.issues: list[Issue] = []
         self._validators: dict[str, Any] = {}
 
-    def loc(self, path: tuple[str | int, ...]) -> Location:
+    def loc(self, path: tuple[str | int, ...], *, key: bool = False) -> Location:
         if self.pos is None:
             from aetherflow.spec.loader import format_path
 
             return Location(self.file, None, None, format_path(path))
-        loc: Location = self.pos.location(self.file, path)
+        loc: Location = self.pos.location(self.file, path, key=key)
         return loc
 
     def check(self, flow: FlowSpec, data: Mapping[str, Any] | None) -> list[Issue]:
@@ -80,7 +80,7 @@ class Preflight:
                     Issue(
                         "flow.unknown_outcome",
                         f"on_outcome routes '{name}', but step type '{type_name}' declares only: {', '.join(allowed)}",
-                        self.loc((*path, "on_outcome", name)),
+                        self.loc((*path, "on_outcome", name), key=True),
                     )
                 )
         if st.meta.inputs_schema:

@@ -35,7 +35,7 @@ from aetherflow.model import (
 
 STEP_ROOTS = frozenset({"env", "params", "secrets", "steps", "jobs", "job", "run", "run_id", "flow_id", "workspace"})
 OUTPUT_ROOTS = STEP_ROOTS | {"result"}
-WHEN_ROOTS = frozenset({"env", "params", "steps", "jobs", "job", "run", "run_id", "flow_id", "result"})
+WHEN_ROOTS = frozenset({"env", "params", "steps", "jobs", "job", "run", "run_id", "flow_id"})
 RESOURCE_ROOTS = frozenset({"env", "params", "secrets", "run", "run_id", "flow_id"})
 PARAM_DEFAULT_ROOTS = frozenset({"env"})
 FLOW_SETTING_ROOTS = frozenset({"env", "params", "flow_id"})
@@ -50,6 +50,7 @@ class Builder:
         self.data = data
         self.pos = positions
         self.file = file
+        self.text = ""  # the flow's source text, set by build(); used to place `when` errors
         self.issues: list[Issue] = []
 
     # helpers --------------------------------------------------------------------------------
@@ -135,7 +136,12 @@ class Builder:
         except expressions.ExpressionError as exc:
             line, col = self.pos.get(path)
             offset = getattr(exc, "offset", 0) or 0
-            loc = Location(self.file, line, col + offset, self.loc(path).path)
+            first = _char_at(self.text, line, col)
+            if first in ("'", '"'):
+                col += 1 + offset  # the expression starts after the opening quote
+            elif first not in ("|", ">"):  # a block scalar's text starts on a later line
+                col += offset
+            loc = Location(self.file, line, col, self.loc(path).path)
             self.issues.append(Issue("when.syntax", f"invalid when expression {value!r}: {exc}", loc))
             return None
         for p in expressions.paths(expr):
@@ -144,6 +150,7 @@ class Builder:
 
     # build ----------------------------------------------------------------------------------
     def build(self, *, text: str, base_dir: str, sha256: str) -> FlowSpec:
+        self.text = text
         d = self.data
         f = d["flow"]
         jobs_data = d["jobs"]
@@ -338,6 +345,15 @@ class Builder:
         for j in jobs_data:
             if state.get(j["id"]) is None:
                 visit(j["id"], [])
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    """The character at 1-based ``line``/``column`` of ``text``, or "" if there is none."""
+    lines = text.split("\n", line)
+    if line < 1 or column < 1 or len(lines) < line:
+        return ""
+    row = lines[line - 1]
+    return row[column - 1] if column <= len(row) else ""
 
 
 def _strings(value: Any, path: Path_) -> Iterator[tuple[Path_, str]]:
