@@ -35,7 +35,7 @@ from aetherflow.model import (
 
 STEP_ROOTS = frozenset({"env", "params", "secrets", "steps", "jobs", "job", "run", "run_id", "flow_id", "workspace"})
 OUTPUT_ROOTS = STEP_ROOTS | {"result"}
-WHEN_ROOTS = frozenset({"env", "params", "steps", "jobs", "job", "run", "run_id", "flow_id"})
+WHEN_ROOTS = frozenset({"env", "params", "secrets", "steps", "jobs", "job", "run", "run_id", "flow_id", "workspace"})
 RESOURCE_ROOTS = frozenset({"env", "params", "secrets", "run", "run_id", "flow_id"})
 PARAM_DEFAULT_ROOTS = frozenset({"env"})
 FLOW_SETTING_ROOTS = frozenset({"env", "params", "flow_id"})
