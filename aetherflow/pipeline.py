@@ -88,6 +88,12 @@ def load_registry(settings: Settings, extra_paths: Sequence[str] = ()) -> Any:
     return plugins.load(plugin_paths=(*settings.all_plugin_paths(), *extra_paths))
 
 
+def _warn_plugin_errors(loaded_plugins: Any) -> None:
+    """A plugin that failed to import is a warning (stderr even without -v), not a failure."""
+    for err in loaded_plugins.errors:
+        log.warning("plugin failed to import: %s", err)
+
+
 def check_flow(path: str, loaded_plugins: Any, *, raw: bytes | None = None) -> tuple[Any, list[Issue]]:
     """Load and fully validate a flow. Returns (LoadedFlow, issues) with semantic and registry
     issues merged; raises SpecError for YAML and schema problems (nothing to check further)."""
@@ -277,6 +283,7 @@ class Runner:
     # -- new run -------------------------------------------------------------------------------
     def run(self, req: RunRequest) -> RunOutcome:
         loaded_plugins = load_registry(self.settings)
+        _warn_plugin_errors(loaded_plugins)
         loaded = load_checked(req.flow_path, loaded_plugins)
         flow: FlowSpec = loaded.flow
         state_path = state_path_for(self.settings, flow)
@@ -288,6 +295,8 @@ class Runner:
                 store_probe.close()
             if existing is not None:
                 req.flow_path = existing.flow_file
+                if req.dry_run:
+                    return self._dry_run_existing(existing, req, state_path, loaded_plugins)
                 return self.resume(req, run_id=req.run_id, store_path=state_path)
         from aetherflow import resolve
 
@@ -330,7 +339,7 @@ class Runner:
             started_at=now,
             updated_at=now,
             attempt=1,
-            plugin_paths=self.settings.all_plugin_paths(),
+            plugin_paths=tuple(str(Path(p).absolute()) for p in self.settings.all_plugin_paths()),
             selected_jobs=tuple(req.jobs) if req.jobs else (),
             workspace_root=str(self._workspace_root(flow, env)),
             profile=req.profile,
@@ -349,6 +358,10 @@ class Runner:
             store, rec = find_run(self.settings, run_id)
         run_id = rec.run_id
         status = rec.status
+        if req.event is not None and status != RunStatus.WAITING:
+            shown = display_status(store, rec)
+            store.close()
+            raise _not_waiting(run_id, shown, req.event)
         if status == RunStatus.SUCCESS and not req.reruns:
             store.close()
             return RunOutcome(run_id=run_id, flow_id=rec.flow_id, status=status, store_path=store.path,
@@ -370,6 +383,8 @@ class Runner:
         try:
             rec = store.get_run(run_id)  # re-read under the lock
             assert rec is not None
+            if req.event is not None and rec.status != RunStatus.WAITING:
+                raise _not_waiting(run_id, rec.status, req.event)
             if rec.status in (RunStatus.SUCCESS,) and not req.reruns:
                 return RunOutcome(run_id=run_id, flow_id=rec.flow_id, status=rec.status, store_path=store.path,
                                   message=f"run {run_id} already succeeded; nothing to resume")
@@ -381,6 +396,7 @@ class Runner:
                                       message="not due any more (claimed by another sweep)")
             flow, raw_changed = self._flow_for_resume(rec, req, store)
             loaded_plugins = load_registry(self.settings, rec.plugin_paths)
+            _warn_plugin_errors(loaded_plugins)
             flow = load_checked(flow[0], loaded_plugins, raw=flow[1]).flow
             from aetherflow import resolve
 
@@ -390,7 +406,7 @@ class Runner:
             params = resolve.resolve_params(flow, {}, env, stored=rec.params)
             secrets = resolve.resolve_secrets(flow, env, redactor, self._command_runner(env))
             if req.event is not None:
-                self._deliver_event(store, rec, req)
+                self._deliver_event(store, rec, req, Fanout([*self.observers, *loaded_plugins.observers], log))
             if raw_changed:
                 store.append_history(self._event(rec, "flow.changed_accepted", sha256=flow.sha256))
                 store.update_run(run_id, None, flow_sha256=flow.sha256, flow_text=flow.text)
@@ -407,6 +423,22 @@ class Runner:
                                  loaded_plugins=loaded_plugins, selected=selected, new=False, run_lock=run_lock)
         finally:
             run_lock.release()
+
+    def _dry_run_existing(self, rec: RunRecord, req: RunRequest, state_path: Path, loaded_plugins: Any) -> RunOutcome:
+        """``run --run-id EXISTING --dry-run``: the plan a resume would follow (what it restores,
+        what it runs); takes no lock and changes nothing."""
+        from aetherflow.engine.plan import describe, make_plan, parse_reruns, select_jobs
+
+        store = open_store(state_path)
+        try:
+            (path, raw), _ = self._flow_for_resume(rec, req, store)
+            flow = load_checked(path, loaded_plugins, raw=raw).flow
+            plan = make_plan(flow, selected=select_jobs(flow, rec.selected_jobs, False), stored_jobs=store.jobs(rec.run_id),
+                             stored_steps=store.steps(rec.run_id), reruns=parse_reruns(flow, req.reruns))
+        finally:
+            store.close()
+        return RunOutcome(run_id=rec.run_id, flow_id=flow.id, status="DRY_RUN", store_path=str(state_path),
+                          plan=describe(plan, flow))
 
     def _flow_for_resume(self, rec: RunRecord, req: RunRequest, store: Any) -> tuple[tuple[str, bytes], bool]:
         path = rec.flow_file
@@ -433,10 +465,9 @@ class Runner:
             )
         return (path, raw), True
 
-    def _deliver_event(self, store: Any, rec: RunRecord, req: RunRequest) -> None:
+    def _deliver_event(self, store: Any, rec: RunRecord, req: RunRequest, emit: Callable[[Event], None]) -> None:
         if rec.status != RunStatus.WAITING:
-            raise UsageError(f"run {rec.run_id} is {rec.status}, not WAITING; it does not expect event '{req.event}'",
-                             code="event.not_waiting")
+            raise _not_waiting(rec.run_id, rec.status, req.event)
         waits = store.waits(rec.run_id)
         expected = sorted({e for w in waits for e in w.events})
         target = next((w for w in waits if req.event in w.events), None)
@@ -446,11 +477,13 @@ class Runner:
                 code="event.unexpected",
             )
         data = req.event_data if req.event_data is not None else {}
+        ev = self._event(rec, "event.received", job_id=target.job_id, step_id=target.step_id, event=req.event)
         store.add_event(
             ReceivedEvent(id=0, run_id=rec.run_id, job_id=target.job_id, step_id=target.step_id, name=str(req.event),
                           data=freeze(data if isinstance(data, dict) else {"data": data}), received_at=self.settings.clock()),
-            self._event(rec, "event.received", job_id=target.job_id, step_id=target.step_id, event=req.event),
+            ev,
         )
+        emit(ev)
 
     # -- shared --------------------------------------------------------------------------------
     def _event(self, rec: RunRecord, name: str, *, job_id: str | None = None, step_id: str | None = None, **data: Any) -> Event:
@@ -500,6 +533,8 @@ class Runner:
         store.set_mask(redactor.mask)
         held: list[Any] = []
         outcome: RunOutcome | None = None
+        emit = Fanout([*self.observers, *loaded_plugins.observers], log)
+        flow_lock_ev: Event | None = None  # recorded flow lock: its events go to observers too
         try:
             if run_lock is None:
                 run_lock = OsLock(lock_dir, run_lock_key(rec.run_id))
@@ -520,9 +555,9 @@ class Runner:
                 store.create_run(rec, self._event(rec, "run.started", flow_file=rec.flow_file, params=thaw(params),
                                                   business_key=rec.business_key))
             if flow.locks.scope == "flow":
+                flow_lock_ev = self._event(rec, "lock.acquired", lock=flow_lock_key(flow.id))
                 store.record_lock(LockRecord(name=flow_lock_key(flow.id), run_id=rec.run_id, pid=self.pid, host=self.host,
-                                             since=self.settings.clock(), kind="flow"),
-                                  self._event(rec, "lock.acquired", lock=flow_lock_key(flow.id)))
+                                             since=self.settings.clock(), kind="flow"), flow_lock_ev)
             self.hooks("run.started", {"run_id": rec.run_id})
             reruns = parse_reruns(flow, req.reruns)
             plan = make_plan(flow, selected=selected, stored_jobs=store.jobs(rec.run_id) if not new else {},
@@ -534,7 +569,6 @@ class Runner:
                 redactor, profile_override=req.profile,
             )
             connectors = LazyConnectors(resources, loaded_plugins.registry, log)
-            emit = Fanout([*self.observers, *loaded_plugins.observers], log)
             inputs = RunInputs(
                 flow=flow, run=rec, plan=plan, env=env, params=params,
                 secrets={k: v.reveal() for k, v in secrets.items()}, connectors=connectors,
@@ -549,6 +583,8 @@ class Runner:
             )
             ex = Executor(inputs, svc)
             self._emit_start(emit, rec, new)
+            if flow_lock_ev is not None:
+                emit(flow_lock_ev)
             result = ex.execute()
             warnings = connectors.close_all()
             ex.cleanup(result.status)
@@ -571,9 +607,11 @@ class Runner:
             raise
         finally:
             for lk in reversed(held):
-                if lk.key.startswith("flow:"):
+                if lk.key.startswith("flow:") and flow_lock_ev is not None:
+                    released = self._event(rec, "lock.released", lock=lk.key)
                     try:
-                        store.remove_lock(lk.key, rec.run_id, self._event(rec, "lock.released", lock=lk.key))
+                        store.remove_lock(lk.key, rec.run_id, released)
+                        emit(released)
                     except StateError:
                         pass
                 lk.release()
@@ -621,6 +659,10 @@ class Runner:
                    for w in result.waits],
             interrupt=result.interrupt, all_skipped=all_skipped,
         )
+
+
+def _not_waiting(run_id: str, status: str, event: str | None) -> UsageError:
+    return UsageError(f"run {run_id} is {status}, not WAITING; it does not expect event '{event}'", code="event.not_waiting")
 
 
 def _cancel_requested(store: Any, run_id: str) -> str | None:

@@ -51,6 +51,9 @@ class LoadedPlugins:
 def _collect_observers(module: ModuleType, out: list[Any]) -> None:
     for obj in list(vars(module).values()):
         if getattr(obj, OBSERVER_MARK, False) is True and getattr(obj, "__module__", "").startswith(module.__name__):
+            # a package re-exporting its submodule's observer is walked twice: collect it once
+            if any(o is obj or type(o) is obj for o in out):
+                continue
             out.append(obj() if isinstance(obj, type) else obj)
 
 
@@ -87,8 +90,12 @@ def load(
         eps = entry_points if entry_points is not None else _entry_points()
         for ep in eps:
             out.plugins.append(_load_entry_point(reg, ep, out.observers))
+    seen: set[Path] = set()
     for p in plugin_paths:
-        if p:
+        # the same folder named twice (--plugin-path and AETHERFLOW_PLUGIN_PATHS, or the paths a
+        # run recorded plus the current ones on resume) is loaded once, not reported as a clash
+        if p and Path(p).resolve() not in seen:
+            seen.add(Path(p).resolve())
             out.plugins.extend(_load_path(reg, Path(p), out.observers))
     return out
 
