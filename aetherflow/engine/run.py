@@ -171,14 +171,14 @@ class LockService:
             )
         ex.svc.store.record_lock(
             LockRecord(name=name, run_id=ex.run_id, pid=ex.svc.pid, host=ex.svc.host, since=ex.svc.clock(), kind="with_lock"),
-            ex.event("lock.acquired", job_id=job_id, step_id=step_id, lock=key),
+            ex._rec(ex.event("lock.acquired", job_id=job_id, step_id=step_id, lock=key)),
         )
         return lock
 
     def release(self, lock: OsLock, *, job_id: str, step_id: str) -> None:
         ex = self._ex
         try:
-            ex.svc.store.remove_lock(lock.key, ex.run_id, ex.event("lock.released", job_id=job_id, step_id=step_id, lock=lock.key[5:]))
+            ex.svc.store.remove_lock(lock.key, ex.run_id, ex._rec(ex.event("lock.released", job_id=job_id, step_id=step_id, lock=lock.key[5:])))
         finally:
             lock.release()
 
@@ -392,7 +392,11 @@ class Executor:
                 return
         lock: OsLock | None = None
         if self.flow.locks.scope == "job":
-            lock = self._job_lock(job)
+            try:
+                lock = self._job_lock(job)
+            except LockBusyError as exc:
+                self._job_lock_busy(job, exc)
+                return
         try:
             self._run_job(job)
         finally:
@@ -411,6 +415,20 @@ class Executor:
             self._rec(self.event("lock.acquired", job_id=job.id, lock=key)),
         )
         return lock
+
+    def _job_lock_busy(self, job: JobSpec, exc: LockBusyError) -> None:
+        """The job lock was not acquired within wait_seconds: the job fails (its first step to run
+        carries the message naming the holder); independent jobs go on."""
+        error = self.inp.mask(_error_text(exc))
+        self.emit("lock.busy", job_id=job.id, lock=job_lock_key(self.flow.id, job.id), error=error)
+        first = next((s for s in job.steps if (job.id, s.id) not in self.plan.restored_steps), job.steps[0])
+        self._fail_step(job, first, self._attempt_of(job.id, first.id) + 1, error)
+        self._set_job_status(job.id, JobStatus.FAILED, error)
+        self.svc.store.set_job(
+            self.run_id, job.id, JobStatus.FAILED,
+            self._rec(self.event("job.finished", job_id=job.id, status="FAILED", reason=error)),
+            reason=error, finished_at=self.svc.clock(),
+        )
 
     def _skip_job(self, job: JobSpec, reason: str, from_index: int) -> None:
         now = self.svc.clock()
@@ -592,8 +610,8 @@ class Executor:
         try:
             inputs = template.render(step.inputs, scope)
         except TemplateError as exc:
-            self._fail_step(job, step, attempt + 1, f"inputs: {exc}")
-            raise _JobFailed(f"step '{step.id}' failed: inputs: {exc}") from exc
+            self._fail_step(job, step, attempt + 1, f"inputs: {_error_text(exc)}")
+            raise _JobFailed(f"step '{step.id}' failed: inputs: {_error_text(exc)}") from exc
         retry = step.retry
         while True:
             attempt += 1
@@ -613,7 +631,11 @@ class Executor:
                     raise _JobWaiting()
                 masked, masked_keys = self.inp.mask_outputs(outs)
                 self._promote(step, outs, scope, job_outputs)
-            except (_JobWaiting, Interrupted):
+            except _JobWaiting:
+                raise
+            except Interrupted:
+                # record the attempt's end: an interrupted run must not show this step RUNNING
+                self._fail_step(job, step, attempt, f"interrupted ({self.svc.cancel.why() or 'stopped'})", started=started)
                 raise
             except Exception as exc:  # noqa: BLE001 - any exception is a step failure
                 if self.svc.cancel.is_set() and not isinstance(exc, StepTimeoutError):
@@ -626,7 +648,8 @@ class Executor:
                 self.svc.store.set_step(
                     self.run_id,
                     StepWrite(job_id=job.id, step_id=step.id, status=res.status, attempt=attempt, outcome=outcome,
-                              outputs=masked, masked_keys=masked_keys, reason=res.reason, started_at=started, finished_at=now),
+                              outputs=masked, masked_keys=masked_keys, reason=_reason_of(res, masked),
+                              started_at=started, finished_at=now),
                     self._rec(self.event("step.finished", job_id=job.id, step_id=step.id, attempt=attempt, status=res.status,
                                          outcome=outcome, duration=round(now - started, 6))),
                 )
@@ -647,7 +670,8 @@ class Executor:
                     self.svc.store.set_wait(
                         wait,
                         StepWrite(job_id=job.id, step_id=step.id, status=StepStatus.WAITING, attempt=attempt, error=error,
-                                  reason=f"retry due at {_iso(due)}", started_at=started, finished_at=now),
+                                  reason=f"retry due at {_iso(due)}", started_at=started, finished_at=now,
+                                  attempt_status=StepStatus.FAILED),
                         self._rec(self.event("step.waiting", job_id=job.id, step_id=step.id, attempt=attempt, kind="retry", due_at=due)),
                     )
                     self._waits[key] = wait
@@ -883,6 +907,14 @@ def backoff_delay(retry: RetrySpec, attempt: int, rng: Callable[[], float] = ran
     if retry.jitter and delay > 0:
         delay *= 0.5 + rng() / 2
     return delay
+
+
+def _reason_of(res: StepResult, outputs: Mapping[str, Any]) -> str | None:
+    """``StepResult.reason``, else ``outputs["reason"]`` (the aetherflow-core convention)."""
+    if res.reason:
+        return res.reason
+    r = outputs.get("reason")
+    return r if isinstance(r, str) else None
 
 
 def _normalize(value: Any) -> Any:
