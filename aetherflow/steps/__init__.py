@@ -4,4 +4,7 @@ third-party plugin (``plugins.load``), so ``aetherflow steps list`` shows their 
 BUILTIN_MODULES: tuple[str, ...] = (
     "aetherflow.steps.control",
     "aetherflow.steps.process",
+    "aetherflow.steps.data",
+    "aetherflow.steps.net",
+    "aetherflow.steps.files",
 )

@@ -1,0 +1,231 @@
+"""mail_send against a tiny real SMTP server on 127.0.0.1 started by the test (socketserver;
+it speaks just enough SMTP: EHLO/HELO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT)."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import hashlib
+import socketserver
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from aetherflow.connectors.smtp import SmtpConnector
+from aetherflow.errors import ConnectorError
+
+PASSWORD = "m4il-" + "pw-4f3e2d"
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt: list[str]
+    data: bytes
+    auth: str | None
+
+
+@dataclass
+class Mailbox:
+    host: str = "127.0.0.1"
+    port: int = 0
+    messages: list[Received] = field(default_factory=list)
+
+
+def _handler(box: Mailbox) -> type[socketserver.StreamRequestHandler]:
+    class Handler(socketserver.StreamRequestHandler):
+        def reply(self, text: str) -> None:
+            self.wfile.write(text.encode() + b"\r\n")
+            self.wfile.flush()
+
+        def handle(self) -> None:
+            self.reply("220 test.local ESMTP ready")
+            mail_from, rcpt, auth = "", [], None
+            while True:
+                line = self.rfile.readline()
+                if not line:
+                    return
+                cmd = line.decode("utf-8", "replace").rstrip("\r\n")
+                verb = cmd.split(" ", 1)[0].upper()
+                if verb == "EHLO":
+                    self.reply("250-test.local\r\n250-AUTH PLAIN\r\n250 8BITMIME")
+                elif verb == "HELO":
+                    self.reply("250 test.local")
+                elif verb == "AUTH":
+                    parts = cmd.split()
+                    raw = base64.b64decode(parts[2]).decode() if len(parts) > 2 else ""
+                    _, user, pw = raw.split("\x00")
+                    if pw == PASSWORD:
+                        auth = user
+                        self.reply("235 2.7.0 Authentication successful")
+                    else:
+                        self.reply("535 5.7.8 Authentication credentials invalid")
+                elif verb == "MAIL":
+                    mail_from = cmd.split(":", 1)[1].strip().split()[0].strip("<>")
+                    rcpt = []
+                    self.reply("250 OK")
+                elif verb == "RCPT":
+                    addr = cmd.split(":", 1)[1].strip().strip("<>")
+                    if addr.startswith("reject"):
+                        self.reply("550 5.1.1 no such user")
+                    else:
+                        rcpt.append(addr)
+                        self.reply("250 OK")
+                elif verb == "DATA":
+                    self.reply("354 End data with <CR><LF>.<CR><LF>")
+                    lines = []
+                    while True:
+                        d = self.rfile.readline()
+                        if d in (b".\r\n", b""):
+                            break
+                        lines.append(d[1:] if d.startswith(b"..") else d)
+                    box.messages.append(Received(mail_from, list(rcpt), b"".join(lines), auth))
+                    self.reply("250 OK queued")
+                elif verb in ("RSET", "NOOP"):
+                    self.reply("250 OK")
+                elif verb == "QUIT":
+                    self.reply("221 Bye")
+                    return
+                else:
+                    self.reply("502 Command not implemented")
+
+    return Handler
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox()
+    srv = _Server(("127.0.0.1", 0), _handler(box))
+    box.port = srv.server_address[1]
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield box
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(timeout=10)
+
+
+def flow(box: Mailbox, steps: str) -> str:
+    return f"""
+version: 1
+flow:
+  id: mailer
+  workspace: {{root: work}}
+secrets:
+  smtp_password: {{env: SMTP_PASSWORD}}
+resources:
+  mail:
+    kind: mail
+    driver: smtp
+    config:
+      host: 127.0.0.1
+      port: {box.port}
+      username: robot
+      password: "{{{{ secrets.smtp_password }}}}"
+      from: "Flows <robot@example.org>"
+      timeout: 10
+jobs:
+  - id: report
+    steps:
+      - id: make
+        type: external.process
+        inputs:
+          command: ["sh", "-c", "printf 'a,b\\n1,2\\n' > artifacts/report.csv"]
+{steps}
+"""
+
+
+def test_mail_with_attachment_reaches_the_server(write_flow, run_flow, mailbox: Mailbox) -> None:
+    steps = """
+      - id: send
+        type: mail_send
+        inputs:
+          resource: mail
+          to: ["ops@example.org", "Dev Team <dev@example.org>"]
+          cc: boss@example.org
+          bcc: [audit@example.org, reject-me@example.org]
+          subject: "Daily report {{ run_id }}"
+          body: "Rows attached.\\nBye."
+          html: "<p>Rows attached.</p>"
+          attachments: [report.csv]
+"""
+    run = run_flow(write_flow(flow(mailbox, steps)), env={"SMTP_PASSWORD": PASSWORD})
+    assert run.result.exit_code == 0, run.result.stderr
+    assert len(mailbox.messages) == 1
+    got = mailbox.messages[0]
+    assert got.auth == "robot"
+    assert got.mail_from == "robot@example.org"
+    assert got.rcpt == ["ops@example.org", "dev@example.org", "boss@example.org", "audit@example.org"]
+    msg = email.message_from_bytes(got.data, policy=email.policy.default)
+    assert msg["From"] == "Flows <robot@example.org>"
+    assert msg["To"] == "ops@example.org, Dev Team <dev@example.org>"
+    assert msg["Cc"] == "boss@example.org" and msg["Bcc"] is None
+    assert msg["Subject"] == f"Daily report {run.run_id}"
+    key = f"{run.run_id}/report/send"
+    assert msg["Message-ID"] == f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@example.org>"
+    body = msg.get_body(preferencelist=("plain",))
+    assert body is not None and body.get_content().replace("\r\n", "\n") == "Rows attached.\nBye.\n"
+    html = msg.get_body(preferencelist=("html",))
+    assert html is not None and "<p>Rows attached.</p>" in html.get_content()
+    atts = list(msg.iter_attachments())
+    assert [a.get_filename() for a in atts] == ["report.csv"]
+    assert atts[0].get_content_type() == "text/csv" and atts[0].get_payload(decode=True) == b"a,b\n1,2\n"
+
+    out = run.step("report", "send")["outputs"]
+    assert out["message_id"] == msg["Message-ID"] and out["recipients"] == 4 and out["attachments"] == 1
+    assert list(out["refused"]) == ["reject-me@example.org"]
+    assert PASSWORD not in run.result.stderr + run.result.stdout
+
+
+def test_login_failure_and_escaping_attachment(write_flow, run_flow, mailbox: Mailbox) -> None:
+    steps = """
+      - id: escape
+        type: mail_send
+        inputs: {resource: mail, to: ops@example.org, subject: x, attachments: [/etc/hostname]}
+  - id: second
+    steps:
+      - id: send
+        type: mail_send
+        inputs: {resource: mail, to: ops@example.org, subject: x}
+"""
+    run = run_flow(write_flow(flow(mailbox, steps)), env={"SMTP_PASSWORD": "not-the-password"})
+    assert run.result.exit_code == 1
+    assert "attachment '/etc/hostname' is outside the flow workspace" in run.step("report", "escape")["error"]
+    err = run.step("second", "send")["error"]
+    assert "rejected the login for robot" in err and "535" in err
+    assert "not-the-password" not in err
+    assert mailbox.messages == []
+
+
+def test_connector_refuses_plaintext_password_to_remote_host() -> None:
+    with pytest.raises(ConnectorError, match="refusing to send a password unencrypted"):
+        SmtpConnector("mail", {"host": "mail.example.org", "username": "u", "password": "p"}, {})
+    c = SmtpConnector("mail", {"host": "mail.example.org", "port": 587, "username": "u", "password": "p"}, {})
+    assert c.starttls and not c.use_ssl and c.port == 587
+    c = SmtpConnector("mail", {"host": "mail.example.org", "ssl": True}, {})
+    assert c.use_ssl and c.port == 465
+
+
+def test_unreachable_server(tmp_path: Path) -> None:
+    import socket
+    from email.message import EmailMessage
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    msg = EmailMessage()
+    msg["From"] = "a@example.org"
+    with pytest.raises(ConnectorError, match=f"cannot reach SMTP 127.0.0.1:{port}"):
+        SmtpConnector("mail", {"host": "127.0.0.1", "port": port, "timeout": 5}, {}).send(msg, ["b@example.org"])
