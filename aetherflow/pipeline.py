@@ -666,6 +666,9 @@ def _not_waiting(run_id: str, status: str, event: str | None) -> UsageError:
 
 
 def _cancel_requested(store: Any, run_id: str) -> str | None:
+    light = getattr(store, "cancel_reason", None)
+    if light is not None:  # checked before every step: not the whole record (flow text, params)
+        return light(run_id)  # type: ignore[no-any-return]
     rec = store.get_run(run_id)
     return rec.cancel_reason if rec is not None and rec.cancel_reason else None
 
