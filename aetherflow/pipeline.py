@@ -533,7 +533,8 @@ class Runner:
         store.set_mask(redactor.mask)
         held: list[Any] = []
         outcome: RunOutcome | None = None
-        emit = Fanout([*self.observers, *loaded_plugins.observers], log)
+        fanout = Fanout([*self.observers, *loaded_plugins.observers], log)
+        emit = fanout if not redactor.active else (lambda ev: fanout(_masked_event(ev, redactor)))
         flow_lock_ev: Event | None = None  # recorded flow lock: its events go to observers too
         try:
             if run_lock is None:
@@ -663,6 +664,16 @@ class Runner:
 
 def _not_waiting(run_id: str, status: str, event: str | None) -> UsageError:
     return UsageError(f"run {run_id} is {status}, not WAITING; it does not expect event '{event}'", code="event.not_waiting")
+
+
+def _masked_event(ev: Event, redactor: Any) -> Event:
+    """The event with secrets masked in its data (observers and the events log never see one)."""
+    from dataclasses import replace
+
+    if not ev.data:
+        return ev
+    data, changed = redactor.mask_value(thaw(ev.data))
+    return replace(ev, data=freeze(data)) if changed else ev
 
 
 def _cancel_requested(store: Any, run_id: str) -> str | None:
