@@ -213,6 +213,8 @@ class Executor:
             "jobs": self.jobs_scope,
         }
         self._step_types: dict[str, StepType] = {}
+        self._legacy: dict[type, bool] = {}
+        self._jobs = {j.id: j for j in self.flow.jobs}  # FlowSpec.job() scans: O(jobs) per lookup
         self._local = threading.local()
         self._workers: list[_Worker] = []
 
@@ -307,7 +309,7 @@ class Executor:
         while pending and progress:
             progress = False
             for jid in list(pending):
-                job = self.flow.job(jid)
+                job = self._jobs[jid]
                 decision, reason = self._dep_decision(job)
                 if decision is None:
                     continue
@@ -327,7 +329,7 @@ class Executor:
                     for jid in list(pending):
                         if len(running) >= limit or self.svc.cancel.is_set():
                             break
-                        job = self.flow.job(jid)
+                        job = self._jobs[jid]
                         decision, reason = self._dep_decision(job)
                         if decision is None:
                             continue
@@ -364,9 +366,11 @@ class Executor:
             entry["status"] = status
             entry["skip_reason"] = reason if status == JobStatus.SKIPPED else None
 
-    def _check_cancel(self) -> None:
+    def _check_cancel(self, *, store: bool = True) -> None:
         if self.svc.cancel.is_set():
             raise Interrupted(f"run stopped ({self.svc.cancel.why()})")
+        if not store:  # before a restored step nothing starts: the next executed step asks the store
+            return
         reason = self.svc.should_cancel()
         if reason is not None:
             self.svc.cancel.set("cancel")
@@ -479,7 +483,7 @@ class Executor:
         scope["job"]["outputs"] = outputs
         try:
             for idx, step in enumerate(job.steps):
-                self._check_cancel()
+                self._check_cancel(store=(job.id, step.id) not in self.plan.restored_steps)
                 action = self._run_step(job, step, idx, scope, steps_scope, steps_info, outputs, ws)
                 if action == "continue":
                     continue
@@ -801,7 +805,10 @@ class Executor:
     def _instantiate(self, st: StepType, step_id: str, job_id: str, inputs: Any, ctx: StepContext) -> Callable[[], Any]:
         inst = st.cls(step_id, inputs, ctx, job_id)
         validate = getattr(inst, "validate", None)
-        if st.legacy_run:
+        legacy = self._legacy.get(st.cls)
+        if legacy is None:  # inspect.signature once per class, not per step
+            legacy = self._legacy[st.cls] = st.legacy_run
+        if legacy:
             def call() -> Any:
                 if validate is not None:
                     validate()

@@ -125,7 +125,9 @@ class SchemaValidator:
                     f"invalid JSON Schema at {where}: {exc.message}",
                     code="plugin.invalid_schema",
                 ) from exc
-        self._validator: Any = Draft202012Validator(self.schema, format_checker=None)
+        # validated against a copy whose local $refs are inlined: same keywords, no reference
+        # resolution per instance (that lookup was most of the cost of a large flow)
+        self._validator: Any = Draft202012Validator(_inline_refs(self.schema), format_checker=None)
         self._prefix = prefix
         self._templates = templates
 
@@ -141,6 +143,8 @@ class SchemaValidator:
         errors = list(self._validator.iter_errors(data))
         if self._templates:
             errors = [e for e in errors if not _template_only(e)]
+        if not errors:  # the usual case, once per step of a flow: nothing to map
+            return []
         mapper = _Mapper(self._prefix, file, positions, base_path, errors)
         seen: set[tuple[str, str]] = set()
         issues: list[Issue] = []
@@ -152,6 +156,40 @@ class SchemaValidator:
                     issues.append(issue)
         issues.sort(key=_sort_key)
         return issues
+
+
+_ANNOTATIONS = frozenset({"description", "title", "default", "examples", "$comment", "deprecated"})
+_SCOPED = frozenset({"$ref", "$id", "$anchor", "$dynamicAnchor", "$dynamicRef"})  # never merged
+_NOT_SUBSCHEMAS = frozenset({"$defs", "enum", "const", "default", "examples", "required"})
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``schema`` where each ``{"$ref": "#/$defs/NAME", ...}`` is replaced by that
+    definition, when the ref's other keys are annotations or keywords the definition lacks (so
+    the merged object applies exactly the same keywords). Recursive refs stay refs."""
+    defs = schema.get("$defs")
+    if not isinstance(defs, dict) or not defs:
+        return schema
+
+    def walk(node: Any, stack: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [walk(v, stack) for v in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        name = ref[8:] if isinstance(ref, str) and ref.startswith("#/$defs/") else None
+        if name is not None and "/" not in name and isinstance(defs.get(name), dict) and name not in stack:
+            target = walk(defs[name], (*stack, name))
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            if all(k in _ANNOTATIONS or k not in target for k in rest) and not target.keys() & _SCOPED:
+                merged = dict(target)
+                for k, v in rest.items():
+                    if k not in merged:
+                        merged[k] = v if k in _NOT_SUBSCHEMAS else walk(v, stack)
+                return merged
+        return {k: (v if k in _NOT_SUBSCHEMAS else walk(v, stack)) for k, v in node.items()}
+
+    return walk(schema, ())  # type: ignore[no-any-return]
 
 
 def inputs_validator(schema: Mapping[str, Any]) -> SchemaValidator:

@@ -12,7 +12,7 @@ named), ``template.syntax``, ``template.unknown_root``, ``template.unknown_job``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,20 @@ PARAM_DEFAULT_ROOTS = frozenset({"env"})
 FLOW_SETTING_ROOTS = frozenset({"env", "params", "flow_id"})
 
 Path_ = tuple[str | int, ...]
+
+
+class _StepsBefore:
+    """The ids of a job's steps before step ``index`` (plus ``also``), read from the live
+    ``id -> first index`` map the builder fills: membership is O(1) and nothing is copied."""
+
+    __slots__ = ("_also", "_first", "_index")
+
+    def __init__(self, first: Mapping[str, int], index: int, also: str | None = None) -> None:
+        self._first, self._index, self._also = first, index, also
+
+    def __contains__(self, sid: object) -> bool:
+        i = self._first.get(sid) if isinstance(sid, str) else None
+        return (i is not None and i < self._index) or (sid is not None and sid == self._also)
 
 
 class Builder:
@@ -74,7 +88,7 @@ class Builder:
         path: Path_,
         roots: frozenset[str],
         *,
-        earlier_steps: Sequence[str] | None = None,
+        earlier_steps: Container[str] | None = None,
         job_ids: frozenset[str] | None = None,
     ) -> None:
         for sub_path, text in _strings(value, path):
@@ -93,7 +107,7 @@ class Builder:
         p: Sequence[str],
         where: Path_,
         roots: frozenset[str],
-        earlier_steps: Sequence[str] | None,
+        earlier_steps: Container[str] | None,
         job_ids: frozenset[str] | None,
         kind: str,
     ) -> None:
@@ -127,7 +141,7 @@ class Builder:
             )
 
     def parse_when(
-        self, value: Any, path: Path_, earlier_steps: Sequence[str] | None, job_ids: frozenset[str]
+        self, value: Any, path: Path_, earlier_steps: Container[str] | None, job_ids: frozenset[str]
     ) -> Any:
         if value is None:
             return None
@@ -282,11 +296,12 @@ class Builder:
                     f"step id '{sid}' is used twice in this job (first at steps[{seen[sid]}])",
                     (*spath, "id"),
                 )
-            earlier = list(seen)
+            earlier = _StepsBefore(seen, si)  # O(1) membership, no copy per step (a job may have 10,000)
             seen.setdefault(sid, si)
             self.check_templates(s.get("inputs") or {}, (*spath, "inputs"), STEP_ROOTS, earlier_steps=earlier, job_ids=job_ids)
             self.check_templates(
-                s.get("outputs") or {}, (*spath, "outputs"), OUTPUT_ROOTS, earlier_steps=[*earlier, sid], job_ids=job_ids
+                s.get("outputs") or {}, (*spath, "outputs"), OUTPUT_ROOTS, earlier_steps=_StepsBefore(seen, si, sid),
+                job_ids=job_ids,
             )
             r = s.get("retry") or {}
             out.append(

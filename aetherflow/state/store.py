@@ -132,6 +132,9 @@ class StepWrite:
     reason: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    #: this attempt's own status when it differs from the step's: a FAILED attempt whose retry
+    #: is parked (the step is WAITING, the attempt stays FAILED in `runs show`)
+    attempt_status: str | None = None
 
 
 class StateStore(Protocol):
