@@ -22,7 +22,7 @@ from aetherflow.context import CancelToken, StepContext
 from aetherflow.errors import AetherflowError, ConnectorError, StepError, StepTimeoutError
 from aetherflow.events import Event, Observer, register_observer
 from aetherflow.model import STEP_SKIPPED, STEP_SUCCESS, STEP_WAITING, StepResult
-from aetherflow.registry import register_connector, register_step
+from aetherflow.registry import register_connector, register_decoder, register_step
 from aetherflow.workspace import atomic_open, atomic_write, confine
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "atomic_write",
     "confine",
     "register_connector",
+    "register_decoder",
     "register_observer",
     "register_step",
 ]

@@ -27,7 +27,8 @@ def explain(settings: Any, req: Any) -> dict[str, Any]:
     secrets = resolve.resolve_secrets(flow, env, redactor, runner._command_runner(env))
     scope = {"env": env, "params": params, "secrets": {k: v.reveal() for k, v in secrets.items()},
              "run_id": "<run_id>", "flow_id": flow.id, "run": {"id": "<run_id>"}}
-    resources = resolve.resolve_resources(flow, runner._profiles(flow, req), scope, redactor, profile_override=req.profile)
+    resources = resolve.resolve_resources(flow, runner._profiles(flow, req), scope, redactor, profile_override=req.profile,
+                                           decoders=loaded_plugins.registry.decoders)
     out_res = []
     for name, r in resources.items():
         values: dict[str, Any] = {}

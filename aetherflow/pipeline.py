@@ -567,7 +567,7 @@ class Runner:
                 flow, self._profiles(flow, req),
                 {"env": env, "params": params, "secrets": {k: v.reveal() for k, v in secrets.items()},
                  "run_id": rec.run_id, "flow_id": flow.id, "run": {"id": rec.run_id}},
-                redactor, profile_override=req.profile,
+                redactor, profile_override=req.profile, decoders=loaded_plugins.registry.decoders,
             )
             connectors = LazyConnectors(resources, loaded_plugins.registry, log)
             inputs = RunInputs(

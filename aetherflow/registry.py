@@ -19,6 +19,7 @@ T = TypeVar("T", bound=type)
 
 STEP_MARK = "__aetherflow_step__"
 CONNECTOR_MARK = "__aetherflow_connector__"
+DECODER_MARK = "__aetherflow_decoder__"
 
 #: default outcomes every step type has; more may be declared at registration
 DEFAULT_OUTCOMES = ("success", "skipped")
@@ -122,6 +123,17 @@ def register_step(
     return mark
 
 
+def register_decoder(name: str) -> Callable[[Callable[[str], str]], Callable[[str], str]]:
+    """Mark a function ``fn(value: str) -> str`` as the resource-field decoder ``name``
+    (used as ``decode: {config: {password: NAME}}``). Decoded values are treated as secrets."""
+
+    def mark(fn: Callable[[str], str]) -> Callable[[str], str]:
+        setattr(fn, DECODER_MARK, name)
+        return fn
+
+    return mark
+
+
 def register_connector(
     kind: str, driver: str, *, aliases: Sequence[str] = (), description: str | None = None
 ) -> Callable[[T], T]:
@@ -150,6 +162,18 @@ class Registry:
     steps: dict[str, StepType] = field(default_factory=dict)
     connectors: dict[str, ConnectorType] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    decoders: dict[str, Any] = field(default_factory=dict)
+    decoder_sources: dict[str, str] = field(default_factory=dict)
+
+    def add_decoder(self, fn: Callable[[str], str], source: str) -> str:
+        name: str = getattr(fn, DECODER_MARK)
+        if name == "base64" or (name in self.decoders and self.decoders[name] is not fn):
+            first = "builtin" if name == "base64" else self.decoder_sources[name]
+            raise PluginError(f"decoder '{name}' is registered twice: by {first} and by {source}",
+                              code="plugin.duplicate_decoder")
+        self.decoders[name] = fn
+        self.decoder_sources[name] = source
+        return name
 
     def add_step(self, cls: type, source: str) -> StepType:
         meta: StepMeta = getattr(cls, STEP_MARK)
@@ -188,6 +212,10 @@ class Registry:
         connectors: list[str] = []
         prefix = module.__name__
         for obj in list(vars(module).values()):
+            if callable(obj) and not isinstance(obj, type) and isinstance(getattr(obj, DECODER_MARK, None), str):
+                if getattr(obj, "__module__", "").startswith(prefix):
+                    self.add_decoder(obj, source)
+                continue
             if not isinstance(obj, type):
                 continue
             if not getattr(obj, "__module__", "").startswith(prefix):

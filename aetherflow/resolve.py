@@ -263,6 +263,29 @@ def _decode_b64(value: str, what: str, location: Location | None) -> str:
         raise ResolutionError(f"{what}: value is not valid base64 text", code="secret.decode", location=location) from exc
 
 
+def apply_decoder(
+    name: str, value: str, what: str, location: Location | None, decoders: Mapping[str, Callable[[str], str]]
+) -> str:
+    """Decode a resource field: ``base64`` (built in, also spelled ``true``) or a decoder a
+    plugin registered with ``register_decoder``. A decoder's error never quotes the value."""
+    if name == "base64":
+        return _decode_b64(value, what, location)
+    fn = decoders.get(name)
+    if fn is None:
+        known = ", ".join(["base64", *sorted(decoders)])
+        raise ResolutionError(f"{what}: unknown decoder '{name}' (known: {known})", code="resource.unknown_decoder",
+                              location=location)
+    try:
+        out = fn(value)
+    except Exception as exc:  # noqa: BLE001 - a plugin decoder's failure is a resolution error
+        raise ResolutionError(f"{what}: decoder '{name}' failed ({type(exc).__name__})", code="resource.decode",
+                              location=location) from None
+    if not isinstance(out, str):
+        raise ResolutionError(f"{what}: decoder '{name}' returned {type(out).__name__}, not text", code="resource.decode",
+                              location=location)
+    return out
+
+
 def _relative(base_dir: str, p: str) -> Path:
     path = Path(p).expanduser()
     return path if path.is_absolute() else Path(base_dir) / path
@@ -376,10 +399,11 @@ def resolve_resources(
     *,
     profile_override: str | None = None,
     profiles_origin: str = "profiles file",
+    decoders: Mapping[str, Callable[[str], str]] | None = None,
 ) -> Mapping[str, ResolvedResource]:
     out: dict[str, ResolvedResource] = {}
     for name, res in flow.resources.items():
-        out[name] = resolve_resource(res, profiles, scope, redactor, profile_override, profiles_origin)
+        out[name] = resolve_resource(res, profiles, scope, redactor, profile_override, profiles_origin, decoders or {})
     return MappingProxyType(out)
 
 
@@ -390,6 +414,7 @@ def resolve_resource(
     redactor: Redactor,
     profile_override: str | None,
     profiles_origin: str,
+    decoders: Mapping[str, Callable[[str], str]] | None = None,
 ) -> ResolvedResource:
     profile_name = profile_override or res.profile
     origins: dict[str, str] = {}
@@ -436,10 +461,12 @@ def resolve_resource(
             raw = target[fname]
             if not isinstance(raw, str):
                 continue
-            target[fname] = _decode_b64(raw, f"{where} {part}.{fname}", res.location)
+            what = f"{where} {part}.{fname}"
+            name = "base64" if flag is True else str(flag)
+            target[fname] = apply_decoder(name, raw, what, res.location, decoders or {})
             redactor.add(target[fname])
             secret_fields.append(f"{part}.{fname}")
-            origins[f"{part}.{fname}"] = origins.get(f"{part}.{fname}", "flow resource") + " (base64-decoded, secret)"
+            origins[f"{part}.{fname}"] = origins.get(f"{part}.{fname}", "flow resource") + f" ({name}-decoded, secret)"
     for key, origin in origins.items():
         if "secrets." in origin:
             secret_fields.append(key)

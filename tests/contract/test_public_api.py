@@ -30,6 +30,7 @@ PUBLIC_NAMES = [
     "atomic_write",
     "confine",
     "register_connector",
+    "register_decoder",
     "register_observer",
     "register_step",
 ]
@@ -53,6 +54,7 @@ SIGNATURES = {
     ),
     "Connector.__init__": "(self, name: 'str', config: 'Mapping[str, Any]', options: 'Mapping[str, Any]') -> 'None'",
     "register_observer": "(obj: 'T') -> 'T'",
+    "register_decoder": "(name: 'str') -> 'Callable[[Callable[[str], str]], Callable[[str], str]]'",
     "atomic_write": "(target: 'str | os.PathLike[str]', data: 'str | bytes', *, encoding: 'str' = 'utf-8') -> 'Path'",
 }
 
