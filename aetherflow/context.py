@@ -136,6 +136,8 @@ class StepContext:
     locks: Any = None
     inline_wait_max: float = 60.0
     clock: Callable[[], float] = time.time
+    #: report a one-line status (e.g. the last output line); shown live, never stored
+    progress: Callable[[str], None] | None = None
 
     @property
     def idempotency_key(self) -> str:

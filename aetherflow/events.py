@@ -80,6 +80,10 @@ class Fanout:
                 self._log.warning("observer %r failed on %s: %s", getattr(obs, "__name__", obs), event.name, exc)
 
 
+#: events offered to observers only (live display); never stored nor written to the events log
+TRANSIENT_EVENTS = frozenset({"step.progress"})
+
+
 class JsonLinesLog:
     """Observer writing one JSON object per line, flushed per event."""
 
@@ -88,6 +92,8 @@ class JsonLinesLog:
         self._mask = mask
 
     def __call__(self, event: Event) -> None:
+        if event.name in TRANSIENT_EVENTS:
+            return
         line = json.dumps(event.as_dict(), ensure_ascii=False, default=str, sort_keys=True)
         self._stream.write(self._mask(line) + "\n")
         self._stream.flush()

@@ -503,8 +503,11 @@ def run_process(
     drain_timeout: float = 2.0,
     watchdog: ProcessWatchdog | None = None,
     parent_death_signal: bool | None = None,
+    on_output: Callable[[bytes], None] | None = None,
 ) -> ProcessResult:
     """Run one command to completion, timeout or cancel, and say how it ended.
+
+    ``on_output`` (optional) sees every chunk read from a captured pipe, for progress display.
 
     ``timeout`` (seconds from now) and ``deadline`` (a ``time.monotonic()`` value): the
     earlier wins. ``cancel`` is polled every ``poll`` seconds. Stream modes: ``capture``
@@ -596,7 +599,7 @@ def run_process(
             if f is not None:
                 stack.callback(f.close)
         try:
-            state = _supervise(proc, sinks, limit_at, cancel, kill_grace, poll, drain_timeout)
+            state = _supervise(proc, sinks, limit_at, cancel, kill_grace, poll, drain_timeout, on_output)
         except BaseException:
             _signal_group(pid, signal.SIGKILL)  # the caller is going away: leave nothing behind
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -668,6 +671,7 @@ def _supervise(
     kill_grace: float,
     poll: float,
     drain_timeout: float,
+    on_output: Callable[[bytes], None] | None = None,
 ) -> _LoopState:
     """The event loop: read pipes, notice the leader's exit, run the kill sequence."""
     st = _LoopState()
@@ -736,6 +740,8 @@ def _supervise(
                     continue
                 if chunk:
                     sinks[key.data].feed(chunk)
+                    if on_output is not None:
+                        on_output(chunk)
                 else:
                     sel.unregister(key.fd)
                     open_pipes -= 1

@@ -330,13 +330,16 @@ class LiveView:
         if n.endswith(".started"):
             row.update(status="RUNNING", start=ev.ts, end=None, attempt=ev.attempt)
         elif n in ("step.finished", "job.finished"):
-            row.update(status=str(d.get("status", "SUCCESS")), end=ev.ts)
+            row.update(status=str(d.get("status", "SUCCESS")), end=ev.ts, note="")
             if d.get("outcome") and d.get("outcome") not in ("success",):
                 row["note"] = f"outcome {d.get('outcome')}"
         elif n == "step.failed":
             row.update(status="FAILED", end=ev.ts, note=str(d.get("error", "")).splitlines()[0][:80] if d.get("error") else "")
         elif n == "step.retry":
             row.update(note=f"retry in {d.get('delay')}s after attempt {ev.attempt}")
+        elif n == "step.progress":
+            if row["status"] == "RUNNING":
+                row["note"] = "> " + str(d.get("line", ""))[:70]
         elif n in ("step.waiting", "job.waiting"):
             row.update(status="WAITING", note="waiting" if n == "job.waiting" else _wait_note(d))
         elif n in ("step.skipped", "job.skipped"):

@@ -799,8 +799,24 @@ class Executor:
             locks=self.locks,
             inline_wait_max=self.svc.inline_wait_max,
             clock=self.svc.clock,
+            progress=self._progress_reporter(job.id, step.id, attempt),
         )
         return self._call_in_worker(st, step.id, job.id, frozen_inputs, ctx, step.timeout_seconds)
+
+    def _progress_reporter(self, job_id: str, step_id: str, attempt: int) -> Callable[[str], None]:
+        """``ctx.progress``: a transient ``step.progress`` event to observers (not the store),
+        at most a few per second."""
+        last = [0.0]
+
+        def report(text: str) -> None:
+            now = time.monotonic()
+            if now - last[0] < 0.25:
+                return
+            last[0] = now
+            line = self.inp.mask(str(text).splitlines()[-1] if text else "")[:200]
+            self.svc.emit(self.event("step.progress", job_id=job_id, step_id=step_id, attempt=attempt, line=line))
+
+        return report
 
     def _instantiate(self, st: StepType, step_id: str, job_id: str, inputs: Any, ctx: StepContext) -> Callable[[], Any]:
         inst = st.cls(step_id, inputs, ctx, job_id)

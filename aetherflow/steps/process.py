@@ -25,7 +25,7 @@ import os
 import shlex
 import shutil
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -355,6 +355,28 @@ def _raise_if_stopped(ctx: StepContext, step_id: str) -> None:
         raise StepTimeoutError(f"step '{step_id}' timed out before its command ran")
 
 
+def _tail_reporter(ctx: StepContext) -> Callable[[bytes], None] | None:
+    """Report the latest complete output line through ``ctx.progress`` (the live view's tail)."""
+    progress = getattr(ctx, "progress", None)
+    if progress is None:
+        return None
+    pending = bytearray()
+
+    def feed(chunk: bytes) -> None:
+        pending.extend(chunk[-4096:])
+        end = pending.rfind(b"\n")
+        if end < 0:
+            del pending[:-4096]
+            return
+        start = pending.rfind(b"\n", 0, end) + 1
+        line = bytes(pending[start:end]).decode("utf-8", "replace").strip()
+        del pending[: end + 1]
+        if line:
+            progress(line)
+
+    return feed
+
+
 def _run_once(ctx: StepContext, plan: _Plan) -> ProcessResult:
     ctx.log.debug(f"running {plan.argv!r} in {plan.cwd}")
     try:
@@ -371,6 +393,7 @@ def _run_once(ctx: StepContext, plan: _Plan) -> ProcessResult:
             stderr_mode=plan.stderr_mode,
             file_path=plan.log_path,
             max_capture_kb=plan.max_capture_kb,
+            on_output=_tail_reporter(ctx),
         )
     except OSError as exc:
         shown = plan.argv if isinstance(plan.argv, str) else plan.argv[0]

@@ -144,3 +144,26 @@ def test_quiet_waiting_prints_one_line(home: Path, write_flow) -> None:
     assert res.returncode == 0
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "waits for event go" in lines[0]
+
+
+TICK_FLOW = """
+version: 1
+flow: {id: out_tick}
+jobs:
+  - id: a
+    steps:
+      - id: ticker
+        type: external.process
+        inputs: {command: [sh, -c, "for i in 1 2 3 4 5 6; do echo tick-$i; sleep 0.3; done"]}
+"""
+
+
+def test_terminal_view_shows_the_tail_of_a_running_process(home: Path, write_flow, tmp_path: Path) -> None:
+    flow = write_flow(TICK_FLOW)
+    log = tmp_path / "events.jsonl"
+    env = {**cron_env(home), "TERM": "xterm-256color", "COLUMNS": "120"}
+    code, out = run_in_pty(["run", str(flow), "--events-log", str(log)], env)
+    assert code == 0
+    assert re.search(r"> tick-\d", out), out
+    names = {json.loads(line)["event"] for line in log.read_text().splitlines()}
+    assert "step.finished" in names and "step.progress" not in names  # transient: display only
