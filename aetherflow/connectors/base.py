@@ -10,10 +10,32 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aetherflow.errors import ConnectorError
 from aetherflow.registry import Registry
+
+if TYPE_CHECKING:
+    import ssl
+
+
+def tls_context(resource: str, verify: bool | str) -> ssl.SSLContext:
+    """TLS settings shared by network connectors: verify with the system trust store (default),
+    with a CA bundle file (``verify: /path/ca.pem``), or not at all (``verify: false``)."""
+    import ssl
+
+    if verify is False:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    if isinstance(verify, str):
+        try:
+            return ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectorError(f"resource '{resource}': cannot load CA bundle {verify}: {exc}",
+                                 code="connector.bad_config") from exc
+    return ssl.create_default_context()
 
 
 class LazyConnectors(Mapping[str, Any]):

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from aetherflow.api import Connector, ConnectorError, register_connector
+from aetherflow.connectors.base import tls_context
 from aetherflow.connectors.sqlite import check_keys
 
 if TYPE_CHECKING:
@@ -127,20 +128,7 @@ class HttpConnector(Connector):
         )
 
     def ssl_context(self) -> ssl.SSLContext:
-        import ssl
-
-        if self.verify is False:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            return ctx
-        if isinstance(self.verify, str):
-            try:
-                return ssl.create_default_context(cafile=self.verify)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConnectorError(f"resource '{self.name}': cannot load CA bundle {self.verify}: {exc}",
-                                     code="connector.bad_config") from exc
-        return ssl.create_default_context()
+        return tls_context(self.name, self.verify)
 
     def _build_opener(self, proxy: str) -> urllib.request.OpenerDirector:
         import urllib.request
