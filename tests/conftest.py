@@ -78,6 +78,26 @@ def af(home: Path) -> Callable[..., Result]:
     return run
 
 
+@pytest.fixture
+def spawn(home: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start `python -m aetherflow ...` in the background; every process is reaped at teardown."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        e = dict(os.environ)
+        e.update(env or {})
+        p = subprocess.Popen([sys.executable, "-m", "aetherflow", *[str(a) for a in args]],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=30)
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> bool:
     """Poll ``predicate`` until true or the timeout; used instead of bare sleeps."""
     end = time.monotonic() + timeout

@@ -26,27 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import alive, show, wait_until
 
 #: appends "JOB.STEP ATTEMPT IDEMPOTENCY_KEY" to $LOG_FILE
 LINE = ("""{command: [sh, -c, 'echo "$AETHERFLOW_JOB_ID.$AETHERFLOW_STEP_ID $AETHERFLOW_ATTEMPT """
         """$AETHERFLOW_RUN_ID/$AETHERFLOW_JOB_ID/$AETHERFLOW_STEP_ID" >> "$LOG_FILE"']}""")
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:].split()[0] not in (b"Z", b"X")
 
 
 def log_lines(path: Path) -> list[tuple[str, int, str]]:
@@ -66,12 +50,6 @@ def spawn(args: list[str], out_dir: Path, env: dict[str, str] | None = None) -> 
     n = len(list(out_dir.glob("*.out")))
     with open(out_dir / f"{n:04d}.out", "wb") as so, open(out_dir / f"{n:04d}.err", "wb") as se:
         return subprocess.Popen([sys.executable, "-m", "aetherflow", *args], stdout=so, stderr=se, env=e)
-
-
-def show(cli: Callable[..., Any], run_id: str) -> dict[str, Any]:
-    res = cli("runs", "show", run_id, "--json")
-    assert res.exit_code == 0, res.stderr
-    return json.loads(res.stdout)  # type: ignore[no-any-return]
 
 
 def steps_of(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -8,39 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
+from support import q, show, step_doc
 
 from tests.conftest import pid_alive, wait_for
 
 GATE_LOOP = "i=0; while [ ! -f {gate} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
 
 
-@pytest.fixture
-def spawn(home: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Start `python -m aetherflow ...` in the background; every process is reaped at teardown."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        e = dict(os.environ)
-        e.update(env or {})
-        p = subprocess.Popen([sys.executable, "-m", "aetherflow", *[str(a) for a in args]],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=30)
 
 
 def finish(p: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
@@ -48,24 +27,8 @@ def finish(p: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, st
     return p.returncode, out, err
 
 
-def show(af, run_id: str, history: bool = False) -> dict:
-    args = ["runs", "show", run_id, "--json"] + (["--history"] if history else [])
-    res = af(*args)
-    assert res.exit_code == 0, res.stderr
-    return json.loads(res.stdout)
-
-
-def step_doc(doc: dict, job: str, step: str) -> dict:
-    j = next(j for j in doc["jobs"] if j["job_id"] == job)
-    return next(s for s in j["steps"] if s["step_id"] == step)
-
-
 def job_status(doc: dict, job: str) -> str:
     return next(j for j in doc["jobs"] if j["job_id"] == job)["status"]
-
-
-def q(p: Path) -> str:
-    return shlex.quote(str(p))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,13 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import alive, show, wait_until
 
 TICK = """{command: [sh, -c, 'echo "$AETHERFLOW_JOB_ID.$AETHERFLOW_STEP_ID $AETHERFLOW_ATTEMPT" >> "$COUNT_FILE"']}"""
 # records its execution, then on the first attempt starts a grandchild `sleep`, writes
@@ -43,23 +43,6 @@ jobs:
     steps:
       - {id: s1, type: external.process, inputs: @tick}
 """
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:].split()[0] not in (b"Z", b"X")
 
 
 @pytest.fixture
@@ -123,12 +106,6 @@ def pids_of(files: dict[str, Path]) -> tuple[int, int]:
     wait_until(files["pid"].exists, what="the busy step to start")
     shell, sleeper = (int(x) for x in files["pid"].read_text().split())
     return shell, sleeper
-
-
-def show(af: Callable[..., Any], run_id: str) -> dict[str, Any]:
-    res = af("runs", "show", run_id, "--json")
-    assert res.exit_code == 0, res.stderr
-    return json.loads(res.stdout)  # type: ignore[no-any-return]
 
 
 def test_second_executor_of_a_live_run_exits_3_naming_pid_and_host(af, background, flow_file, files):

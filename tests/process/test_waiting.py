@@ -8,37 +8,15 @@ sleeps. No timed asserts: the checks are on recorded states, history, outputs an
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support import job_doc, q, show, step_doc
 
 from tests.conftest import wait_for
 
 PARK = {"AETHERFLOW_INLINE_WAIT_MAX": "0"}
-
-
-def q(p: Path) -> str:
-    return shlex.quote(str(p))
-
-
-def show(af, run_id: str, history: bool = False) -> dict:
-    res = af("runs", "show", run_id, "--json", *(["--history"] if history else []))
-    assert res.exit_code == 0, res.stderr
-    return json.loads(res.stdout)
-
-
-def job_doc(doc: dict, job: str) -> dict:
-    return next(j for j in doc["jobs"] if j["job_id"] == job)
-
-
-def step_doc(doc: dict, job: str, step: str) -> dict:
-    return next(s for s in job_doc(doc, job)["steps"] if s["step_id"] == step)
 
 
 def events(doc: dict, name: str) -> list[dict]:
@@ -55,23 +33,6 @@ def lines_of(p: Path) -> list[str]:
     return p.read_text().split() if p.exists() else []
 
 
-@pytest.fixture
-def spawn(home: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        e = dict(os.environ)
-        e.update(env or {})
-        p = subprocess.Popen([sys.executable, "-m", "aetherflow", *[str(a) for a in args]],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.communicate(timeout=30)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,49 @@
+"""Helpers shared by test modules (importable as ``support``: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    """Poll ``pred`` until true; fail the test naming ``what`` after ``timeout`` seconds.
+    Used instead of bare sleeps to synchronise with other processes."""
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:].split()[0] not in (b"Z", b"X")
+
+
+def show(runner: Callable[..., Any], run_id: str, history: bool = False) -> dict[str, Any]:
+    """``aetherflow runs show RUN --json`` through the ``cli`` or ``af`` fixture."""
+    res = runner("runs", "show", run_id, "--json", *(["--history"] if history else []))
+    assert res.exit_code == 0, res.stderr
+    return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+
+def job_doc(doc: dict[str, Any], job: str) -> dict[str, Any]:
+    return next(j for j in doc["jobs"] if j["job_id"] == job)
+
+
+def step_doc(doc: dict[str, Any], job: str, step: str) -> dict[str, Any]:
+    return next(s for s in job_doc(doc, job)["steps"] if s["step_id"] == step)
+
+
+def q(p: Path) -> str:
+    """A path quoted for a shell command line in a flow."""
+    return shlex.quote(str(p))
