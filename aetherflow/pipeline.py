@@ -714,23 +714,30 @@ def load_profiles(path: str) -> Mapping[str, Mapping[str, Any]]:
     return freeze(data or {})
 
 
-def cancel_run(settings: Settings, run_id: str, reason: str | None) -> tuple[RunRecord, str]:
+def cancel_run(settings: Settings, run_id: str, reason: str | None) -> tuple[RunRecord, str, Event]:
+    """Cancel a run: at once when no process executes it (its run lock is free), else ask the
+    executing process to stop at its next step boundary. Returns the record, what happened
+    (``cancelled`` or ``requested``) and the history event written."""
+    from aetherflow.locks import OsLock, run_lock_key
+
     store, rec = find_run(settings, run_id)
+    lock = OsLock(lock_dir_of(store), run_lock_key(rec.run_id))
     try:
         now = settings.clock()
-        status = display_status(store, rec)
         if rec.status in (RunStatus.SUCCESS, RunStatus.CANCELLED):
             raise UsageError(f"run {rec.run_id} is {rec.status}; nothing to cancel", code="run.not_cancellable")
         reason = reason or "cancelled by operator"
-        ev = Event(name="run.cancelled", run_id=rec.run_id, ts=now, flow_id=rec.flow_id, data=freeze({"reason": reason}))
-        if status == RunStatus.RUNNING:
-            store.update_run(rec.run_id, Event(name="run.cancel_requested", run_id=rec.run_id, ts=now, flow_id=rec.flow_id,
-                                               data=freeze({"reason": reason})), cancel_reason=reason)
-            return rec, "requested"
+        data = freeze({"reason": reason})
+        if not lock.acquire(0):  # a live process executes it: it stops at its next step boundary
+            ev = Event(name="run.cancel_requested", run_id=rec.run_id, ts=now, flow_id=rec.flow_id, data=data)
+            store.update_run(rec.run_id, ev, cancel_reason=reason)
+            return rec, "requested", ev
+        ev = Event(name="run.cancelled", run_id=rec.run_id, ts=now, flow_id=rec.flow_id, data=data)
         store.clear_waits(rec.run_id, None)
         store.update_run(rec.run_id, ev, status=RunStatus.CANCELLED, cancel_reason=reason, finished_at=now, due_at=None)
-        return rec, "cancelled"
+        return rec, "cancelled", ev
     finally:
+        lock.release()
         store.close()
 
 

@@ -234,6 +234,7 @@ def cancel_cmd(
     reason: Annotated[str | None, typer.Option("--reason", help="Why; recorded in the history.")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Cancel the active run holding this business key.")] = None,
     state: o.State = None,
+    events_log: o.EventsLog = None,
 ) -> None:
     """Mark a run CANCELLED: a WAITING run stops at once, a RUNNING one at its next step boundary.
 
@@ -250,7 +251,12 @@ def cancel_cmd(
 
             run_id = _run_for_key(settings, key)
         assert run_id is not None
-        rec, what = cancel_run(settings, run_id, reason)
+        rec, what, event = cancel_run(settings, run_id, reason)
+        if events_log:
+            from aetherflow.events import JsonLinesLog
+
+            with open(events_log, "a", encoding="utf-8") as fh:
+                JsonLinesLog(fh)(event)
         if what == "requested":
             stderr(f"run {rec.run_id} is running (pid {rec.pid} on {rec.host}); it stops at its next step boundary")
         else:

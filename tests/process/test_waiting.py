@@ -436,3 +436,22 @@ jobs:
     # the log and the history say the same thing
     history = [e["event"] for e in show(af, "tele-1", history=True)["history"]]
     assert sorted(set(history)) == sorted(set(names))
+
+
+def test_cancel_of_a_waiting_run_reaches_the_events_log(af, write_flow, tmp_path: Path) -> None:
+    flow = write_flow("""
+        version: 1
+        flow: {id: cancel_log}
+        jobs:
+          - id: a
+            steps:
+              - {id: w, type: wait_for_event, inputs: {events: [go]}}
+        """)
+    log = tmp_path / "events.jsonl"
+    env = {"AETHERFLOW_EVENTS_LOG": str(log)}
+    res = af("run", str(flow), "--json", env=env)
+    run_id = json.loads(res.stdout)["run_id"]
+    assert af("cancel", run_id, "--reason", "not needed", env=env).exit_code == 0
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert last["event"] == "run.cancelled" and last["run_id"] == run_id
+    assert last["data"] == {"reason": "not needed"}
