@@ -20,40 +20,33 @@ Algorithm
 
 from __future__ import annotations
 
-import json
-import logging
-import queue
-import random
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from aetherflow import expressions, template
-from aetherflow.context import CancelToken, MaskingAdapter, StepContext
-from aetherflow.engine.plan import Plan
-from aetherflow.errors import (
-    AetherflowError,
-    Interrupted,
-    LockBusyError,
-    StepError,
-    StepTimeoutError,
-    TemplateError,
+from aetherflow.engine.calls import StepCaller
+from aetherflow.engine.locking import LockService, holder_text
+from aetherflow.engine.results import (
+    backoff_delay,
+    error_text,
+    iso,
+    reason_of,
+    restore_masked,
+    restore_outputs,
+    wait_text,
 )
+from aetherflow.engine.services import RunInputs, RunResult, Services
+from aetherflow.errors import Interrupted, LockBusyError, StepError, StepTimeoutError, TemplateError
 from aetherflow.events import Event
-from aetherflow.locks import OsLock, job_lock_key, user_lock_key
+from aetherflow.locks import OsLock, job_lock_key
 from aetherflow.model import (
     STEP_SKIPPED,
     STEP_WAITING,
-    FlowSpec,
     JobSpec,
     JobStatus,
-    Masked,
-    RetrySpec,
     RunStatus,
     StepResult,
     StepSpec,
@@ -61,13 +54,11 @@ from aetherflow.model import (
     freeze,
     thaw,
 )
-from aetherflow.registry import Registry, StepType
-from aetherflow.state.store import LockRecord, RunRecord, StepRecord, StepWrite, WaitRecord
+from aetherflow.state.store import LockRecord, StepRecord, StepWrite, WaitRecord
 from aetherflow.workspace import ensure, job_workspace, remove_run_dirs
 
-MAX_OUTPUT_BYTES = 1024 * 1024
-TERMINAL_JOB = frozenset({JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.SKIPPED, JobStatus.BLOCKED, JobStatus.CANCELLED})
-INTERRUPT_GRACE = 8.0
+__all__ = ["Executor", "RunInputs", "RunResult", "Services", "backoff_delay"]
+
 
 
 class _JobWaiting(Exception):
@@ -76,118 +67,6 @@ class _JobWaiting(Exception):
 
 class _JobFailed(Exception):
     """Internal: the job ends FAILED with this reason."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Services:
-    store: Any  # StateStore (sqlite.SqliteStore has set_steps, remove_wait too)
-    registry: Registry
-    emit: Callable[[Event], None]
-    log: logging.Logger
-    lock_dir: Path
-    cancel: CancelToken
-    clock: Callable[[], float] = time.time
-    hooks: Callable[[str, Mapping[str, Any]], None] = lambda name, info: None
-    pid: int = 0
-    host: str = ""
-    inline_wait_max: float = 60.0
-    should_cancel: Callable[[], str | None] = lambda: None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunInputs:
-    flow: FlowSpec
-    run: RunRecord
-    plan: Plan
-    env: Mapping[str, str]
-    params: Mapping[str, Any]
-    secrets: Mapping[str, str]  # revealed values, for {{ secrets.NAME }}
-    connectors: Mapping[str, Any]
-    workspace_root: Path
-    mask: Callable[[str], str]
-    mask_outputs: Callable[[Mapping[str, Any]], tuple[dict[str, Any], tuple[str, ...]]]
-
-
-@dataclass(slots=True)
-class RunResult:
-    status: RunStatus
-    jobs: dict[str, str] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)
-    waits: list[WaitRecord] = field(default_factory=list)
-    failed_steps: list[tuple[str, str, str]] = field(default_factory=list)  # job, step, error
-    interrupt: str | None = None
-
-
-class _Worker:
-    """One daemon thread running step calls; replaced when a call is abandoned (timeout)."""
-
-    def __init__(self) -> None:
-        self._q: queue.SimpleQueue[tuple[Callable[[], Any], dict[str, Any], threading.Event, threading.Event] | None] = (
-            queue.SimpleQueue()
-        )
-        self._t = threading.Thread(target=self._loop, name="aetherflow-step", daemon=True)
-        self._t.start()
-
-    def _loop(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            fn, box, done, also = item
-            try:
-                box["value"] = fn()
-            except BaseException as exc:  # noqa: BLE001 - handed back to the engine
-                box["error"] = exc
-            done.set()
-            also.set()
-
-    def submit(self, fn: Callable[[], Any], also: threading.Event) -> tuple[dict[str, Any], threading.Event]:
-        box: dict[str, Any] = {}
-        done = threading.Event()
-        self._q.put((fn, box, done, also))
-        return box, done
-
-    def stop(self) -> None:
-        self._q.put(None)
-
-
-class LockService:
-    """Named OS locks for ``with_lock`` with holder records and history events."""
-
-    def __init__(self, ex: Executor) -> None:
-        self._ex = ex
-
-    def acquire(self, key: str, wait_seconds: float, *, job_id: str, step_id: str) -> OsLock:
-        ex = self._ex
-        name = user_lock_key(key)
-        lock = OsLock(ex.svc.lock_dir, name)
-        if not lock.acquire(wait_seconds):
-            holder = ex.svc.store.lock_holder(name)
-            who = _holder_text(holder)
-            ex.emit("lock.busy", job_id=job_id, step_id=step_id, lock=key, holder=who)
-            raise LockBusyError(
-                f"lock '{key}' is held by {who}; not acquired within {wait_seconds:g} s",
-                hint="raise with_lock wait_seconds, or find the holder with `aetherflow locks list`",
-            )
-        ex.svc.store.record_lock(
-            LockRecord(name=name, run_id=ex.run_id, pid=ex.svc.pid, host=ex.svc.host, since=ex.svc.clock(), kind="with_lock"),
-            ex._rec(ex.event("lock.acquired", job_id=job_id, step_id=step_id, lock=key)),
-        )
-        return lock
-
-    def release(self, lock: OsLock, *, job_id: str, step_id: str) -> None:
-        ex = self._ex
-        try:
-            ex.svc.store.remove_lock(lock.key, ex.run_id, ex._rec(ex.event("lock.released", job_id=job_id, step_id=step_id, lock=lock.key[5:])))
-        finally:
-            lock.release()
-
-
-def _holder_text(holder: LockRecord | None) -> str:
-    if holder is None:
-        return "another process (holder not recorded)"
-    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.since))
-    return f"run {holder.run_id} (pid {holder.pid} on {holder.host}, since {since})"
 
 
 class Executor:
@@ -207,16 +86,13 @@ class Executor:
             "env": inputs.env,
             "params": inputs.params,
             "secrets": inputs.secrets,
-            "run": {"id": self.run_id, "started_at": _iso(inputs.run.created_at), "attempt": inputs.run.attempt},
+            "run": {"id": self.run_id, "started_at": iso(inputs.run.created_at), "attempt": inputs.run.attempt},
             "run_id": self.run_id,
             "flow_id": self.flow.id,
             "jobs": self.jobs_scope,
         }
-        self._step_types: dict[str, StepType] = {}
-        self._legacy: dict[type, bool] = {}
         self._jobs = {j.id: j for j in self.flow.jobs}  # FlowSpec.job() scans: O(jobs) per lookup
-        self._local = threading.local()
-        self._workers: list[_Worker] = []
+        self.calls = StepCaller(self)
 
     # events ---------------------------------------------------------------------------------
     def event(self, name: str, *, job_id: str | None = None, step_id: str | None = None, attempt: int | None = None, **data: Any) -> Event:
@@ -253,8 +129,7 @@ class Executor:
         except Interrupted as exc:
             self.result.interrupt = self.svc.cancel.why() or str(exc)
         finally:
-            for w in self._workers:
-                w.stop()
+            self.calls.stop()
         return self._finish()
 
     def _seed_scope(self) -> None:
@@ -265,7 +140,7 @@ class Executor:
                 by_job.setdefault(jid, {})[sid] = {
                     "status": rec.status,
                     "outcome": rec.outcome,
-                    "outputs": _restore_outputs(rec),
+                    "outputs": restore_outputs(rec),
                 }
         for jid, jrec in self.plan.stored_jobs.items():
             if jid in self.plan.restored_jobs or (jid not in self.plan.selected and jrec.status == JobStatus.SUCCESS):
@@ -273,7 +148,7 @@ class Executor:
                     "status": jrec.status,
                     "outcome": jrec.outcome,
                     "skip_reason": jrec.reason if jrec.status == JobStatus.SKIPPED else None,
-                    "outputs": _restore_masked(jrec.outputs),
+                    "outputs": restore_masked(jrec.outputs),
                     "steps": by_job.get(jid, {}),
                 }
                 self.result.jobs[jid] = jrec.status
@@ -412,7 +287,7 @@ class Executor:
         key = job_lock_key(self.flow.id, job.id)
         lock = OsLock(self.svc.lock_dir, key)
         if not lock.acquire(self.flow.locks.wait_seconds):
-            holder = _holder_text(self.svc.store.lock_holder(key))
+            holder = holder_text(self.svc.store.lock_holder(key))
             raise LockBusyError(f"job lock '{key}' is held by {holder}")
         self.svc.store.record_lock(
             LockRecord(name=key, run_id=self.run_id, pid=self.svc.pid, host=self.svc.host, since=self.svc.clock(), kind="job"),
@@ -423,7 +298,7 @@ class Executor:
     def _job_lock_busy(self, job: JobSpec, exc: LockBusyError) -> None:
         """The job lock was not acquired within wait_seconds: the job fails (its first step to run
         carries the message naming the holder); independent jobs go on."""
-        error = self.inp.mask(_error_text(exc))
+        error = self.inp.mask(error_text(exc))
         self.emit("lock.busy", job_id=job.id, lock=job_lock_key(self.flow.id, job.id), error=error)
         first = next((s for s in job.steps if (job.id, s.id) not in self.plan.restored_steps), job.steps[0])
         self._fail_step(job, first, self._attempt_of(job.id, first.id) + 1, error)
@@ -472,7 +347,7 @@ class Executor:
         outputs: dict[str, Any] = {}
         stored_job = self.plan.stored_jobs.get(job.id)
         if stored_job is not None and stored_job.outputs:
-            outputs.update(_restore_masked(stored_job.outputs))
+            outputs.update(restore_masked(stored_job.outputs))
         steps_info: dict[str, Any] = {}
         with self._status_lock:
             self.jobs_scope[job.id] = {"status": JobStatus.RUNNING, "outcome": None, "skip_reason": None, "outputs": outputs, "steps": steps_info}
@@ -554,7 +429,7 @@ class Executor:
         key = (job.id, step.id)
         restored = self.plan.restored_steps.get(key)
         if restored is not None:
-            outs = _restore_outputs(restored)
+            outs = restore_outputs(restored)
             status, outcome, reason = restored.status, restored.outcome, restored.reason
             self._promote(step, outs, scope, job_outputs, restored_ok=True)
         else:
@@ -610,12 +485,12 @@ class Executor:
                 self._promote(step, outs, scope, job_outputs)
                 return done, outs
             wakeup = done
-        st = self._step_type(step.type)
+        st = self.calls.step_type(step.type)
         try:
             inputs = template.render(step.inputs, scope)
         except TemplateError as exc:
-            self._fail_step(job, step, attempt + 1, f"inputs: {_error_text(exc)}")
-            raise _JobFailed(f"step '{step.id}' failed: inputs: {_error_text(exc)}") from exc
+            self._fail_step(job, step, attempt + 1, f"inputs: {error_text(exc)}")
+            raise _JobFailed(f"step '{step.id}' failed: inputs: {error_text(exc)}") from exc
         retry = step.retry
         while True:
             attempt += 1
@@ -628,8 +503,8 @@ class Executor:
             self.svc.hooks("step.started", {"job": job.id, "step": step.id, "attempt": attempt})
             error: str | None = None
             try:
-                res = self._call(st, job, step, inputs, attempt, ws, wakeup)
-                outs = self._check_result(st, res, inputs)
+                res = self.calls.call(st, job, step, inputs, attempt, ws, wakeup)
+                outs = self.calls.check_result(st, res, inputs)
                 if res.status == STEP_WAITING:
                     self._park(job, step, attempt, res, started)
                     raise _JobWaiting()
@@ -645,14 +520,14 @@ class Executor:
                 if self.svc.cancel.is_set() and not isinstance(exc, StepTimeoutError):
                     self._fail_step(job, step, attempt, f"interrupted ({self.svc.cancel.why()})")
                     raise Interrupted(str(exc)) from exc
-                error = self.inp.mask(_error_text(exc))
+                error = self.inp.mask(error_text(exc))
             if error is None:
                 outcome = res.outcome or ("skipped" if res.status == STEP_SKIPPED else "success")
                 now = self.svc.clock()
                 self.svc.store.set_step(
                     self.run_id,
                     StepWrite(job_id=job.id, step_id=step.id, status=res.status, attempt=attempt, outcome=outcome,
-                              outputs=masked, masked_keys=masked_keys, reason=_reason_of(res, masked),
+                              outputs=masked, masked_keys=masked_keys, reason=reason_of(res, masked),
                               started_at=started, finished_at=now),
                     self._rec(self.event("step.finished", job_id=job.id, step_id=step.id, attempt=attempt, status=res.status,
                                          outcome=outcome, duration=round(now - started, 6))),
@@ -674,7 +549,7 @@ class Executor:
                     self.svc.store.set_wait(
                         wait,
                         StepWrite(job_id=job.id, step_id=step.id, status=StepStatus.WAITING, attempt=attempt, error=error,
-                                  reason=f"retry due at {_iso(due)}", started_at=started, finished_at=now,
+                                  reason=f"retry due at {iso(due)}", started_at=started, finished_at=now,
                                   attempt_status=StepStatus.FAILED),
                         self._rec(self.event("step.waiting", job_id=job.id, step_id=step.id, attempt=attempt, kind="retry", due_at=due)),
                     )
@@ -697,33 +572,6 @@ class Executor:
         )
         self.result.failed_steps.append((job.id, step.id, error))
 
-    def _step_type(self, name: str) -> StepType:
-        st = self._step_types.get(name)
-        if st is None:
-            found = self.svc.registry.step(name)
-            if found is None:
-                raise StepError(f"unknown step type '{name}'", code="flow.unknown_step_type")
-            st = self._step_types[name] = found
-        return st
-
-    def _check_result(self, st: StepType, res: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        if not isinstance(res, StepResult):
-            raise StepError(f"step type '{st.name}' returned {type(res).__name__}, not a StepResult", code="step.bad_result")
-        if res.outcome is not None and res.outcome not in st.outcomes_for(inputs):
-            raise StepError(
-                f"step type '{st.name}' returned outcome '{res.outcome}', which it does not declare ({', '.join(st.outcomes_for(inputs))})",
-                code="step.undeclared_outcome",
-            )
-        outs = thaw(res.outputs)
-        size = len(json.dumps(outs, default=str, ensure_ascii=False))
-        if size > MAX_OUTPUT_BYTES:
-            raise StepError(
-                f"step outputs are {size} bytes, over the {MAX_OUTPUT_BYTES} byte limit; write large data to a file in the workspace",
-                code="step.outputs_too_large",
-            )
-        return outs  # type: ignore[no-any-return]
-
-    # waiting --------------------------------------------------------------------------------
     def _park(self, job: JobSpec, step: StepSpec, attempt: int, res: StepResult, started: float) -> None:
         now = self.svc.clock()
         if not res.events and res.due_at is None:
@@ -732,7 +580,7 @@ class Executor:
             run_id=self.run_id, job_id=job.id, step_id=step.id, kind="event" if res.events else "timer",
             events=res.events, due_at=res.due_at, created_at=now,
         )
-        what = _wait_text(wait)
+        what = wait_text(wait)
         self.svc.store.set_wait(
             wait,
             StepWrite(job_id=job.id, step_id=step.id, status=StepStatus.WAITING, attempt=attempt, reason=what, started_at=started,
@@ -774,128 +622,6 @@ class Executor:
         raise _JobWaiting()
 
     # calling a step -------------------------------------------------------------------------
-    def _call(self, st: StepType, job: JobSpec, step: StepSpec, inputs: Any, attempt: int, ws: Any, wakeup: Mapping[str, Any] | None) -> StepResult:
-        token = CancelToken(self.svc.cancel)
-        deadline = time.monotonic() + step.timeout_seconds if step.timeout_seconds else None
-        frozen_inputs = freeze(inputs)
-        ctx = StepContext(
-            run_id=self.run_id,
-            flow_id=self.flow.id,
-            job_id=job.id,
-            step_id=step.id,
-            attempt=attempt,
-            env=self.inp.env,
-            params=self.inp.params,
-            connectors=self.inp.connectors,
-            ws=ws,
-            log=MaskingAdapter(self.svc.log, f"{job.id}.{step.id}: ", self.inp.mask),
-            cancel=token,
-            deadline=deadline,
-            mask=self.inp.mask,
-            flow_file=self.flow.file,
-            layout=self.flow.workspace.layout,
-            wakeup=freeze(wakeup) if wakeup else None,
-            invoke=self._invoke,
-            locks=self.locks,
-            inline_wait_max=self.svc.inline_wait_max,
-            clock=self.svc.clock,
-            progress=self._progress_reporter(job.id, step.id, attempt),
-        )
-        return self._call_in_worker(st, step.id, job.id, frozen_inputs, ctx, step.timeout_seconds)
-
-    def _progress_reporter(self, job_id: str, step_id: str, attempt: int) -> Callable[[str], None]:
-        """``ctx.progress``: a transient ``step.progress`` event to observers (not the store),
-        at most a few per second."""
-        last = [0.0]
-
-        def report(text: str) -> None:
-            now = time.monotonic()
-            if now - last[0] < 0.25:
-                return
-            last[0] = now
-            line = self.inp.mask(str(text).splitlines()[-1] if text else "")[:200]
-            self.svc.emit(self.event("step.progress", job_id=job_id, step_id=step_id, attempt=attempt, line=line))
-
-        return report
-
-    def _instantiate(self, st: StepType, step_id: str, job_id: str, inputs: Any, ctx: StepContext) -> Callable[[], Any]:
-        inst = st.cls(step_id, inputs, ctx, job_id)
-        validate = getattr(inst, "validate", None)
-        legacy = self._legacy.get(st.cls)
-        if legacy is None:  # inspect.signature once per class, not per step
-            legacy = self._legacy[st.cls] = st.legacy_run
-        if legacy:
-            def call() -> Any:
-                if validate is not None:
-                    validate()
-                return _normalize(inst.run())
-        else:
-            def call() -> Any:
-                if validate is not None:
-                    validate()
-                return _normalize(inst.run(ctx, inputs))
-        return call
-
-    def _call_in_worker(self, st: StepType, step_id: str, job_id: str, inputs: Any, ctx: StepContext, timeout: float | None) -> StepResult:
-        """Call the step in the worker thread and wait for it, a cancel, or the timeout. On a
-        cancel or timeout the step gets ``INTERRUPT_GRACE`` seconds to stop its processes."""
-        fn = self._instantiate(st, step_id, job_id, inputs, ctx)
-        wake = threading.Event()  # set by the worker when done, or by a cancel
-        box, done = self._worker().submit(fn, wake)
-        ctx.cancel.wake(wake)
-        try:
-            wake.wait(timeout)
-            if not done.is_set():
-                if self.svc.cancel.is_set():
-                    if not done.wait(INTERRUPT_GRACE):
-                        self._abandon_worker()
-                        raise Interrupted(f"step '{step_id}' interrupted ({self.svc.cancel.why()})")
-                else:
-                    ctx.cancel.set("timeout")
-                    if not done.wait(INTERRUPT_GRACE):
-                        self._abandon_worker()
-                    err = box.get("error")
-                    if isinstance(err, StepTimeoutError):
-                        raise err
-                    raise StepTimeoutError(f"step '{step_id}' timed out after {timeout:g} s")
-        finally:
-            ctx.cancel.unwake(wake)
-        if "error" in box:
-            err = box["error"]
-            if isinstance(err, Interrupted) or (self.svc.cancel.is_set() and not isinstance(err, StepTimeoutError)):
-                raise Interrupted(str(err)) from err
-            raise err
-        return box["value"]  # type: ignore[no-any-return]
-
-    def _worker(self) -> _Worker:
-        """One worker thread per job thread, reused for every step (cheap per step)."""
-        w: _Worker | None = getattr(self._local, "worker", None)
-        if w is None:
-            w = self._local.worker = _Worker()
-            with self._status_lock:
-                self._workers.append(w)
-        return w
-
-    def _abandon_worker(self) -> None:
-        """The worker is stuck in a step that ignored cancel/timeout: leave it (daemon) and
-        use a fresh one for later steps."""
-        w = getattr(self._local, "worker", None)
-        if w is not None:
-            w.stop()
-        self._local.worker = None
-
-    def _invoke(self, parent: StepContext, spec: Mapping[str, Any], index: int) -> StepResult:
-        """Run a nested step (``with_lock``) in the caller's thread with the caller's context."""
-        type_name = str(spec.get("type"))
-        st = self._step_type(type_name)
-        sid = str(spec.get("id") or f"{parent.step_id}.{index}")
-        inputs = freeze(spec.get("inputs") or {})
-        fn = self._instantiate(st, sid, parent.job_id, inputs, parent)
-        res = fn()
-        self._check_result(st, res, inputs)
-        return res  # type: ignore[no-any-return]
-
-    # end of run -----------------------------------------------------------------------------
     def _finish(self) -> RunResult:
         r = self.result
         statuses = {j: s for j, s in r.jobs.items() if j in self.plan.selected}
@@ -915,71 +641,3 @@ class Executor:
         if policy == "always" and status not in (RunStatus.WAITING,) or (policy == "on_success" and status == RunStatus.SUCCESS):
             return remove_run_dirs(self.inp.workspace_root, self.flow.id, self.run_id)
         return []
-
-
-def backoff_delay(retry: RetrySpec, attempt: int, rng: Callable[[], float] = random.random) -> float:
-    """Delay before attempt ``attempt + 1``. Jitter keeps 50-100 % of the computed delay."""
-    base = retry.initial_delay_seconds
-    if retry.backoff == "exponential":
-        delay = base * (2 ** (attempt - 1))
-    elif retry.backoff == "linear":
-        delay = base * attempt
-    else:
-        delay = base
-    delay = min(delay, retry.max_delay_seconds)
-    if retry.jitter and delay > 0:
-        delay *= 0.5 + rng() / 2
-    return delay
-
-
-def _reason_of(res: StepResult, outputs: Mapping[str, Any]) -> str | None:
-    """``StepResult.reason``, else ``outputs["reason"]`` (the aetherflow-core convention)."""
-    if res.reason:
-        return res.reason
-    r = outputs.get("reason")
-    return r if isinstance(r, str) else None
-
-
-def _normalize(value: Any) -> Any:
-    if isinstance(value, StepResult):
-        return value
-    if value is None:
-        return StepResult("SUCCESS", {})
-    if isinstance(value, Mapping):  # aetherflow-core: a plain dict means SUCCESS
-        return StepResult("SUCCESS", dict(value))
-    return value
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, AetherflowError):
-        return exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _restore_masked(outputs: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in outputs.items()}
-
-
-def _restore_outputs(rec: StepRecord) -> dict[str, Any]:
-    outs = dict(rec.outputs)
-    for k in rec.masked_keys:
-        outs[k] = Masked(f"{rec.job_id}.{rec.step_id}.{k}")
-    return outs
-
-
-def _iso(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    from datetime import datetime
-
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
-
-
-def _wait_text(w: WaitRecord) -> str:
-    parts = []
-    if w.events:
-        parts.append("event " + " or ".join(w.events))
-    if w.due_at is not None:
-        parts.append(("retry at " if w.kind == "retry" else "timer due ") + _iso(w.due_at))
-    return ", ".join(parts) or "nothing"

@@ -1,0 +1,223 @@
+"""Calling step implementations: instantiate (both call styles), run in a reusable worker
+thread, honour cancel and ``timeout_seconds``, check the result, run nested steps."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from aetherflow.context import CancelToken, MaskingAdapter, StepContext
+from aetherflow.engine.results import normalize_result
+from aetherflow.errors import Interrupted, StepError, StepTimeoutError
+from aetherflow.model import JobSpec, StepResult, StepSpec, freeze, thaw
+from aetherflow.registry import StepType
+
+if TYPE_CHECKING:
+    from aetherflow.engine.run import Executor
+
+MAX_OUTPUT_BYTES = 1024 * 1024
+INTERRUPT_GRACE = 8.0
+
+
+class _Worker:
+    """One daemon thread running step calls; replaced when a call is abandoned (timeout)."""
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue[tuple[Callable[[], Any], dict[str, Any], threading.Event, threading.Event] | None] = (
+            queue.SimpleQueue()
+        )
+        self._t = threading.Thread(target=self._loop, name="aetherflow-step", daemon=True)
+        self._t.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            fn, box, done, also = item
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed back to the engine
+                box["error"] = exc
+            done.set()
+            also.set()
+
+    def submit(self, fn: Callable[[], Any], also: threading.Event) -> tuple[dict[str, Any], threading.Event]:
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        self._q.put((fn, box, done, also))
+        return box, done
+
+    def stop(self) -> None:
+        self._q.put(None)
+
+
+class StepCaller:
+    """Calls steps for one executor. One worker thread per job thread, reused for every step."""
+
+    def __init__(self, ex: Executor) -> None:
+        self.ex = ex
+        self._step_types: dict[str, StepType] = {}
+        self._legacy: dict[type, bool] = {}
+        self._local = threading.local()
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        for w in self._workers:
+            w.stop()
+
+    def step_type(self, name: str) -> StepType:
+        st = self._step_types.get(name)
+        if st is None:
+            found = self.ex.svc.registry.step(name)
+            if found is None:
+                raise StepError(f"unknown step type '{name}'", code="flow.unknown_step_type")
+            st = self._step_types[name] = found
+        return st
+
+    def check_result(self, st: StepType, res: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(res, StepResult):
+            raise StepError(f"step type '{st.name}' returned {type(res).__name__}, not a StepResult", code="step.bad_result")
+        if res.outcome is not None and res.outcome not in st.outcomes_for(inputs):
+            raise StepError(
+                f"step type '{st.name}' returned outcome '{res.outcome}', which it does not declare ({', '.join(st.outcomes_for(inputs))})",
+                code="step.undeclared_outcome",
+            )
+        outs = thaw(res.outputs)
+        size = len(json.dumps(outs, default=str, ensure_ascii=False))
+        if size > MAX_OUTPUT_BYTES:
+            raise StepError(
+                f"step outputs are {size} bytes, over the {MAX_OUTPUT_BYTES} byte limit; write large data to a file in the workspace",
+                code="step.outputs_too_large",
+            )
+        return outs  # type: ignore[no-any-return]
+
+    # waiting --------------------------------------------------------------------------------
+
+    def call(self, st: StepType, job: JobSpec, step: StepSpec, inputs: Any, attempt: int, ws: Any, wakeup: Mapping[str, Any] | None) -> StepResult:
+        token = CancelToken(self.ex.svc.cancel)
+        deadline = time.monotonic() + step.timeout_seconds if step.timeout_seconds else None
+        frozen_inputs = freeze(inputs)
+        ctx = StepContext(
+            run_id=self.ex.run_id,
+            flow_id=self.ex.flow.id,
+            job_id=job.id,
+            step_id=step.id,
+            attempt=attempt,
+            env=self.ex.inp.env,
+            params=self.ex.inp.params,
+            connectors=self.ex.inp.connectors,
+            ws=ws,
+            log=MaskingAdapter(self.ex.svc.log, f"{job.id}.{step.id}: ", self.ex.inp.mask),
+            cancel=token,
+            deadline=deadline,
+            mask=self.ex.inp.mask,
+            flow_file=self.ex.flow.file,
+            layout=self.ex.flow.workspace.layout,
+            wakeup=freeze(wakeup) if wakeup else None,
+            invoke=self.invoke,
+            locks=self.ex.locks,
+            inline_wait_max=self.ex.svc.inline_wait_max,
+            clock=self.ex.svc.clock,
+            progress=self._progress_reporter(job.id, step.id, attempt),
+        )
+        return self._call_in_worker(st, step.id, job.id, frozen_inputs, ctx, step.timeout_seconds)
+
+    def _progress_reporter(self, job_id: str, step_id: str, attempt: int) -> Callable[[str], None]:
+        """``ctx.progress``: a transient ``step.progress`` event to observers (not the store),
+        at most a few per second."""
+        last = [0.0]
+
+        def report(text: str) -> None:
+            now = time.monotonic()
+            if now - last[0] < 0.25:
+                return
+            last[0] = now
+            line = self.ex.inp.mask(str(text).splitlines()[-1] if text else "")[:200]
+            self.ex.svc.emit(self.ex.event("step.progress", job_id=job_id, step_id=step_id, attempt=attempt, line=line))
+
+        return report
+
+    def _instantiate(self, st: StepType, step_id: str, job_id: str, inputs: Any, ctx: StepContext) -> Callable[[], Any]:
+        inst = st.cls(step_id, inputs, ctx, job_id)
+        validate = getattr(inst, "validate", None)
+        legacy = self._legacy.get(st.cls)
+        if legacy is None:  # inspect.signature once per class, not per step
+            legacy = self._legacy[st.cls] = st.legacy_run
+        if legacy:
+            def call() -> Any:
+                if validate is not None:
+                    validate()
+                return normalize_result(inst.run())
+        else:
+            def call() -> Any:
+                if validate is not None:
+                    validate()
+                return normalize_result(inst.run(ctx, inputs))
+        return call
+
+    def _call_in_worker(self, st: StepType, step_id: str, job_id: str, inputs: Any, ctx: StepContext, timeout: float | None) -> StepResult:
+        """Call the step in the worker thread and wait for it, a cancel, or the timeout. On a
+        cancel or timeout the step gets ``INTERRUPT_GRACE`` seconds to stop its processes."""
+        fn = self._instantiate(st, step_id, job_id, inputs, ctx)
+        wake = threading.Event()  # set by the worker when done, or by a cancel
+        box, done = self._worker().submit(fn, wake)
+        ctx.cancel.wake(wake)
+        try:
+            wake.wait(timeout)
+            if not done.is_set():
+                if self.ex.svc.cancel.is_set():
+                    if not done.wait(INTERRUPT_GRACE):
+                        self._abandon_worker()
+                        raise Interrupted(f"step '{step_id}' interrupted ({self.ex.svc.cancel.why()})")
+                else:
+                    ctx.cancel.set("timeout")
+                    if not done.wait(INTERRUPT_GRACE):
+                        self._abandon_worker()
+                    err = box.get("error")
+                    if isinstance(err, StepTimeoutError):
+                        raise err
+                    raise StepTimeoutError(f"step '{step_id}' timed out after {timeout:g} s")
+        finally:
+            ctx.cancel.unwake(wake)
+        if "error" in box:
+            err = box["error"]
+            if isinstance(err, Interrupted) or (self.ex.svc.cancel.is_set() and not isinstance(err, StepTimeoutError)):
+                raise Interrupted(str(err)) from err
+            raise err
+        return box["value"]  # type: ignore[no-any-return]
+
+    def _worker(self) -> _Worker:
+        """One worker thread per job thread, reused for every step (cheap per step)."""
+        w: _Worker | None = getattr(self._local, "worker", None)
+        if w is None:
+            w = self._local.worker = _Worker()
+            with self._lock:
+                self._workers.append(w)
+        return w
+
+    def _abandon_worker(self) -> None:
+        """The worker is stuck in a step that ignored cancel/timeout: leave it (daemon) and
+        use a fresh one for later steps."""
+        w = getattr(self._local, "worker", None)
+        if w is not None:
+            w.stop()
+        self._local.worker = None
+
+    def invoke(self, parent: StepContext, spec: Mapping[str, Any], index: int) -> StepResult:
+        """Run a nested step (``with_lock``) in the caller's thread with the caller's context."""
+        type_name = str(spec.get("type"))
+        st = self.step_type(type_name)
+        sid = str(spec.get("id") or f"{parent.step_id}.{index}")
+        inputs = freeze(spec.get("inputs") or {})
+        fn = self._instantiate(st, sid, parent.job_id, inputs, parent)
+        res = fn()
+        self.check_result(st, res, inputs)
+        return res  # type: ignore[no-any-return]
+
+    # end of run -----------------------------------------------------------------------------

@@ -1,0 +1,80 @@
+"""Small pure helpers of the executor: retry delays, step results, restored outputs, texts."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from datetime import UTC
+from typing import Any
+
+from aetherflow.errors import AetherflowError
+from aetherflow.model import Masked, RetrySpec, StepResult
+from aetherflow.state.store import StepRecord, WaitRecord
+
+
+def backoff_delay(retry: RetrySpec, attempt: int, rng: Callable[[], float] = random.random) -> float:
+    """Delay before attempt ``attempt + 1``. Jitter keeps 50-100 % of the computed delay."""
+    base = retry.initial_delay_seconds
+    if retry.backoff == "exponential":
+        delay = base * (2 ** (attempt - 1))
+    elif retry.backoff == "linear":
+        delay = base * attempt
+    else:
+        delay = base
+    delay = min(delay, retry.max_delay_seconds)
+    if retry.jitter and delay > 0:
+        delay *= 0.5 + rng() / 2
+    return delay
+
+
+def reason_of(res: StepResult, outputs: Mapping[str, Any]) -> str | None:
+    """``StepResult.reason``, else ``outputs["reason"]`` (the aetherflow-core convention)."""
+    if res.reason:
+        return res.reason
+    r = outputs.get("reason")
+    return r if isinstance(r, str) else None
+
+
+def normalize_result(value: Any) -> Any:
+    if isinstance(value, StepResult):
+        return value
+    if value is None:
+        return StepResult("SUCCESS", {})
+    if isinstance(value, Mapping):  # aetherflow-core: a plain dict means SUCCESS
+        return StepResult("SUCCESS", dict(value))
+    return value
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, AetherflowError):
+        return exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def restore_masked(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in outputs.items()}
+
+
+def restore_outputs(rec: StepRecord) -> dict[str, Any]:
+    outs = dict(rec.outputs)
+    for k in rec.masked_keys:
+        outs[k] = Masked(f"{rec.job_id}.{rec.step_id}.{k}")
+    return outs
+
+
+def iso(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+
+
+def wait_text(w: WaitRecord) -> str:
+    parts = []
+    if w.events:
+        parts.append("event " + " or ".join(w.events))
+    if w.due_at is not None:
+        parts.append(("retry at " if w.kind == "retry" else "timer due ") + iso(w.due_at))
+    return ", ".join(parts) or "nothing"

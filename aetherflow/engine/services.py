@@ -1,0 +1,57 @@
+"""What the executor is given (``RunInputs``, ``Services``) and what it returns (``RunResult``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aetherflow.context import CancelToken
+from aetherflow.engine.plan import Plan
+from aetherflow.events import Event
+from aetherflow.model import FlowSpec, RunStatus
+from aetherflow.registry import Registry
+from aetherflow.state.store import RunRecord, WaitRecord
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    store: Any  # StateStore (sqlite.SqliteStore has set_steps, remove_wait too)
+    registry: Registry
+    emit: Callable[[Event], None]
+    log: logging.Logger
+    lock_dir: Path
+    cancel: CancelToken
+    clock: Callable[[], float] = time.time
+    hooks: Callable[[str, Mapping[str, Any]], None] = lambda name, info: None
+    pid: int = 0
+    host: str = ""
+    inline_wait_max: float = 60.0
+    should_cancel: Callable[[], str | None] = lambda: None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunInputs:
+    flow: FlowSpec
+    run: RunRecord
+    plan: Plan
+    env: Mapping[str, str]
+    params: Mapping[str, Any]
+    secrets: Mapping[str, str]  # revealed values, for {{ secrets.NAME }}
+    connectors: Mapping[str, Any]
+    workspace_root: Path
+    mask: Callable[[str], str]
+    mask_outputs: Callable[[Mapping[str, Any]], tuple[dict[str, Any], tuple[str, ...]]]
+
+
+@dataclass(slots=True)
+class RunResult:
+    status: RunStatus
+    jobs: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    waits: list[WaitRecord] = field(default_factory=list)
+    failed_steps: list[tuple[str, str, str]] = field(default_factory=list)  # job, step, error
+    interrupt: str | None = None
