@@ -76,7 +76,7 @@ class Fanout:
             try:
                 with self._lock:
                     obs(event)
-            except Exception as exc:  # noqa: BLE001 - isolation is the point
+            except BaseException as exc:  # noqa: BLE001 - isolation is the point (SystemExit too)
                 self._log.warning("observer %r failed on %s: %s", getattr(obs, "__name__", obs), event.name, exc)
 
 

@@ -54,6 +54,9 @@ STEP_SKIPPED = "SKIPPED"
 STEP_WAITING = "WAITING"
 _RESULT_STATUSES = (STEP_SUCCESS, STEP_SKIPPED, STEP_WAITING)
 
+#: key inside stored event data listing the keys whose values carried a secret (masked)
+MASKED_KEYS_FIELD = "__aetherflow_masked__"
+
 #: statuses that resume never executes again
 DONE_STEP_STATUSES = frozenset({StepStatus.SUCCESS, StepStatus.SKIPPED})
 #: run statuses that are finished

@@ -10,6 +10,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import secrets as _secrets
 import socket
 import time
@@ -23,6 +24,7 @@ from aetherflow.errors import (
     AetherflowError,
     ConflictError,
     Issue,
+    KeyInUseError,
     LockBusyError,
     NotFoundError,
     PluginError,
@@ -33,7 +35,7 @@ from aetherflow.errors import (
     UsageError,
 )
 from aetherflow.events import Event, Fanout
-from aetherflow.model import FlowSpec, RunStatus, freeze, thaw
+from aetherflow.model import MASKED_KEYS_FIELD, FlowSpec, RunStatus, freeze, thaw
 from aetherflow.registry import Registry
 from aetherflow.state.store import LockRecord, ReceivedEvent, RunRecord
 
@@ -160,14 +162,20 @@ def remember_store(settings: Settings, path: Path) -> None:
         log.warning("cannot record store path in %s: %s", reg, exc)
 
 
-def known_stores(settings: Settings) -> list[Path]:
+def known_stores(settings: Settings, *, fallback: bool = False) -> list[Path]:
+    """Existing store files to read. ``--state`` / ``AETHERFLOW_STATE`` name one; with
+    ``fallback`` (finding a run by id) every store this machine has used follows it. A store that
+    does not exist is never created by a read."""
     out: list[Path] = []
-    if settings.state:
-        return [Path(settings.state).expanduser().absolute()]
-    if settings.env.get("AETHERFLOW_STATE"):
-        return [Path(settings.env["AETHERFLOW_STATE"]).expanduser().absolute()]
+    explicit = settings.state or settings.env.get("AETHERFLOW_STATE")
+    if explicit:
+        p = Path(explicit).expanduser().absolute()
+        if p.exists():
+            out.append(p)
+        if not fallback:
+            return out
     default = settings.home / "state.db"
-    if default.exists():
+    if default.exists() and default not in out:
         out.append(default)
     reg = settings.home / "stores"
     if reg.exists():
@@ -181,7 +189,7 @@ def known_stores(settings: Settings) -> list[Path]:
 def find_run(settings: Settings, run_id: str) -> tuple[Any, RunRecord]:
     """Find a run by id (or unique prefix) in the known stores. Unknown → NotFoundError (2).
     Returns the open store holding it (the caller closes it) and the record."""
-    stores = known_stores(settings)
+    stores = known_stores(settings, fallback=True)
     matches: list[tuple[Path, str]] = []
     for p in stores:
         store = open_store(p)
@@ -258,6 +266,19 @@ class RunOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$")
+
+
+def check_run_id(run_id: str) -> None:
+    """Run ids name directories (``<root>/<flow>/<job>/<run_id>``): letters, digits and
+    ``_ . : @ + -``, at most 128 characters, no ``..``."""
+    if not _RUN_ID.match(run_id) or ".." in run_id:
+        raise UsageError(
+            f"invalid run id {run_id!r}: use letters, digits and _ . : @ + - (at most 128 characters, no '..')",
+            code="usage.run_id",
+        )
+
+
 def new_run_id(clock: Callable[[], float]) -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(clock())) + "-" + _secrets.token_hex(3)
 
@@ -272,11 +293,14 @@ class Runner:
         cancel: CancelToken,
         observers: Sequence[Callable[[Event], None]] = (),
         hooks: Callable[[str, Mapping[str, Any]], None] | None = None,
+        on_mask: Callable[[Callable[[str], str]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.cancel = cancel
         self.observers = list(observers)
         self.hooks = hooks or (lambda name, info: None)
+        #: told the run's mask function once secrets are known (the CLI masks its log handlers)
+        self.on_mask = on_mask or (lambda mask: None)
         self.pid = os.getpid()
         self.host = socket.gethostname()
 
@@ -288,12 +312,23 @@ class Runner:
         flow: FlowSpec = loaded.flow
         state_path = state_path_for(self.settings, flow)
         if req.run_id:
+            check_run_id(req.run_id)
             store_probe = open_store(state_path)
             try:
                 existing = store_probe.get_run(req.run_id)
             finally:
                 store_probe.close()
             if existing is not None:
+                if existing.flow_id != flow.id:
+                    raise UsageError(
+                        f"run {req.run_id} is a run of flow '{existing.flow_id}', not '{flow.id}' ({req.flow_path})",
+                        code="usage.run_id_other_flow",
+                    )
+                if req.params:
+                    raise UsageError(
+                        f"run {req.run_id} exists: its params were fixed when it started; --param cannot change them",
+                        code="usage.params_of_existing_run",
+                    )
                 req.flow_path = existing.flow_file
                 if req.dry_run:
                     return self._dry_run_existing(existing, req, state_path, loaded_plugins)
@@ -310,6 +345,7 @@ class Runner:
             value = req.key.split("::", 1)[1] if req.key.startswith(flow.unique.key + "::") else req.key
             business_key = f"{flow.unique.key}::{value}"
         secrets = resolve.resolve_secrets(flow, env, redactor, self._command_runner(env))
+        self.on_mask(redactor.mask)
         from aetherflow.engine.plan import make_plan, select_jobs
 
         selected = select_jobs(flow, req.jobs, req.with_upstream)
@@ -362,7 +398,7 @@ class Runner:
             shown = display_status(store, rec)
             store.close()
             raise _not_waiting(run_id, shown, req.event)
-        if status == RunStatus.SUCCESS and not req.reruns:
+        if status == RunStatus.SUCCESS and not req.reruns and not req.jobs:
             store.close()
             return RunOutcome(run_id=run_id, flow_id=rec.flow_id, status=status, store_path=store.path,
                               message=f"run {run_id} already succeeded; nothing to resume")
@@ -386,7 +422,7 @@ class Runner:
             assert rec is not None
             if req.event is not None and rec.status != RunStatus.WAITING:
                 raise _not_waiting(run_id, rec.status, req.event)
-            if rec.status in (RunStatus.SUCCESS,) and not req.reruns:
+            if rec.status in (RunStatus.SUCCESS,) and not req.reruns and not req.jobs:
                 return RunOutcome(run_id=run_id, flow_id=rec.flow_id, status=rec.status, store_path=store.path,
                                   message=f"run {run_id} already succeeded; nothing to resume")
             if rec.status == RunStatus.CANCELLED:
@@ -406,17 +442,23 @@ class Runner:
             env = self._env(flow, req)
             params = resolve.resolve_params(flow, {}, env, stored=rec.params)
             secrets = resolve.resolve_secrets(flow, env, redactor, self._command_runner(env))
+            self.on_mask(redactor.mask)
+            if req.event is not None:  # stored durably first, whatever happens next
+                self._deliver_event(store, rec, req, Fanout([*self.observers, *loaded_plugins.observers], log), redactor)
             if flow.locks.scope == "flow":
-                flow_lock = self._flow_lock(store, flow, f"another run of the flow is still going; run {run_id} was left "
-                                            f"{rec.status}: resume it again later")
-            if req.event is not None:
-                self._deliver_event(store, rec, req, Fanout([*self.observers, *loaded_plugins.observers], log))
+                left = (f"event '{req.event}' is stored and run {run_id} is left WAITING and due: "
+                        "`aetherflow resume --due` (or `aetherflow resume RUN_ID`) continues it"
+                        if req.event is not None else
+                        f"run {run_id} was left {rec.status}: resume it again later")
+                flow_lock = self._flow_lock(store, flow, f"another run of the flow is still going; {left}")
             if raw_changed:
                 store.append_history(self._event(rec, "flow.changed_accepted", sha256=flow.sha256))
                 store.update_run(run_id, None, flow_sha256=flow.sha256, flow_text=flow.text)
             from aetherflow.engine.plan import select_jobs
 
-            selected = select_jobs(flow, rec.selected_jobs, False)
+            selected = select_jobs(flow, req.jobs or rec.selected_jobs, req.with_upstream)
+            if req.jobs:  # `run FLOW --run-id ID --job J`: run more jobs of an existing run
+                store.update_run(run_id, None, selected_jobs=tuple(req.jobs))
             expect = rec.status
             if not store.claim_run(run_id, expect, self.pid, self.host,
                                    self._event(rec, "run.resumed", attempt=rec.attempt + 1, previous_status=expect)):
@@ -472,7 +514,9 @@ class Runner:
             )
         return (path, raw), True
 
-    def _deliver_event(self, store: Any, rec: RunRecord, req: RunRequest, emit: Callable[[Event], None]) -> None:
+    def _deliver_event(
+        self, store: Any, rec: RunRecord, req: RunRequest, emit: Callable[[Event], None], redactor: Any
+    ) -> None:
         if rec.status != RunStatus.WAITING:
             raise _not_waiting(rec.run_id, rec.status, req.event)
         waits = store.waits(rec.run_id)
@@ -484,12 +528,18 @@ class Runner:
                 code="event.unexpected",
             )
         data = req.event_data if req.event_data is not None else {}
+        data = dict(data) if isinstance(data, dict) else {"data": data}
+        masked, masked_keys = redactor.mask_outputs(data)
+        if masked_keys:  # remembered, so a template reading them fails instead of seeing "***"
+            masked[MASKED_KEYS_FIELD] = list(masked_keys)
         ev = self._event(rec, "event.received", job_id=target.job_id, step_id=target.step_id, event=req.event)
+        now = self.settings.clock()
         store.add_event(
             ReceivedEvent(id=0, run_id=rec.run_id, job_id=target.job_id, step_id=target.step_id, name=str(req.event),
-                          data=freeze(data if isinstance(data, dict) else {"data": data}), received_at=self.settings.clock()),
+                          data=freeze(masked), received_at=now),
             ev,
         )
+        store.update_run(rec.run_id, None, due_at=now)  # a stored event makes the run due for `resume --due`
         emit(ev)
 
     # -- shared --------------------------------------------------------------------------------
@@ -544,6 +594,7 @@ class Runner:
         fanout = Fanout([*self.observers, *loaded_plugins.observers], log)
         emit = fanout if not redactor.active else (lambda ev: fanout(_masked_event(ev, redactor)))
         flow_lock_ev: Event | None = None  # recorded flow lock: its events go to observers too
+        run_lock_recorded = False
         try:
             if run_lock is None:
                 run_lock = OsLock(lock_dir, run_lock_key(rec.run_id))
@@ -553,8 +604,14 @@ class Runner:
             if flow.locks.scope == "flow":
                 held.append(flow_lock or self._flow_lock(store, flow, "an earlier run is still going; this run was not started"))
             if new:
-                store.create_run(rec, self._event(rec, "run.started", flow_file=rec.flow_file, params=thaw(params),
-                                                  business_key=rec.business_key))
+                try:
+                    store.create_run(rec, self._event(rec, "run.started", flow_file=rec.flow_file, params=thaw(params),
+                                                      business_key=rec.business_key))
+                except KeyInUseError as exc:
+                    raise self._explain_key_holder(store, rec, exc) from exc
+            store.record_lock(LockRecord(name=run_lock_key(rec.run_id), run_id=rec.run_id, pid=self.pid, host=self.host,
+                                         since=self.settings.clock(), kind="run"), None)
+            run_lock_recorded = True
             if flow.locks.scope == "flow":
                 flow_lock_ev = self._event(rec, "lock.acquired", lock=flow_lock_key(flow.id))
                 store.record_lock(LockRecord(name=flow_lock_key(flow.id), run_id=rec.run_id, pid=self.pid, host=self.host,
@@ -616,7 +673,26 @@ class Runner:
                     except StateError:
                         pass
                 lk.release()
+            if run_lock_recorded:
+                try:
+                    store.remove_lock(run_lock_key(rec.run_id), rec.run_id, None)
+                except StateError:
+                    pass
             store.close()
+
+    def _explain_key_holder(self, store: Any, rec: RunRecord, exc: KeyInUseError) -> KeyInUseError:
+        """A key held by a run whose process is gone: say CRASHED and how to free the key."""
+        from aetherflow.locks import is_free, run_lock_key
+
+        holder = getattr(exc, "holder", None)
+        if holder and is_free(lock_dir_of(store), run_lock_key(holder)):
+            held = store.get_run(holder)
+            if held is not None and held.status == RunStatus.RUNNING:
+                return KeyInUseError(
+                    f"business key '{rec.business_key}' is held by run {holder}, which CRASHED (its process is gone)",
+                    hint=f"continue it with `aetherflow resume {holder}` or free the key with `aetherflow cancel {holder}`",
+                )
+        return exc
 
     def _flow_lock(self, store: Any, flow: FlowSpec, hint: str) -> Any:
         """Acquire the flow lock (``flow.locks.scope: flow``) within wait_seconds, else LockBusyError (exit 3)."""
@@ -733,8 +809,7 @@ def cancel_run(settings: Settings, run_id: str, reason: str | None) -> tuple[Run
             store.update_run(rec.run_id, ev, cancel_reason=reason)
             return rec, "requested", ev
         ev = Event(name="run.cancelled", run_id=rec.run_id, ts=now, flow_id=rec.flow_id, data=data)
-        store.clear_waits(rec.run_id, None)
-        store.update_run(rec.run_id, ev, status=RunStatus.CANCELLED, cancel_reason=reason, finished_at=now, due_at=None)
+        store.cancel_run(rec.run_id, reason, now, ev)
         return rec, "cancelled", ev
     finally:
         lock.release()

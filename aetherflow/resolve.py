@@ -32,6 +32,8 @@ from aetherflow.model import FlowSpec, ParamSpec, ResourceSpec, SecretSpec, empt
 
 MASK = "***"
 MIN_SECRET_LEN = 3
+#: lines of a multi-line secret at least this long are masked on their own
+MIN_LINE_LEN = 8
 
 
 class Secret:
@@ -62,6 +64,11 @@ class Redactor:
     def add(self, value: str) -> None:
         if not isinstance(value, str) or len(value) < MIN_SECRET_LEN:
             return
+        lines = value.splitlines()
+        if len(lines) > 1:  # a PEM key or similar: any excerpt (a tail of stderr) must be masked too
+            for line in lines:
+                if len(line.strip()) >= MIN_LINE_LEN:
+                    self.add(line.strip())
         forms = {value}
         raw = value.encode("utf-8")
         for enc in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
@@ -258,7 +265,7 @@ def resolve_params(
 
 def _decode_b64(value: str, what: str, location: Location | None) -> str:
     try:
-        return base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        return base64.b64decode("".join(value.split()), validate=True).decode("utf-8")  # wrapped lines ok
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise ResolutionError(f"{what}: value is not valid base64 text", code="secret.decode", location=location) from exc
 
@@ -305,13 +312,13 @@ def resolve_secret(
     elif "file" in src:
         p = _relative(base_dir, str(src["file"]))
         try:
-            value = p.read_text(encoding="utf-8")
+            value = p.read_bytes().decode("utf-8")  # bytes as they are: no newline translation
         except (OSError, UnicodeDecodeError) as exc:
             raise ResolutionError(f"{where}: cannot read {p}: {exc.__class__.__name__}", code="secret.missing", location=loc) from exc
-        if value.endswith("\n"):
+        if value.endswith("\r\n"):
+            value = value[:-2]
+        elif value.endswith("\n"):
             value = value[:-1]
-            if value.endswith("\r"):
-                value = value[:-1]
     elif "dotenv" in src:
         p = _relative(base_dir, str(src["dotenv"]))
         values = read_env_file(p)

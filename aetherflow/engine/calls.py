@@ -89,7 +89,7 @@ class StepCaller:
                 code="step.undeclared_outcome",
             )
         outs = thaw(res.outputs)
-        size = len(json.dumps(outs, default=str, ensure_ascii=False))
+        size = len(json.dumps(outs, default=str, ensure_ascii=False).encode("utf-8"))
         if size > MAX_OUTPUT_BYTES:
             raise StepError(
                 f"step outputs are {size} bytes, over the {MAX_OUTPUT_BYTES} byte limit; write large data to a file in the workspace",
@@ -102,7 +102,6 @@ class StepCaller:
     def call(self, st: StepType, job: JobSpec, step: StepSpec, inputs: Any, attempt: int, ws: Any, wakeup: Mapping[str, Any] | None) -> StepResult:
         token = CancelToken(self.ex.svc.cancel)
         deadline = time.monotonic() + step.timeout_seconds if step.timeout_seconds else None
-        frozen_inputs = freeze(inputs)
         ctx = StepContext(
             run_id=self.ex.run_id,
             flow_id=self.ex.flow.id,
@@ -126,7 +125,8 @@ class StepCaller:
             clock=self.ex.svc.clock,
             progress=self._progress_reporter(job.id, step.id, attempt),
         )
-        return self._call_in_worker(st, step.id, job.id, frozen_inputs, ctx, step.timeout_seconds)
+        # the step gets its own plain copy (lists and dicts, as aetherflow-core steps expect)
+        return self._call_in_worker(st, step.id, job.id, thaw(inputs), ctx, step.timeout_seconds)
 
     def _progress_reporter(self, job_id: str, step_id: str, attempt: int) -> Callable[[str], None]:
         """``ctx.progress``: a transient ``step.progress`` event to observers (not the store),
@@ -189,6 +189,9 @@ class StepCaller:
             err = box["error"]
             if isinstance(err, Interrupted) or (self.ex.svc.cancel.is_set() and not isinstance(err, StepTimeoutError)):
                 raise Interrupted(str(err)) from err
+            if isinstance(err, (SystemExit, KeyboardInterrupt, GeneratorExit)):
+                # a step cannot end the runner: without a signal this is just a failed step
+                raise StepError(f"step '{step_id}' raised {type(err).__name__}({err})", code="step.exit") from err
             raise err
         return box["value"]  # type: ignore[no-any-return]
 
@@ -214,7 +217,7 @@ class StepCaller:
         type_name = str(spec.get("type"))
         st = self.step_type(type_name)
         sid = str(spec.get("id") or f"{parent.step_id}.{index}")
-        inputs = freeze(spec.get("inputs") or {})
+        inputs = thaw(spec.get("inputs") or {})
         fn = self._instantiate(st, sid, parent.job_id, inputs, parent)
         res = fn()
         self.check_result(st, res, inputs)

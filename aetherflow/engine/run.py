@@ -43,10 +43,12 @@ from aetherflow.errors import Interrupted, LockBusyError, StepError, StepTimeout
 from aetherflow.events import Event
 from aetherflow.locks import OsLock, job_lock_key
 from aetherflow.model import (
+    MASKED_KEYS_FIELD,
     STEP_SKIPPED,
     STEP_WAITING,
     JobSpec,
     JobStatus,
+    Masked,
     RunStatus,
     StepResult,
     StepSpec,
@@ -58,6 +60,9 @@ from aetherflow.state.store import LockRecord, StepRecord, StepWrite, WaitRecord
 from aetherflow.workspace import ensure, job_workspace, remove_run_dirs
 
 __all__ = ["Executor", "RunInputs", "RunResult", "Services", "backoff_delay"]
+
+#: the recorded reason of a job or step whose `when` was false (such a step did not execute)
+WHEN_FALSE = "condition false"
 
 
 
@@ -267,7 +272,7 @@ class Executor:
         if job.when is not None:
             scope = self._scope_for(job, {})
             if not expressions.evaluate(job.when, scope):
-                self._skip_job(job, "condition false", 0)
+                self._skip_job(job, WHEN_FALSE, 0)
                 return
         lock: OsLock | None = None
         if self.flow.locks.scope == "job":
@@ -413,6 +418,9 @@ class Executor:
         ]
         if writes:
             self.svc.store.set_steps(self.run_id, writes, None)
+        entry = self.jobs_scope[job.id]["steps"]
+        for w in writes:
+            entry[w.step_id] = {"status": StepStatus.SKIPPED, "outcome": None, "outputs": {}}
 
     # one step -------------------------------------------------------------------------------
     def _run_step(
@@ -434,7 +442,7 @@ class Executor:
             self._promote(step, outs, scope, job_outputs, restored_ok=True)
         else:
             if step.when is not None and not expressions.evaluate(step.when, scope):
-                outs, status, outcome, reason = {}, StepStatus.SKIPPED, "skipped", "condition false"
+                outs, status, outcome, reason = {}, StepStatus.SKIPPED, "skipped", WHEN_FALSE
                 self.svc.store.set_step(
                     self.run_id,
                     StepWrite(job_id=job.id, step_id=step.id, status=status, attempt=self._attempt_of(*key), outcome=outcome,
@@ -448,7 +456,8 @@ class Executor:
                 reason = res.reason or (outs.get("reason") if isinstance(outs.get("reason"), str) else None)
         steps_scope[step.id] = outs
         steps_info[step.id] = {"status": status, "outcome": outcome, "outputs": outs}
-        self.jobs_scope[job.id]["outcome"] = outcome
+        if reason != WHEN_FALSE or status != StepStatus.SKIPPED:
+            self.jobs_scope[job.id]["outcome"] = outcome  # a job's outcome is its last *executed* step's
         action = step.on_outcome.get(outcome) if outcome else None
         if action is None and status == StepStatus.SKIPPED and step.on_no_data == "skip_job":
             action = "skip_job"
@@ -597,7 +606,12 @@ class Executor:
         for ev in self._events:
             if (ev.job_id, ev.step_id) == key:
                 outputs = thaw(ev.data)
-                masked, masked_keys = self.inp.mask_outputs(outputs if isinstance(outputs, dict) else {"data": outputs})
+                outputs = outputs if isinstance(outputs, dict) else {"data": outputs}
+                carried = tuple(outputs.pop(MASKED_KEYS_FIELD, ()))  # masked when the event was stored
+                masked, masked_keys = self.inp.mask_outputs(outputs)
+                masked_keys = tuple(dict.fromkeys((*carried, *masked_keys)))
+                for k in carried:
+                    outputs[k] = Masked(f"{job.id}.{step.id}.{k}")
                 now = self.svc.clock()
                 self.svc.store.set_step(
                     self.run_id,
@@ -609,7 +623,7 @@ class Executor:
                 self.svc.store.consume_event(ev.id)
                 self.svc.store.remove_wait(self.run_id, job.id, step.id)
                 self._waits.pop(key, None)
-                return StepResult("SUCCESS", outputs if isinstance(outputs, dict) else {"data": outputs}, outcome=ev.name)
+                return StepResult("SUCCESS", outputs, outcome=ev.name)
         if wait is None:
             return {"kind": "lost"}
         if wait.due_at is not None and wait.due_at <= self.svc.clock():
@@ -626,6 +640,8 @@ class Executor:
         r = self.result
         statuses = {j: s for j, s in r.jobs.items() if j in self.plan.selected}
         r.waits = list(self._waits.values())
+        if r.interrupt is None and self.svc.cancel.is_set():
+            r.interrupt = self.svc.cancel.why()  # a signal during the last step still interrupts the run
         if r.interrupt is not None:
             r.status = RunStatus.CANCELLED if r.interrupt == "cancel" else RunStatus.INTERRUPTED
         elif any(s == JobStatus.WAITING for s in statuses.values()):

@@ -199,7 +199,9 @@ class SqliteStore:
         self._lock = threading.RLock()
         p = Path(self.path)
         try:
-            p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for d in reversed([*p.parents]):  # every directory we create is private (mkdir's mode
+                if not d.exists():            # applies to the last one only with parents=True)
+                    d.mkdir(mode=0o700, exist_ok=True)
             if not p.exists():
                 fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o600)
                 os.close(fd)
@@ -321,10 +323,12 @@ class SqliteStore:
                     (run.business_key, run.key_scope),
                 ).fetchone()
                 if row is not None:
-                    raise KeyInUseError(
+                    exc = KeyInUseError(
                         f"business key '{run.business_key}' is held by run {row[0]} ({row[1]}, pid {row[2]} on {row[3]})",
                         hint=f"wait for it, or `aetherflow cancel {row[0]}`",
                     )
+                    exc.holder = row[0]  # type: ignore[attr-defined]
+                    raise exc
             db.execute(
                 f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})", values
             )
@@ -603,6 +607,20 @@ class SqliteStore:
     def clear_waits(self, run_id: str, event: Event | None) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM waits WHERE run_id=?", (run_id,))
+            self._history(db, event)
+
+    def cancel_run(self, run_id: str, reason: str, now: float, event: Event | None) -> None:
+        """One transaction: pending waits removed, waiting/running jobs and steps CANCELLED,
+        the run CANCELLED with its reason."""
+        reason = self._mask(reason)
+        with self._tx() as db:
+            db.execute("DELETE FROM waits WHERE run_id=?", (run_id,))
+            db.execute("UPDATE jobs SET status='CANCELLED', reason=?, finished_at=? "
+                       "WHERE run_id=? AND status IN ('WAITING','RUNNING','PENDING')", (reason, now, run_id))
+            db.execute("UPDATE steps SET status='CANCELLED', reason=?, finished_at=? "
+                       "WHERE run_id=? AND status IN ('WAITING','RUNNING','PENDING')", (reason, now, run_id))
+            db.execute("UPDATE runs SET status='CANCELLED', cancel_reason=?, finished_at=?, due_at=NULL WHERE run_id=?",
+                       (reason, now, run_id))
             self._history(db, event)
 
     def add_event(self, ev: ReceivedEvent, event: Event | None) -> int:
