@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import textwrap
@@ -666,16 +665,3 @@ def test_watchdog_kills_registered_groups_at_eof_and_restarts(tmp_path: Path) ->
         proc.wait(10)
         kept.wait(10)
 
-
-def test_supervision_overhead_is_small(tmp_path: Path) -> None:
-    env = {"PATH": PATH}
-    run_process(["true"], cwd=tmp_path, env=env)  # start the watchdog outside the measurement
-    diffs = []
-    for _ in range(40):
-        t0 = time.perf_counter()
-        subprocess.Popen(["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).wait()
-        t1 = time.perf_counter()
-        run_process(["true"], cwd=tmp_path, env=env)
-        t2 = time.perf_counter()
-        diffs.append((t2 - t1) - (t1 - t0))
-    assert statistics.median(diffs) < 0.002
