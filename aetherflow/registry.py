@@ -114,7 +114,7 @@ def register_step(
                 inputs_schema=inputs_schema,
                 outcomes=tuple(outcomes),
                 waits=waits,
-                description=description or (inspect.getdoc(cls) or "").split("\n")[0] or None,
+                description=description or inspect.cleandoc(cls.__dict__.get("__doc__") or "").split("\n")[0] or None,
                 outcomes_input=outcomes_input,
             ),
         )
@@ -147,7 +147,7 @@ def register_connector(
                 kind=kind,
                 driver=driver,
                 aliases=tuple(aliases),
-                description=description or (inspect.getdoc(cls) or "").split("\n")[0] or None,
+                description=description or inspect.cleandoc(cls.__dict__.get("__doc__") or "").split("\n")[0] or None,
             ),
         )
         return cls

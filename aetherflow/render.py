@@ -51,6 +51,20 @@ def dumps(doc: Mapping[str, Any]) -> str:
     return json.dumps(body, indent=2, ensure_ascii=False, default=str)
 
 
+def dumps_line(doc: Mapping[str, Any]) -> str:
+    """One JSON object on one line (``--log-format json`` records)."""
+    return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+def log_record(level: str, message: str, *, ts: float | None = None, **extra: Any) -> dict[str, Any]:
+    """A stderr record with ``--log-format json``: the same keys as the logging records."""
+    return {"ts": time.time() if ts is None else ts, "level": level, "message": message, **extra}
+
+
+def json_log_line(level: str, message: str, **extra: Any) -> str:
+    return dumps_line(log_record(level, message, **extra))
+
+
 # issues and errors ----------------------------------------------------------------------------
 
 
@@ -81,6 +95,15 @@ def error_text(exc: AetherflowError) -> str:
     if exc.hint:
         text += f"\n    hint: {exc.hint}"
     return text
+
+
+def error_log_records(exc: AetherflowError) -> list[dict[str, Any]]:
+    """``error_text`` as ``--log-format json`` records: one per issue of a SpecError."""
+    from aetherflow.errors import SpecError
+
+    if isinstance(exc, SpecError) and exc.issues:
+        return [log_record("error", issue_line(i), code=i.code, exit_code=int(exc.exit_code)) for i in exc.issues]
+    return [log_record("error", error_text(exc), code=exc.code, exit_code=int(exc.exit_code))]
 
 
 def error_json(exc: AetherflowError) -> dict[str, Any]:
@@ -123,30 +146,45 @@ def wait_line(o: Any) -> str:
     return f"run {o.run_id} is WAITING: " + "; ".join(parts)
 
 
-def outcome_lines(o: Any, *, verbose: bool) -> list[str]:
-    """Plain-text end-of-run lines for stderr (empty on success unless verbose)."""
+def outcome_records(o: Any, *, verbose: bool) -> list[tuple[str, str]]:
+    """End-of-run ``(level, line)`` pairs for stderr, level ``info`` or ``error`` (empty on
+    success unless verbose). A WAITING run that also has failed or blocked jobs lists them
+    after the waiting line, so that cron mails the failure too."""
     status = str(o.status)
-    lines: list[str] = []
     if o.message:
-        return [o.message]
+        return [("info", o.message)]
+    lines: list[tuple[str, str]] = []
     if status == "SUCCESS":
         if verbose:
-            lines.append(f"run {o.run_id} SUCCESS ({_jobs_summary(o.jobs)})")
+            lines.append(("info", f"run {o.run_id} SUCCESS ({_jobs_summary(o.jobs)})"))
         return lines
     if status == "WAITING":
-        lines.append(wait_line(o))
+        lines.append(("info", wait_line(o)))
+        problems = _problem_lines(o)
+        if problems:
+            lines.append(("error", f"run {o.run_id} also has failed or blocked jobs ({_jobs_summary(o.jobs)})"))
+            lines.extend(("error", line) for line in problems)
         if verbose:
-            lines.append(f"continue with: aetherflow resume {o.run_id} (or `aetherflow resume --due` from cron)")
+            lines.append(("info", f"continue with: aetherflow resume {o.run_id} (or `aetherflow resume --due` from cron)"))
         return lines
     if status in ("FAILED", "INTERRUPTED", "CANCELLED"):
-        lines.append(f"run {o.run_id} {status} ({_jobs_summary(o.jobs)})")
-        for j, s, e in o.failed_steps:
-            lines.append(f"  failed: {j}.{s}: {_first_lines(e)}")
-        for j, reason in o.reasons.items():
-            if o.jobs.get(j) == "BLOCKED":
-                lines.append(f"  blocked: {j}: {reason}")
+        lines.append(("error", f"run {o.run_id} {status} ({_jobs_summary(o.jobs)})"))
+        lines.extend(("error", line) for line in _problem_lines(o))
         if status != "CANCELLED":
-            lines.append(f"resume with: aetherflow resume {o.run_id}")
+            lines.append(("info", f"resume with: aetherflow resume {o.run_id}"))
+    return lines
+
+
+def outcome_lines(o: Any, *, verbose: bool) -> list[str]:
+    """Plain-text end-of-run lines for stderr (empty on success unless verbose)."""
+    return [line for _, line in outcome_records(o, verbose=verbose)]
+
+
+def _problem_lines(o: Any) -> list[str]:
+    lines = [f"  failed: {j}.{s}: {_first_lines(e)}" for j, s, e in o.failed_steps]
+    for j, reason in o.reasons.items():
+        if o.jobs.get(j) == "BLOCKED":
+            lines.append(f"  blocked: {j}: {reason}")
     return lines
 
 
@@ -174,6 +212,30 @@ def plan_lines(plan: Sequence[Mapping[str, Any]], run_id: str) -> list[str]:
     return lines
 
 
+def progress_text(ev: Event) -> str | None:
+    """The ``-v`` progress line for a job/step event (None: not shown)."""
+    n = ev.name
+    d = ev.data
+    where = ".".join(x for x in (ev.job_id, ev.step_id) if x)
+    if n == "step.started":
+        return f"start  {where} (attempt {ev.attempt})"
+    if n == "step.finished":
+        return f"done   {where} {d.get('status')} outcome={d.get('outcome')} in {duration(d.get('duration'))}"
+    if n == "step.failed":
+        return f"FAIL   {where}: {_first_lines(str(d.get('error')), 3)}"
+    if n == "step.retry":
+        return f"retry  {where} after attempt {ev.attempt} in {d.get('delay')}s: {_first_lines(str(d.get('error')), 2)}"
+    if n == "step.waiting":
+        return f"wait   {where}"
+    if n in ("job.skipped", "job.blocked"):
+        return f"{n.split('.')[1]:<6} {where}: {d.get('reason')}"
+    if n == "job.finished":
+        return f"job    {where} {d.get('status')}"
+    if n in ("run.started", "run.resumed"):
+        return f"{n.replace('.', ' ')} {ev.run_id}"
+    return None
+
+
 class ProgressLines:
     """Observer printing one plain line per job/step event (``-v``)."""
 
@@ -181,28 +243,27 @@ class ProgressLines:
         self.stream = stream
 
     def __call__(self, ev: Event) -> None:
-        n = ev.name
-        d = ev.data
-        where = ".".join(x for x in (ev.job_id, ev.step_id) if x)
-        if n == "step.started":
-            line = f"start  {where} (attempt {ev.attempt})"
-        elif n == "step.finished":
-            line = f"done   {where} {d.get('status')} outcome={d.get('outcome')} in {duration(d.get('duration'))}"
-        elif n == "step.failed":
-            line = f"FAIL   {where}: {_first_lines(str(d.get('error')), 3)}"
-        elif n == "step.retry":
-            line = f"retry  {where} after attempt {ev.attempt} in {d.get('delay')}s: {_first_lines(str(d.get('error')), 2)}"
-        elif n == "step.waiting":
-            line = f"wait   {where}"
-        elif n in ("job.skipped", "job.blocked"):
-            line = f"{n.split('.')[1]:<6} {where}: {d.get('reason')}"
-        elif n == "job.finished":
-            line = f"job    {where} {d.get('status')}"
-        elif n in ("run.started", "run.resumed"):
-            line = f"{n.replace('.', ' ')} {ev.run_id}"
-        else:
+        line = progress_text(ev)
+        if line is None:
             return
         self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class ProgressJsonLines:
+    """Observer for ``-v --log-format json``: the events ``ProgressLines`` shows, each as one
+    JSON line: the event's own fields (as in the events log) plus ``level`` and ``message``."""
+
+    LEVELS = {"step.failed": "error", "job.blocked": "error", "step.retry": "warning"}
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, ev: Event) -> None:
+        line = progress_text(ev)
+        if line is None:
+            return
+        self.stream.write(dumps_line({**ev.as_dict(), "level": self.LEVELS.get(ev.name, "info"), "message": line}) + "\n")
         self.stream.flush()
 
 

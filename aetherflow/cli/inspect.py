@@ -32,6 +32,7 @@ def validate_cmd(
     flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
     as_json: o.Json = False,
     plugin_path: o.PluginPath = None,
+    state: o.StateUnused = None,
 ) -> None:
     """Check FLOW: YAML, schema, references, templates, `when`, step types and inputs.
 
@@ -69,6 +70,7 @@ def validate_cmd(
 def schema_cmd(
     which: Annotated[str, typer.Argument(help="flow or profiles.")] = "flow",
     plugin_path: o.PluginPath = None,
+    state: o.StateUnused = None,
 ) -> None:
     """Print the JSON Schema (Draft 2020-12) of flow files (with plugin step inputs) or profiles.
 
@@ -113,6 +115,7 @@ def merge_step_schemas(schema: dict[str, Any], registry: Any) -> dict[str, Any]:
 def graph_cmd(
     flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
     fmt: Annotated[str, typer.Option("--format", help="ascii, mermaid or dot.")] = "ascii",
+    state: o.StateUnused = None,
 ) -> None:
     """Print the job/step graph of FLOW.
 
@@ -165,7 +168,7 @@ def _node(job_id: str) -> str:
 
 
 @steps_app.command("list")
-def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False) -> None:
+def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False, state: o.StateUnused = None) -> None:
     """List registered step types with their source.
 
     Example: aetherflow steps list
@@ -189,7 +192,11 @@ def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False) -> Non
 
 
 @steps_app.command("show")
-def steps_show(type_name: Annotated[str, typer.Argument(metavar="TYPE")], plugin_path: o.PluginPath = None) -> None:
+def steps_show(
+    type_name: Annotated[str, typer.Argument(metavar="TYPE")],
+    plugin_path: o.PluginPath = None,
+    state: o.StateUnused = None,
+) -> None:
     """Show one step type: source, outcomes and inputs schema.
 
     Example: aetherflow steps show external.process
@@ -220,6 +227,7 @@ def explain_cmd(
     profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file.")] = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="Run parameter KEY=VALUE.")] = None,
+    state: o.State = None,
     as_json: o.Json = False,
 ) -> None:
     """Show every resolved resource value and where it comes from (secrets masked).
@@ -228,13 +236,13 @@ def explain_cmd(
     """
     from aetherflow import render
     from aetherflow.doctor import explain
-    from aetherflow.pipeline import RunRequest, settings_from_env
+    from aetherflow.pipeline import RunRequest
     from aetherflow.resolve import parse_param_args
 
     with guarded(as_json):
         req = RunRequest(flow_path=flow, profile=profile, profiles_file=profiles, env_files=tuple(env_file or ()),
                          params=parse_param_args(param or []))
-        doc = explain(settings_from_env(process_env()), req)
+        doc = explain(_settings(None, state), req)
         if as_json:
             stdout(render.dumps(doc))
             return

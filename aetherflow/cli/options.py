@@ -10,6 +10,16 @@ State = Annotated[
     str | None,
     typer.Option("--state", envvar="AETHERFLOW_STATE", help="State database path (default: see docs/state.md).", show_envvar=True),
 ]
+StateUnused = Annotated[
+    str | None,
+    typer.Option(
+        "--state",
+        envvar="AETHERFLOW_STATE",
+        help="State database path: accepted for uniformity with the other commands; "
+        "this command does not use the state store.",
+        show_envvar=True,
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 PluginPath = Annotated[
     list[str] | None,

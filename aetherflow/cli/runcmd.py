@@ -11,14 +11,17 @@ import typer
 
 from aetherflow.cli import options as o
 from aetherflow.cli.app import (
+    MaskFilter,
     app,
     crash_hooks,
     guarded,
+    log_line,
     process_env,
     setup_logging,
     signal_handlers,
     stderr,
     stdout,
+    stdout_to_stderr,
 )
 from aetherflow.errors import ExitCode, UsageError
 
@@ -34,7 +37,8 @@ def use_live_view(quiet: bool, log_format: str = "text") -> bool:
     return sys.stderr.isatty() and not quiet and log_format == "text" and os.environ.get("TERM") != "dumb"
 
 
-def _observers(verbose: int, quiet: bool, events_log: str | None, stack: list[Any], live: Any = None) -> list[Any]:
+def _observers(verbose: int, quiet: bool, events_log: str | None, stack: list[Any], live: Any = None,
+               log_format: str = "text") -> list[Any]:
     from aetherflow import render
     from aetherflow.events import JsonLinesLog
 
@@ -42,7 +46,7 @@ def _observers(verbose: int, quiet: bool, events_log: str | None, stack: list[An
     if live is not None:
         obs.append(live)
     elif verbose >= 1 and not quiet:
-        obs.append(render.ProgressLines(sys.stderr))
+        obs.append(render.ProgressJsonLines(sys.stderr) if log_format == "json" else render.ProgressLines(sys.stderr))
     if events_log:
         try:
             fh = open(events_log, "a", encoding="utf-8")  # noqa: SIM115 - closed by the caller
@@ -51,6 +55,18 @@ def _observers(verbose: int, quiet: bool, events_log: str | None, stack: list[An
         stack.append(fh)
         obs.append(JsonLinesLog(fh))
     return obs
+
+
+def _summary(outcome: Any, *, verbose: bool, log_format: str) -> None:
+    """The end-of-run lines on stderr, plain or as JSON lines."""
+    from aetherflow import render
+
+    records = render.outcome_records(outcome, verbose=verbose)
+    if log_format == "json":
+        for level, line in records:
+            log_line(line, level=level, log_format=log_format, run_id=outcome.run_id, status=str(outcome.status))
+    elif records:
+        log_line("\n".join(line for _, line in records))
 
 
 def _exit_for(outcome: Any, detailed: bool) -> int:
@@ -70,7 +86,7 @@ def _exit_for(outcome: Any, detailed: bool) -> int:
 
 def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_log: str | None, detailed: bool,
              state: str | None, plugin_path: list[str] | None, dry_run: bool = False, no_color: bool = False,
-             log_format: str = "text") -> None:
+             log_format: str = "text", mask_filter: MaskFilter | None = None) -> None:
     from aetherflow import render
     from aetherflow.context import CancelToken
     from aetherflow.pipeline import Runner, settings_from_env
@@ -78,15 +94,18 @@ def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_lo
     env = process_env()
     stack: list[Any] = []
     token = CancelToken()
-    with guarded(as_json):
+    with guarded(as_json, log_format):
         settings = settings_from_env(env, state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log)
         live = None
         if use_live_view(quiet, log_format) and not dry_run:
             live = render.LiveView(sys.stderr, color=not (no_color or "NO_COLOR" in env))
-        runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack, live),
-                        hooks=crash_hooks(env))
+        runner = Runner(settings, cancel=token,
+                        observers=_observers(verbose, quiet, events_log, stack, live, log_format),
+                        hooks=crash_hooks(env), on_mask=mask_filter.set_mask if mask_filter else None)
         try:
-            with signal_handlers(token.set), (live if live is not None else contextlib.nullcontext()):
+            # steps, plugins and their children never write to our stdout (results only)
+            with stdout_to_stderr(), signal_handlers(token.set), \
+                    (live if live is not None else contextlib.nullcontext()):
                 outcome = action(runner)
         finally:
             for fh in stack:
@@ -98,12 +117,10 @@ def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_lo
                 stdout("\n".join(render.plan_lines(outcome.plan, outcome.run_id)))
             raise typer.Exit(0)
         for w in outcome.warnings:
-            stderr(f"warning: {w}")
+            log_line(f"warning: {w}", level="warning", log_format=log_format)
         if not quiet or str(outcome.status) != "SUCCESS":
-            lines = render.outcome_lines(outcome, verbose=verbose >= 1 or live is not None)
-            if quiet and str(outcome.status) == "WAITING":
-                lines = lines[:1]
-            stderr("\n".join(lines))
+            # -q keeps what cron must see (the waiting line, failures) and drops the hints
+            _summary(outcome, verbose=(verbose >= 1 or live is not None) and not quiet, log_format=log_format)
         raise typer.Exit(_exit_for(outcome, detailed))
 
 
@@ -137,8 +154,8 @@ def run_cmd(
     from aetherflow.pipeline import RunRequest
     from aetherflow.resolve import parse_param_args
 
-    with guarded(as_json):
-        setup_logging(verbose, quiet, log_format)
+    with guarded(as_json, log_format):
+        mask_filter = setup_logging(verbose, quiet, log_format)
         path = flow or flow_yaml
         if flow and flow_yaml and flow != flow_yaml:
             raise UsageError("give the flow file once: FLOW or --flow-yaml, not both")
@@ -149,7 +166,7 @@ def run_cmd(
                          env_files=tuple(env_file or ()), dry_run=dry_run)
     _execute(lambda r: r.run(req), as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
              detailed=detailed_exitcode, state=state, plugin_path=plugin_path, dry_run=dry_run, no_color=no_color,
-             log_format=log_format)
+             log_format=log_format, mask_filter=mask_filter)
 
 
 @app.command("resume")
@@ -182,13 +199,13 @@ def resume_cmd(
     """
     from aetherflow.pipeline import RunRequest, parse_event_data
 
-    with guarded(as_json):
-        setup_logging(verbose, quiet, log_format)
+    with guarded(as_json, log_format):
+        mask_filter = setup_logging(verbose, quiet, log_format)
         if due:
             if run_id or event or key:
                 raise UsageError("--due resumes every due run; it takes no RUN_ID, --event or --key")
             _resume_due(flow_id, limit, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
-                        state=state, plugin_path=plugin_path)
+                        state=state, plugin_path=plugin_path, log_format=log_format, mask_filter=mask_filter)
             return
         if data is not None and event is None:
             raise UsageError("--data goes with --event")
@@ -205,7 +222,8 @@ def resume_cmd(
         return runner.resume(req, run_id=rid)
 
     _execute(action, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
-             detailed=detailed_exitcode, state=state, plugin_path=plugin_path, no_color=no_color, log_format=log_format)
+             detailed=detailed_exitcode, state=state, plugin_path=plugin_path, no_color=no_color, log_format=log_format,
+             mask_filter=mask_filter)
 
 
 def _run_for_key(settings: Any, key: str) -> str:
@@ -224,7 +242,8 @@ def _run_for_key(settings: Any, key: str) -> str:
 
 
 def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbose: int, quiet: bool,
-                events_log: str | None, state: str | None, plugin_path: list[str] | None) -> None:
+                events_log: str | None, state: str | None, plugin_path: list[str] | None,
+                log_format: str = "text", mask_filter: MaskFilter | None = None) -> None:
     from aetherflow import render
     from aetherflow.context import CancelToken
     from aetherflow.errors import AetherflowError, ConflictError
@@ -246,8 +265,10 @@ def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbos
             store.close()
     if limit is not None:
         due = due[:limit]
-    runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack), hooks=crash_hooks(env))
-    with signal_handlers(token.set):
+    runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack, log_format=log_format),
+                    hooks=crash_hooks(env), on_mask=mask_filter.set_mask if mask_filter else None)
+    # steps, plugins and their children never write to our stdout (results only)
+    with stdout_to_stderr(), signal_handlers(token.set):
         for rid in due:
             if token.is_set():
                 break
@@ -257,14 +278,17 @@ def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbos
                 results.append({"run_id": rid, "status": "SKIPPED", "message": exc.message})
                 continue
             except AetherflowError as exc:
-                stderr(render.error_text(exc))
+                if log_format == "json":
+                    for rec in render.error_log_records(exc):
+                        stderr(render.dumps_line({**rec, "run_id": rid}))
+                else:
+                    stderr(render.error_text(exc))
                 results.append({"run_id": rid, "status": "ERROR", "message": exc.message})
                 worst = max(worst, int(ExitCode.RUN_FAILED))
                 continue
             results.append(render.outcome_json(out))
             if out.message is None:
-                for line in render.outcome_lines(out, verbose=verbose >= 1):
-                    stderr(line)
+                _summary(out, verbose=verbose >= 1 and not quiet, log_format=log_format)
             if str(out.status) in ("FAILED", "INTERRUPTED"):
                 worst = max(worst, int(ExitCode.RUN_FAILED))
     for fh in stack:
@@ -272,7 +296,7 @@ def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbos
     if as_json:
         stdout(render.dumps({"due": results}))
     elif verbose:
-        stderr(f"resume --due: {len(due)} due run(s)")
+        log_line(f"resume --due: {len(due)} due run(s)", log_format=log_format)
     if token.is_set():
         raise typer.Exit(int(ExitCode.SIGTERM if token.why() == "SIGTERM" else ExitCode.SIGINT))
     raise typer.Exit(worst)

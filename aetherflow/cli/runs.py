@@ -50,7 +50,11 @@ def _run_row(store: Any, r: Any) -> dict[str, Any]:
 
 @runs_app.command("list")
 def runs_list(
-    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help="Only runs with this status: RUNNING, SUCCESS, FAILED, WAITING, CANCELLED, "
+                     "INTERRUPTED or CRASHED (any case)."),
+    ] = None,
     flow_id: Annotated[str | None, typer.Option("--flow", help="Only runs of this flow id.")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Only runs with this business key (VALUE or NAME::VALUE).")] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most N runs.")] = 20,
@@ -62,10 +66,15 @@ def runs_list(
     Example: aetherflow runs list --status FAILED --limit 5
     """
     from aetherflow import render
+    from aetherflow.model import RunStatus
     from aetherflow.pipeline import known_stores, open_store
 
     with guarded(as_json):
         st = status.upper() if status else None
+        valid = [s.value for s in RunStatus]
+        if st is not None and st not in valid:
+            raise UsageError(f"--status {status!r}: unknown status; use one of {', '.join(valid)} (any case)",
+                             code="usage.status")
         rows: list[dict[str, Any]] = []
         for p in known_stores(_settings(state)):
             store = open_store(p)

@@ -10,6 +10,7 @@ import re
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ESC = re.compile(r"\x1b\[")
@@ -167,3 +168,188 @@ def test_terminal_view_shows_the_tail_of_a_running_process(home: Path, write_flo
     assert re.search(r"> tick-\d", out), out
     names = {json.loads(line)["event"] for line in log.read_text().splitlines()}
     assert "step.finished" in names and "step.progress" not in names  # transient: display only
+
+
+# ---------------------------------------------------------------------------------------------
+# steps and their children never write to stdout; every stderr line is JSON with
+# --log-format json; a WAITING summary still names failures; third-party logging is masked
+
+NOISY_PLUGIN = '''
+import logging
+import os
+
+from aetherflow.api import STEP_SUCCESS, Step, StepResult, register_step
+
+print("Z-plugin-import-print")
+
+
+@register_step("noisy.talk", inputs_schema={"type": "object"})
+class Talk(Step):
+    def run(self, ctx, inputs):
+        print("X-step-print")
+        os.system("echo Y-child-echo")
+        return StepResult(STEP_SUCCESS, {})
+
+
+@register_step("noisy.leak", inputs_schema={"type": "object"})
+class Leak(Step):
+    def run(self, ctx, inputs):
+        logging.getLogger("thirdparty.lib").warning("token is %s", inputs["token"])
+        logging.getLogger("thirdparty.lib").error("raw " + str(inputs["token"]))
+        return StepResult(STEP_SUCCESS, {})
+'''
+
+NOISY_FLOW = """
+version: 1
+flow: {id: out_noisy}
+jobs:
+  - id: a
+    steps:
+      - {id: talk, type: noisy.talk}
+"""
+
+
+def noisy_plugin(tmp_path: Path) -> Path:
+    d = tmp_path / "noisy_plugins"
+    d.mkdir(exist_ok=True)
+    (d / "noisy_steps.py").write_text(NOISY_PLUGIN, encoding="utf-8")
+    return d
+
+
+def test_step_prints_and_child_output_never_reach_stdout_with_json(home: Path, write_flow, tmp_path: Path) -> None:
+    flow = write_flow(NOISY_FLOW)
+    res = run_piped(["run", str(flow), "--plugin-path", str(noisy_plugin(tmp_path)), "--json"], cron_env(home))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)  # one JSON document, nothing else
+    assert doc["status"] == "SUCCESS"
+    for noise in ("X-step-print", "Y-child-echo", "Z-plugin-import-print"):
+        assert noise not in res.stdout
+        assert noise in res.stderr  # redirected, not lost
+
+
+def test_step_prints_under_cron_leave_stdout_empty(home: Path, write_flow, tmp_path: Path) -> None:
+    flow = write_flow(NOISY_FLOW)
+    res = run_piped(["run", str(flow), "--plugin-path", str(noisy_plugin(tmp_path))], cron_env(home))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == ""
+    assert "X-step-print" in res.stderr and "Y-child-echo" in res.stderr
+
+
+def test_due_sweep_keeps_step_output_off_stdout(home: Path, write_flow, tmp_path: Path) -> None:
+    from tests.conftest import wait_for
+
+    flow = write_flow("""
+        version: 1
+        flow: {id: out_noisy_due}
+        jobs:
+          - id: a
+            steps:
+              - {id: pause, type: wait, inputs: {seconds: 1}}
+              - {id: talk, type: noisy.talk}
+        """)
+    env = {**cron_env(home), "AETHERFLOW_INLINE_WAIT_MAX": "0"}
+    res = run_piped(["run", str(flow), "--plugin-path", str(noisy_plugin(tmp_path)), "--run-id", "noisy-1"], env)
+    assert res.returncode == 0, res.stderr
+    due = json.loads(run_piped(["runs", "show", "noisy-1", "--json"], env).stdout)["run"]["due_at"]
+    assert due is not None
+    assert wait_for(lambda: time.time() > due + 0.05, timeout=30)
+    res = run_piped(["resume", "--due", "--json"], env)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert [r["status"] for r in doc["due"]] == ["SUCCESS"]
+    assert "X-step-print" not in res.stdout and "Y-child-echo" not in res.stdout
+    assert "X-step-print" in res.stderr and "Y-child-echo" in res.stderr
+
+
+def assert_json_lines(stderr: str) -> list[dict]:
+    records = []
+    for line in stderr.splitlines():
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise AssertionError(f"not a JSON line: {line!r}\n--- stderr:\n{stderr}") from None
+    return records
+
+
+def test_json_log_format_makes_every_stderr_line_json_on_failure(home: Path, write_flow) -> None:
+    flow = write_flow(FAIL_FLOW)
+    res = run_piped(["run", str(flow), "-v", "--log-format", "json"], cron_env(home))
+    assert res.returncode == 1
+    assert res.stdout == ""
+    records = assert_json_lines(res.stderr)
+    assert all({"ts", "level", "message"} <= set(r) for r in records), records
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("start  load.copy") for m in messages)  # progress
+    assert any("FAILED" in m and r["level"] == "error" for m, r in zip(messages, records, strict=True))
+    assert any(m.startswith("resume with: aetherflow resume ") for m in messages)  # summary
+    progress = next(r for r in records if r.get("event") == "step.started")
+    assert progress["job_id"] == "load" and progress["step_id"] == "copy"
+
+
+def test_json_log_format_covers_warnings_and_usage_errors(home: Path, write_flow, tmp_path: Path) -> None:
+    plugins = tmp_path / "broken_plugins"
+    plugins.mkdir()
+    (plugins / "broken_one.py").write_text("import aetherflow_no_such_module  # noqa\n", encoding="utf-8")
+    flow = write_flow(OK_FLOW)
+    res = run_piped(["run", str(flow), "--plugin-path", str(plugins), "--log-format", "json"], cron_env(home))
+    assert res.returncode == 0, res.stderr
+    records = assert_json_lines(res.stderr)
+    assert any(r["level"] == "warning" and "broken_one" in r["message"] for r in records), records
+
+    bad = write_flow("version: 1\nflow: {id: x}\njobs: []\nbogus: 1\n", name="bad.yaml")
+    res = run_piped(["run", str(bad), "--log-format", "json"], cron_env(home))
+    assert res.returncode == 2
+    records = assert_json_lines(res.stderr)
+    assert records and all(r["level"] == "error" for r in records)
+
+
+WAIT_AND_FAIL_FLOW = """
+version: 1
+flow: {id: out_wait_fail}
+jobs:
+  - id: a
+    steps:
+      - {id: w, type: wait_for_event, inputs: {events: [go]}}
+  - id: b
+    steps:
+      - {id: bad, type: external.process, inputs: {command: [sh, -c, "echo boom >&2; exit 3"]}}
+  - id: c
+    depends_on: [b]
+    steps:
+      - {id: n, type: noop}
+"""
+
+
+def test_waiting_summary_also_lists_failed_and_blocked_jobs(home: Path, write_flow) -> None:
+    flow = write_flow(WAIT_AND_FAIL_FLOW)
+    for extra in ([], ["-q"]):
+        res = run_piped(["run", str(flow), *extra], cron_env(home))
+        assert res.stdout == ""
+        lines = res.stderr.strip().splitlines()
+        assert "is WAITING" in lines[0] and "waits for event go" in lines[0], res.stderr
+        assert any(line.startswith("  failed: b.bad:") and "exit code 3" in line for line in lines), res.stderr
+        assert any(line.startswith("  blocked: c:") and "upstream job 'b'" in line for line in lines), res.stderr
+
+
+LEAK_FLOW = """
+version: 1
+flow: {id: out_leak}
+secrets:
+  x: {env: OUT_LEAK_SECRET}
+jobs:
+  - id: a
+    steps:
+      - {id: leak, type: noisy.leak, inputs: {token: "{{ secrets.x }}"}}
+"""
+
+
+def test_third_party_logging_is_masked(home: Path, write_flow, tmp_path: Path) -> None:
+    flow = write_flow(LEAK_FLOW)
+    secret = "s3cr3t-Vq9-leaky"
+    env = {**cron_env(home), "OUT_LEAK_SECRET": secret}
+    for fmt in ("text", "json"):
+        res = run_piped(["run", str(flow), "--plugin-path", str(noisy_plugin(tmp_path)), "--log-format", fmt], env)
+        assert res.returncode == 0, res.stderr
+        assert secret not in res.stderr and secret not in res.stdout
+        assert "token is ***" in res.stderr and "raw ***" in res.stderr, res.stderr
