@@ -12,6 +12,9 @@ Config (options may set ``timeout``, ``verify`` and ``headers`` too; config wins
 * ``auth`` — ``{type: bearer, token: …}`` or ``{type: basic, username: …, password: …}``;
   the shorthands ``token`` (bearer) and ``username``/``password`` (basic) do the same and work
   with ``decode:``. Credentials are never re-sent when a server redirects.
+* ``user:password@`` in ``base_url`` (or in a request's absolute URL) is taken out of the URL
+  and sent as basic auth (percent-escapes decoded), as httpx does; configured ``auth`` wins.
+  The password never appears in a URL shown in messages or outputs.
 * ``proxy`` — ``http://host:port`` proxy URL. Proxy variables of the process environment are
   not read: pass them explicitly (``proxy: "{{ env.HTTPS_PROXY: }}"``); empty means none.
 * ``user_agent`` — default ``aetherflow``.
@@ -76,6 +79,22 @@ def public_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def split_userinfo(url: str) -> tuple[str, str | None]:
+    """(``url`` without ``user:password@``, a basic ``Authorization`` value or None)."""
+    if not url:
+        return url, None
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    bare = urllib.parse.urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
+    if not userinfo:
+        return bare, None
+    user, _, password = userinfo.partition(":")
+    raw = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
+    return bare, "Basic " + base64.b64encode(raw).decode("ascii")
+
+
 @register_connector("rest", "http", aliases=["httpx", "requests"])
 class HttpConnector(Connector):
     """HTTP(S) client on urllib: base URL, headers, auth, TLS verification."""
@@ -85,7 +104,7 @@ class HttpConnector(Connector):
         check_keys(name, "config", config, CONFIG_KEYS)
         check_keys(name, "options", options, OPTION_KEYS)
         merged = {**dict(options), **dict(config)}
-        self.base_url = str(merged.get("base_url") or "")
+        self.base_url, url_auth = split_userinfo(str(merged.get("base_url") or ""))
         if self.base_url:
             self._check_scheme(self.base_url)
         self.headers: dict[str, str] = {}
@@ -101,7 +120,7 @@ class HttpConnector(Connector):
             raise ConnectorError(f"resource '{name}': timeout must be a number of seconds", code="connector.bad_config") from exc
         self.verify = _verify_value(name, merged.get("verify", True))
         self.user_agent = str(merged.get("user_agent") or "aetherflow")
-        self._auth_header = self._auth(config)
+        self._auth_header = self._auth(config) or url_auth
         self._opener = self._build_opener(str(config.get("proxy") or ""))
 
     # -- setup ----------------------------------------------------------------------------------
@@ -142,7 +161,9 @@ class HttpConnector(Connector):
     def _check_scheme(self, url: str) -> None:
         scheme = urllib.parse.urlsplit(url).scheme.lower()
         if scheme not in ("http", "https"):
-            raise ConnectorError(f"resource '{self.name}': only http:// and https:// URLs are supported, not '{scheme or url[:20]}'",
+            # the scheme only: the rest of the URL may hold a password
+            shown = f"'{scheme}'" if scheme else "a URL without a scheme"
+            raise ConnectorError(f"resource '{self.name}': only http:// and https:// URLs are supported, not {shown}",
                                  code="http.bad_url")
 
     def url_for(self, path: str = "", params: Mapping[str, Any] | None = None) -> str:
@@ -193,7 +214,7 @@ class HttpConnector(Connector):
         import urllib.request
 
         method = method.upper()
-        url = self.url_for(path, params)
+        url, url_auth = split_userinfo(self.url_for(path, params))
         data: bytes | None = None
         hdrs = {"User-Agent": self.user_agent, "Accept": "application/json, */*;q=0.5", **self.headers}
         if has_json:
@@ -209,8 +230,9 @@ class HttpConnector(Connector):
                 req.add_unredirected_header(k, v)
             else:
                 req.add_header(k, v)
-        if self._auth_header and not any(k.lower() == "authorization" for k in hdrs):
-            req.add_unredirected_header("Authorization", self._auth_header)
+        auth_header = self._auth_header or url_auth
+        if auth_header and not any(k.lower() == "authorization" for k in hdrs):
+            req.add_unredirected_header("Authorization", auth_header)
         where = f"{method} {public_url(url)}"
         limit = self.timeout if timeout is None else timeout
         try:

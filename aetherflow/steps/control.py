@@ -38,34 +38,36 @@ _STEP_REF = {
     inputs_schema={
         "type": "object",
         "properties": {
-            "items": {"description": "a list (or a value that becomes one); null means empty"},
-            "min_count": {"type": "integer", "minimum": 0, "default": 1},
+            "items": {"description": "a list, or a comma-separated string (\"a, b,c\" is 3 items); null means empty"},
+            "min_count": {"type": "integer", "minimum": 0, "default": 1,
+                          "description": "fewest items for SUCCESS; 0 lets an empty list succeed"},
         },
         "additionalProperties": False,
     },
 )
 class CheckItems(Step):
-    """Probe: SUCCESS with count/items when there are at least min_count items, else SKIPPED."""
+    """Probe: SUCCESS with count/items when there are at least min_count items, else SKIPPED.
+    A string is split on commas like aetherflow-core does (blank parts dropped)."""
 
     def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
-        items = inputs.get("items")
-        if items is None:
-            seq: list[Any] = []
-        elif isinstance(items, str):
-            seq = [items] if items.strip() else []
-        elif isinstance(items, Mapping):
-            seq = list(items)
-        elif isinstance(items, Sequence):
-            seq = list(items)
-        else:
-            seq = [items]
+        seq = _as_items(inputs.get("items"))
         min_count = int(inputs.get("min_count", 1))
-        outputs: dict[str, Any] = {"count": len(seq), "items": seq, "has_data": len(seq) >= max(min_count, 1)}
-        if len(seq) < max(min_count, 1):
-            reason = f"{len(seq)} item(s), fewer than {max(min_count, 1)}"
-            outputs["reason"] = reason
+        if len(seq) < min_count:
+            reason = f"{len(seq)} item(s), fewer than {min_count}"
+            outputs: dict[str, Any] = {"count": len(seq), "items": seq, "has_data": False, "reason": reason}
             return StepResult(STEP_SKIPPED, outputs, reason=reason)
-        return StepResult(STEP_SUCCESS, outputs)
+        # as in aetherflow-core, has_data means "the probe passed" (also for 0 items with min_count: 0)
+        return StepResult(STEP_SUCCESS, {"count": len(seq), "items": seq, "has_data": True})
+
+
+def _as_items(items: Any) -> list[Any]:
+    if items is None:
+        return []
+    if isinstance(items, str):
+        return [part.strip() for part in items.split(",") if part.strip()]
+    if isinstance(items, (Mapping, Sequence)):
+        return list(items)
+    return [items]
 
 
 @register_step(

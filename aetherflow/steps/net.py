@@ -188,6 +188,20 @@ def _addresses(value: Any) -> list[str]:
     return out
 
 
+def _parts(inputs: Mapping[str, Any]) -> tuple[str, str | None]:
+    """(plain-text part, HTML part or None). ``html`` is either our HTML alternative (a string)
+    or aetherflow-core's flag (a boolean: ``body`` is HTML, ``text`` the plain part)."""
+    html = inputs.get("html")
+    body = str(inputs.get("body", ""))
+    if isinstance(html, str) and html.strip().lower() in ("true", "false"):
+        html = html.strip().lower() == "true"  # a templated flag rendered as text
+    if isinstance(html, bool):
+        if html:
+            return str(inputs.get("text") or ""), body
+        return body, None
+    return body, (str(html) if html else None)
+
+
 def _formatted(value: Any) -> str:
     items = [value] if isinstance(value, str) else [str(v) for v in value]
     return ", ".join(items)
@@ -203,20 +217,26 @@ def _formatted(value: Any) -> str:
             "cc": _ADDRESSES,
             "bcc": _ADDRESSES,
             "from": {"type": "string", "minLength": 1, "description": "Sender; default the resource's config.from."},
+            "from_addr": {"type": "string", "minLength": 1, "description": "aetherflow-core name of from."},
             "reply_to": {"type": "string", "minLength": 1},
             "subject": {"type": "string"},
             "body": {"type": "string", "default": ""},
-            "html": {"type": "string", "description": "An HTML alternative to body."},
+            "html": {"type": ["string", "boolean"],
+                     "description": "A string: an HTML alternative to body. true (aetherflow-core): body is HTML."},
+            "text": {"type": "string", "description": "aetherflow-core: the plain-text part when html is true."},
             "attachments": {"type": "array", "items": {"type": "string", "minLength": 1},
                             "description": "Files to attach, relative to the job's artifacts directory."},
         },
         "required": ["resource", "to", "subject"],
+        "not": {"required": ["from", "from_addr"]},
         "additionalProperties": False,
     },
 )
 class MailSend(Step):
     """Send one e-mail (text, optional HTML alternative, attachments from the workspace).
-    The Message-ID derives from the idempotency key, so a resend after a crash is recognisable."""
+    The Message-ID derives from the idempotency key, so a resend after a crash is recognisable.
+    aetherflow-core inputs: ``html: true`` makes ``body`` the HTML part (``text``, if given,
+    the plain-text part), ``from_addr`` is ``from``."""
 
     def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
         from email.message import EmailMessage
@@ -228,9 +248,12 @@ class MailSend(Step):
         to, cc, bcc = (_addresses(inputs.get(k)) for k in ("to", "cc", "bcc"))
         if not to:
             raise StepError("to names no recipient", code="mail.bad_address")
-        sender = str(inputs.get("from") or getattr(conn, "sender", None) or "")
+        sender = str(inputs.get("from") or inputs.get("from_addr") or getattr(conn, "sender", None) or "")
+        if not sender and "@" in str(getattr(conn, "username", None) or ""):
+            sender = str(conn.username)  # aetherflow-core's default sender: the login name
         if not sender:
             raise StepError("no sender: set from, or config.from on the mail resource", code="mail.no_sender")
+        text, html = _parts(inputs)
         msg = EmailMessage()
         msg["From"] = sender
         msg["To"] = _formatted(inputs["to"])
@@ -242,9 +265,9 @@ class MailSend(Step):
         msg["Date"] = formatdate(ctx.clock(), localtime=True)
         domain = sender.rsplit("@", 1)[-1].strip(">").strip() or "aetherflow.invalid"
         msg["Message-ID"] = f"<{hashlib.sha256(ctx.idempotency_key.encode()).hexdigest()[:32]}@{domain}>"
-        msg.set_content(str(inputs.get("body", "")))
-        if inputs.get("html"):
-            msg.add_alternative(str(inputs["html"]), subtype="html")
+        msg.set_content(text)
+        if html is not None:
+            msg.add_alternative(html, subtype="html")
         self._attach(ctx, msg, inputs.get("attachments") or [])
         refused = conn.send(msg, [*to, *cc, *bcc]) or {}
         if refused:
@@ -256,6 +279,10 @@ class MailSend(Step):
             "recipients": len(to) + len(cc) + len(bcc) - len(refused),
             "refused": dict(refused),
             "attachments": len(inputs.get("attachments") or []),
+            # aetherflow-core's outputs
+            "sent": True,
+            "subject": str(inputs["subject"]),
+            "html": html is not None,
         })
 
     @staticmethod

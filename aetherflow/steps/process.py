@@ -8,6 +8,14 @@ publishes an output directory atomically (``atomic_dir``). ``retry`` repeats the
 inside one attempt of the step (aetherflow-core compatibility); the engine's own ``retry:``
 is separate and wraps the whole step.
 
+aetherflow-core spellings are normalised in ``_plan``: ``retry.backoff_seconds`` /
+``backoff_multiplier`` / ``max_backoff_seconds`` (the pause grows per inner attempt),
+``sleep_seconds``; ``success.require_glob`` / ``required_files`` / ``required_globs`` /
+``forbidden_files`` / ``marker_file`` (a string counts as a one-item list, as there);
+``idempotency.temp_output_dir`` / ``final_output_dir`` / ``atomic_rename`` (false: merge into
+the final directory instead of replacing it); ``success.marker_file`` is the marker of
+``strategy: marker`` when no ``marker_path`` is given.
+
 Captured text goes into the step's outputs, which are limited to 1 MiB: each stream keeps at
 most ``max_capture_kb`` KiB (default 1024, the *last* part), and if both streams together
 would still not fit, the older parts are dropped as well. Truncation is always stated
@@ -50,6 +58,11 @@ _KEEP_ENV = ("PATH", "HOME", "LANG")
 
 _STR_LIST = {"type": "array", "items": {"type": "string"}}
 _INT_LIST = {"type": "array", "items": {"type": "integer"}}
+# aetherflow-core reads these through its ``_as_list``: a single value counts as a list of one
+_STRS = {"oneOf": [{"type": "string"}, _STR_LIST]}
+_INTS = {"oneOf": [{"type": "integer"}, _INT_LIST]}
+#: upper bound of one pause between inner attempts (a growing backoff stays finite)
+MAX_INNER_DELAY = 24 * 3600.0
 _MODE = {"enum": ["inherit", "capture", "file", "discard"]}
 
 INPUTS_SCHEMA: dict[str, Any] = {
@@ -88,12 +101,13 @@ INPUTS_SCHEMA: dict[str, Any] = {
         "success": {
             "type": "object",
             "properties": {
-                "exit_codes": {**_INT_LIST, "minItems": 1},
-                "require_files": _STR_LIST,
-                "forbid_files": _STR_LIST,
-                "required_files": _STR_LIST,
-                "required_globs": _STR_LIST,
-                "forbidden_files": _STR_LIST,
+                "exit_codes": {"oneOf": [{"type": "integer"}, {**_INT_LIST, "minItems": 1}]},
+                "require_files": _STRS,
+                "forbid_files": _STRS,
+                "require_glob": {**_STRS, "description": "aetherflow-core: globs that must match (like require_files)"},
+                "required_files": _STRS,
+                "required_globs": _STRS,
+                "forbidden_files": _STRS,
                 "marker_file": {"type": "string"},
             },
             "additionalProperties": False,
@@ -107,6 +121,9 @@ INPUTS_SCHEMA: dict[str, Any] = {
                 "skip_if_exists": {"type": "boolean", "default": True},
                 "temp_output_dir": {"type": "string"},
                 "final_output_dir": {"type": "string"},
+                "atomic_rename": {"type": "boolean", "default": True,
+                                  "description": "aetherflow-core: false merges the output into the target "
+                                  "directory instead of replacing it"},
             },
             "additionalProperties": False,
         },
@@ -116,7 +133,12 @@ INPUTS_SCHEMA: dict[str, Any] = {
                 "max_attempts": {"type": "integer", "minimum": 1, "default": 1},
                 "delay_seconds": {"type": "number", "minimum": 0, "default": 5},
                 "sleep_seconds": {"type": "number", "minimum": 0},
-                "retry_on_exit_codes": _INT_LIST,
+                "backoff_seconds": {"type": "number", "minimum": 0,
+                                    "description": "aetherflow-core: first pause (then times backoff_multiplier)"},
+                "backoff_multiplier": {"type": "number", "minimum": 0, "default": 1},
+                "max_backoff_seconds": {"type": "number", "minimum": 0,
+                                        "description": "longest pause; 0 or absent: no limit"},
+                "retry_on_exit_codes": _INTS,
                 "retry_on_timeout": {"type": "boolean", "default": False},
             },
             "additionalProperties": False,
@@ -146,11 +168,15 @@ class _Plan:
     forbid: tuple[str, ...]
     strategy: str
     marker: Path | None
+    write_marker: bool
     target: Path | None
     staging: Path | None
+    merge_target: bool
     skip_if_exists: bool
     max_attempts: int
     delay: float
+    backoff_multiplier: float
+    max_backoff: float
     retry_exit_codes: frozenset[int] | None
     retry_on_timeout: bool
     literal_outputs: Mapping[str, Any]
@@ -188,10 +214,11 @@ class ExternalProcess(Step):
             if attempt == plan.max_attempts or not retryable:
                 break
             ctx.log.warning(f"attempt {attempt}/{plan.max_attempts} failed: {failure.message}")
+            delay = _pause(plan, attempt)
             remaining = ctx.remaining()
-            if remaining is not None and remaining <= plan.delay:
+            if remaining is not None and remaining <= delay:
                 break
-            if plan.delay > 0 and ctx.cancel.wait(plan.delay):
+            if delay > 0 and ctx.cancel.wait(delay):
                 _raise_if_stopped(ctx, self.id)
         assert failure is not None
         raise failure
@@ -222,17 +249,27 @@ def _plan(ctx: StepContext, inputs: Mapping[str, Any]) -> _Plan:
         max_kb = None if raw_kb is None else int(raw_kb)
 
     success = inputs.get("success") or {}
-    require = [*success.get("require_files", ()), *success.get("required_files", ())]
-    require += [*success.get("required_globs", ())]
+    require = [p for key in ("require_files", "required_files", "require_glob", "required_globs")
+               for p in _as_list(success.get(key))]
     if success.get("marker_file"):
         require.append(success["marker_file"])
-    forbid = [*success.get("forbid_files", ()), *success.get("forbidden_files", ())]
+    forbid = [p for key in ("forbid_files", "forbidden_files") for p in _as_list(success.get(key))]
 
     idem = inputs.get("idempotency") or {}
     strategy = str(idem.get("strategy", "none"))
     marker = target = staging = None
+    write_marker = True
+    merge_target = strategy == "atomic_dir" and idem.get("atomic_rename") is False
     if strategy == "marker":
-        marker = _under(ws, idem.get("marker_path") or f"manifests/{ctx.step_id}.done")
+        if idem.get("marker_path"):
+            marker = _under(ws, idem["marker_path"])
+        elif success.get("marker_file"):
+            # aetherflow-core: the command's own marker file (e.g. _SUCCESS) says the work is done;
+            # it is checked like require_files (relative to cwd) and never overwritten
+            marker = _under(cwd, success["marker_file"])
+            write_marker = False
+        else:
+            marker = _under(ws, f"manifests/{ctx.step_id}.done")
     elif strategy == "atomic_dir":
         target_raw = idem.get("target_dir") or idem.get("final_output_dir")
         if not target_raw:
@@ -248,6 +285,10 @@ def _plan(ctx: StepContext, inputs: Mapping[str, Any]) -> _Plan:
 
     retry = inputs.get("retry") or {}
     retry_codes = retry.get("retry_on_exit_codes")
+    if "backoff_seconds" in retry:
+        delay = float(retry["backoff_seconds"] or 0)
+    else:
+        delay = float(retry.get("delay_seconds", retry.get("sleep_seconds", 5)))
     env = _child_env(ctx, inputs, staging)
     return _Plan(
         argv=argv,
@@ -260,20 +301,47 @@ def _plan(ctx: StepContext, inputs: Mapping[str, Any]) -> _Plan:
         stderr_mode=_mode(err_mode),
         log_path=log_path,
         max_capture_kb=max_kb,
-        exit_codes=frozenset(int(c) for c in success.get("exit_codes", (0,))),
+        exit_codes=frozenset(int(c) for c in _as_list(success.get("exit_codes", (0,)))),
         require=tuple(str(p) for p in require),
         forbid=tuple(str(p) for p in forbid),
         strategy=strategy,
         marker=marker,
+        write_marker=write_marker,
         target=target,
         staging=staging,
-        skip_if_exists=bool(idem.get("skip_if_exists", True)),
+        merge_target=merge_target,
+        # merging into an existing directory is the point of atomic_rename: false, so its
+        # existence does not mean the work is done
+        skip_if_exists=bool(idem.get("skip_if_exists", not merge_target)),
         max_attempts=max(1, int(retry.get("max_attempts", 1))),
-        delay=float(retry.get("delay_seconds", retry.get("sleep_seconds", 5))),
-        retry_exit_codes=None if retry_codes is None else frozenset(int(c) for c in retry_codes),
+        delay=delay,
+        backoff_multiplier=float(retry.get("backoff_multiplier") or 1),
+        max_backoff=float(retry.get("max_backoff_seconds") or 0),
+        retry_exit_codes=None if retry_codes is None else frozenset(int(c) for c in _as_list(retry_codes)),
         retry_on_timeout=bool(retry.get("retry_on_timeout", False)),
         literal_outputs=dict(inputs.get("outputs") or {}),
     )
+
+
+def _as_list(value: Any) -> list[Any]:
+    """None → [], a single value → [value], a list → itself (aetherflow-core's ``_as_list``)."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes, int, float)):
+        return [value]
+    return list(value)
+
+
+def _pause(plan: _Plan, attempt: int) -> float:
+    """Seconds to wait after inner attempt ``attempt`` failed: ``delay``, times
+    ``backoff_multiplier`` for each later attempt, at most ``max_backoff`` (when set)."""
+    try:
+        delay = plan.delay * plan.backoff_multiplier ** (attempt - 1)
+    except OverflowError:
+        delay = math.inf
+    if plan.max_backoff > 0:
+        delay = min(delay, plan.max_backoff)
+    return min(delay, MAX_INNER_DELAY)
 
 
 def _argv(command: Any, args: Sequence[Any], shell: bool) -> tuple[str, ...] | str:
@@ -516,12 +584,16 @@ def _succeed(ctx: StepContext, plan: _Plan, res: ProcessResult, attempts: int) -
         outputs["log_file"] = res.log_file
     _fit_outputs(outputs)
     if plan.target is not None and plan.staging is not None:
-        _publish(plan.staging, plan.target)
+        if plan.merge_target:
+            _merge_into(plan.staging, plan.target)
+        else:
+            _publish(plan.staging, plan.target)
         outputs["target_dir"] = str(plan.target)
     if plan.marker is not None:
         outputs["marker_path"] = str(plan.marker)
-        text = json.dumps(outputs, indent=2, sort_keys=True, default=str, ensure_ascii=False)
-        atomic_write(plan.marker, ctx.mask(text) + "\n")
+        if plan.write_marker:
+            text = json.dumps(outputs, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+            atomic_write(plan.marker, ctx.mask(text) + "\n")
     return StepResult(STEP_SUCCESS, outputs)
 
 
@@ -577,16 +649,45 @@ def _reset_dir(path: Path) -> None:
     path.mkdir(parents=True)
 
 
+def _local_staging(staging: Path, target: Path) -> Path:
+    """``staging``, or a copy of it beside ``target`` when it lies on another filesystem (an
+    explicit temp dir elsewhere), so the moves that follow are renames."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if os.stat(staging).st_dev == os.stat(target.parent).st_dev:
+        return staging
+    local = target.parent / f".{target.name}.staging-copy"
+    if local.exists():
+        shutil.rmtree(local)
+    shutil.copytree(staging, local, symlinks=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    return local
+
+
+def _merge_into(staging: Path, target: Path) -> None:
+    """``atomic_rename: false`` (aetherflow-core): move each top-level entry of the staging dir
+    into ``target`` (created if missing), replacing an entry of the same name; other entries of
+    ``target`` stay. Each move is a rename; the whole is not atomic."""
+    staging = _local_staging(staging, target)
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(staging.iterdir()):
+        dst = target / entry.name
+        old = None
+        if dst.exists() or dst.is_symlink():
+            old = target / f".{entry.name}.old-{os.getpid()}"
+            os.rename(dst, old)
+        os.rename(entry, dst)
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+    fsync_dir(target)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def _publish(staging: Path, target: Path) -> None:
     """Move the staging dir into place with renames (same filesystem), old target last."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if os.stat(staging).st_dev != os.stat(target.parent).st_dev:  # explicit temp dir elsewhere
-        local = target.parent / f".{target.name}.staging-copy"
-        if local.exists():
-            shutil.rmtree(local)
-        shutil.copytree(staging, local, symlinks=True)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging = local
+    staging = _local_staging(staging, target)
     old = None
     if target.exists() or target.is_symlink():
         old = target.parent / f".{target.name}.old-{os.getpid()}"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
 import ssl
 import subprocess
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -283,3 +285,65 @@ def test_tls_is_verified_by_default(write_flow, run_flow, tls_server: tuple[Serv
         run = run_flow(write_flow(ok, name=f"ok{len(verify)}.yaml"), env={"API_TOKEN": TOKEN})
         assert run.result.exit_code == 0, run.result.stderr
         assert run.step("calls", "get")["outputs"]["json"] == {"items": [1, 2, 3]}
+
+
+def test_url_userinfo_is_basic_auth(cli, write_flow, run_flow, server: Server) -> None:
+    """user:password@ in a URL (as httpx accepts it in aetherflow-core flows) becomes basic auth,
+    percent-escapes decoded; the password shows in no error, output or log."""
+    import socket
+
+    password = "pw-" + "9c1e:p@ss/x"  # ':', '@' and '/' must be percent-encoded in a URL
+    enc = urllib.parse.quote(password, safe="")
+    hostport = server.url.split("://", 1)[1]
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    closed = s.getsockname()[1]
+    s.close()
+    text = f"""
+version: 1
+flow:
+  id: userinfo
+  workspace: {{root: work}}
+resources:
+  api:
+    kind: rest
+    driver: httpx
+    config: {{base_url: "http://robot:{enc}@{hostport}/api"}}
+jobs:
+  - id: calls
+    steps:
+      - id: plain_url
+        type: http_request
+        inputs: {{url: "http://alice:{enc}@{hostport}/other/items"}}
+      - id: via_resource
+        type: http_request
+        inputs: {{resource: api, path: items}}
+  - id: bad_status
+    steps:
+      - id: s
+        type: http_request
+        inputs: {{url: "http://alice:{enc}@{hostport}/api/fail"}}
+  - id: refused
+    steps:
+      - id: s
+        type: http_request
+        inputs: {{url: "http://alice:{enc}@127.0.0.1:{closed}/x"}}
+"""
+    flow = write_flow(text)
+    res = cli("validate", str(flow))
+    assert res.exit_code == 0, res.stderr
+    run = run_flow(flow)
+    assert run.result.exit_code == 1  # bad_status and refused fail
+    basic = {u: "Basic " + base64.b64encode(f"{u}:{password}".encode()).decode() for u in ("alice", "robot")}
+    assert server.last("/other/items").headers["authorization"] == basic["alice"]
+    assert server.last("/api/items").headers["authorization"] == basic["robot"]
+    assert server.last("/api/fail").headers["authorization"] == basic["alice"]
+    plain = run.step("calls", "plain_url")["outputs"]
+    assert plain["json"] == {"items": [1, 2, 3]} and plain["url"] == f"{server.url}/other/items"
+    assert run.step("calls", "via_resource")["outputs"]["url"] == f"{server.url}/api/items"
+    status_err = run.step("bad_status", "s")["error"]
+    assert f"GET {server.url}/api/fail returned 500" in status_err
+    assert f"GET http://127.0.0.1:{closed}/x failed" in run.step("refused", "s")["error"]
+    for shown in (status_err, run.step("refused", "s")["error"], run.result.stdout, run.result.stderr,
+                  json.dumps(run.shown)):
+        assert password not in shown and enc not in shown and "alice:" not in shown

@@ -192,3 +192,59 @@ def test_scrub() -> None:
     assert "s3cr3t" not in scrub("failed near 's3cr3t x'", "s3cr3t")
     with pytest.raises(ConnectorError, match="unknown config key"):
         PostgresConnector("wh", {"dsn": "postgresql://h/db", "pasword": "x"}, {})
+
+
+def test_sqlalchemy_named_binds(cli, write_flow, run_flow, pg_dsn: str, schema: str) -> None:
+    """A db:sqlalchemy resource with a postgresql:// url takes SQLAlchemy text() SQL: :name binds,
+    with ::casts, colons and % inside literals, and dollar quotes left alone."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    p = conninfo_to_dict(pg_dsn)
+    user = urllib.parse.quote(str(p.get("user", "postgres")), safe="")
+    if p.get("password"):
+        user += ":" + urllib.parse.quote(str(p["password"]), safe="")
+    url = f"postgresql://{user}@{p.get('host', 'localhost')}:{p.get('port', 5432)}/{p.get('dbname', 'postgres')}"
+    steps = """
+      - id: one
+        type: db_query
+        inputs:
+          resource: wh
+          sql: "SELECT id, name, :tag::text AS tag, '10:30' AS t, 'a%' AS pct, $$:not_a_bind$$ AS d
+                FROM SCHEMA.orders WHERE id = :id -- a comment: with :colons and 50%"
+          params: {id: 2, tag: x}
+      - id: like
+        type: db_query
+        inputs: {resource: wh, sql: "SELECT count(*) AS n FROM SCHEMA.orders WHERE name LIKE 'order 1%' AND id <= :max",
+                 params: {max: 25}}
+      - id: repeated
+        type: db_query
+        inputs: {resource: wh, sql: "SELECT count(*) AS n FROM SCHEMA.orders WHERE id >= :lo AND id < :lo + 5",
+                 params: {lo: 3}}
+      - id: extract
+        type: db_extract
+        inputs: {resource: wh, format: jsonl, params: {a: 3, b: 5},
+                 sql: "SELECT id, amount::text AS amount FROM SCHEMA.orders WHERE id BETWEEN :a AND :b ORDER BY id"}
+      - id: psycopg_style
+        type: db_query
+        inputs: {resource: wh, sql: "SELECT count(*) AS n FROM SCHEMA.orders WHERE id < %(n)s", params: {n: 4}}
+  - id: missing
+    steps:
+      - id: q
+        type: db_query
+        inputs: {resource: wh, sql: "SELECT :nope AS x", params: {other: 1}}
+"""
+    text = _flow(pg_dsn, schema, steps, driver="sqlalchemy").replace(f'dsn: "{pg_dsn}"', f'url: "{url}"')
+    flow = write_flow(text)
+    res = cli("validate", str(flow))
+    assert res.exit_code == 0, res.stderr
+    run = run_flow(flow)
+    assert run.result.exit_code == 1  # only the `missing` job fails
+    assert run.step("load", "one")["outputs"]["rows"] == [
+        {"id": 2, "name": "order 2", "tag": "x", "t": "10:30", "pct": "a%", "d": ":not_a_bind"}]
+    assert run.step("load", "like")["outputs"]["rows"] == [{"n": 11}]  # order 1, order 10..19
+    assert run.step("load", "repeated")["outputs"]["rows"] == [{"n": 5}]
+    path = Path(run.step("load", "extract")["outputs"]["path"])
+    assert [json.loads(x) for x in path.read_text().splitlines()] == [
+        {"id": 3, "amount": "4.50"}, {"id": 4, "amount": "6.00"}, {"id": 5, "amount": "7.50"}]
+    assert run.step("load", "psycopg_style")["outputs"]["rows"] == [{"n": 3}]
+    assert "the SQL uses :nope but params has no such key" in run.step("missing", "q")["error"]

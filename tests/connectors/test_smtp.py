@@ -229,3 +229,41 @@ def test_unreachable_server(tmp_path: Path) -> None:
     msg["From"] = "a@example.org"
     with pytest.raises(ConnectorError, match=f"cannot reach SMTP 127.0.0.1:{port}"):
         SmtpConnector("mail", {"host": "127.0.0.1", "port": port, "timeout": 5}, {}).send(msg, ["b@example.org"])
+
+
+def test_aetherflow_core_inputs(cli, write_flow, run_flow, mailbox: Mailbox) -> None:
+    """aetherflow-core's mail_send: html is a flag (body is the HTML), text the plain part,
+    from_addr the sender; its outputs sent/subject/html are there too."""
+    steps = """
+      - id: html_mail
+        type: mail_send
+        inputs:
+          resource: mail
+          to: ops@example.org
+          subject: Report
+          body: "<h1>Done</h1>"
+          html: true
+          text: "Done (plain)"
+          from_addr: "Reports <reports@example.org>"
+      - id: plain_mail
+        type: mail_send
+        inputs: {resource: mail, to: [ops@example.org], subject: Plain, body: "just text", html: false}
+"""
+    f = write_flow(flow(mailbox, steps))
+    res = cli("validate", str(f))
+    assert res.exit_code == 0, res.stderr
+    run = run_flow(f, env={"SMTP_PASSWORD": PASSWORD})
+    assert run.result.exit_code == 0, run.result.stderr
+    assert len(mailbox.messages) == 2
+    first, second = (email.message_from_bytes(m.data, policy=email.policy.default) for m in mailbox.messages)
+    assert mailbox.messages[0].mail_from == "reports@example.org"
+    assert first["From"] == "Reports <reports@example.org>"
+    html = first.get_body(preferencelist=("html",))
+    plain = first.get_body(preferencelist=("plain",))
+    assert html is not None and "<h1>Done</h1>" in html.get_content()
+    assert plain is not None and plain.get_content().strip() == "Done (plain)"
+    assert second.get_body(preferencelist=("html",)) is None
+    assert second.get_content().strip() == "just text" and second["From"] == "Flows <robot@example.org>"
+    out = run.step("report", "html_mail")["outputs"]
+    assert out["sent"] is True and out["html"] is True and out["subject"] == "Report" and out["to"] == ["ops@example.org"]
+    assert run.step("report", "plain_mail")["outputs"]["html"] is False
