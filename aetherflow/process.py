@@ -452,6 +452,41 @@ class _Copy:
         self.write(self.decoder.decode(b"", final=True))
 
 
+class _MaskedLines:
+    """A text stream writing whole lines to another stream with secrets masked. It has no
+    ``fileno``, so the process layer copies the child's output through it instead of handing the
+    child the real stderr (``log: inherit`` must not print a secret either)."""
+
+    _MAX_PENDING = 64 * 1024
+
+    def __init__(self, target: IO[str], mask: Callable[[str], str]) -> None:
+        self._target = target
+        self._mask = mask
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending or len(self._pending) > self._MAX_PENDING:
+            head, sep, self._pending = self._pending.rpartition("\n")
+            if not sep:  # one huge line: mask what we have
+                head, self._pending = self._pending, ""
+            self._emit(head + sep)
+        return len(text)
+
+    def flush(self) -> None:  # partial lines wait for their end (a secret may straddle chunks)
+        pass
+
+    def close(self) -> None:
+        if self._pending:
+            self._emit(self._pending)
+            self._pending = ""
+
+    def _emit(self, text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._target.write(self._mask(text))
+            self._target.flush()
+
+
 def _stream_fd(stream: IO[str]) -> int | None:
     try:
         fd = stream.fileno()
@@ -504,8 +539,11 @@ def run_process(
     watchdog: ProcessWatchdog | None = None,
     parent_death_signal: bool | None = None,
     on_output: Callable[[bytes], None] | None = None,
+    inherit_mask: Callable[[str], str] | None = None,
 ) -> ProcessResult:
     """Run one command to completion, timeout or cancel, and say how it ended.
+
+    ``inherit_mask`` (optional) masks ``inherit`` output line by line on its way to the stream.
 
     ``on_output`` (optional) sees every chunk read from a captured pipe, for progress display.
 
@@ -554,9 +592,13 @@ def run_process(
     watched = guard.start()
     use_pdeathsig = (not watched) if parent_death_signal is None else parent_death_signal
     limit_bytes = None if max_capture_kb is None else max(0, int(max_capture_kb)) * 1024
-    stream = sys.stderr if inherit_stream is None else inherit_stream
+    stream: IO[str] = sys.stderr if inherit_stream is None else inherit_stream
 
     with contextlib.ExitStack() as stack:
+        if inherit_mask is not None and "inherit" in (stdout_mode, stderr_mode):
+            masked = _MaskedLines(stream, inherit_mask)
+            stack.callback(masked.close)  # runs last: the final partial line, masked
+            stream = masked  # type: ignore[assignment]
         sinks: dict[str, _Capture | _Copy] = {}
         file_fd: list[int] = []
 

@@ -461,6 +461,7 @@ def _run_once(ctx: StepContext, plan: _Plan) -> ProcessResult:
             stderr_mode=plan.stderr_mode,
             file_path=plan.log_path,
             max_capture_kb=plan.max_capture_kb,
+            inherit_mask=ctx.mask,  # `log: inherit` output is masked too
             on_output=_tail_reporter(ctx),
         )
     except OSError as exc:

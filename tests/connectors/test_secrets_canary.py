@@ -247,3 +247,26 @@ def test_resume_refuses_a_masked_output(af, tmp_path: Path) -> None:
     assert "{{ secrets.NAME }}" in err
     for text in (first.stdout, first.stderr, second.stdout, second.stderr, json.dumps(shown)):
         assert value not in text
+
+
+def test_inherited_process_output_is_masked_line_by_line(af, write_flow) -> None:
+    """`log: inherit` copies the child's output to stderr through the redactor (a partial last line too)."""
+    flow = write_flow("""
+        version: 1
+        flow: {id: inherit_mask}
+        secrets: {tok: {env: INHERIT_TOK}}
+        jobs:
+          - id: a
+            steps:
+              - id: p
+                type: external.process
+                inputs:
+                  command: [sh, -c, 'echo "out:$T"; printf "err-tail:%s" "$T" >&2']
+                  env: {T: "{{ secrets.tok }}"}
+                  log: {stdout: inherit, stderr: inherit}
+        """)
+    res = af("run", str(flow), env={"INHERIT_TOK": "Inherit-Secret-4711"})
+    assert res.exit_code == 0, res.stderr
+    assert "Inherit-Secret-4711" not in res.stderr + res.stdout
+    assert "out:***" in res.stderr and "err-tail:***" in res.stderr
+    assert res.stdout == ""  # a child never writes to aetherflow's stdout
