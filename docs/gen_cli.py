@@ -29,8 +29,9 @@ HEADER = """# CLI reference
 
 Generated from `--help` by `python docs/gen_cli.py`; `tests/contract/test_cli_reference.py` fails
 when this file and the program disagree. Every command accepts `--state PATH` (or
-`AETHERFLOW_STATE`) where it reads or writes the store; commands that take a run id find it in
-any store this machine has used (see [state.md](state.md)). Exit codes: [exit-codes.md](exit-codes.md).
+`AETHERFLOW_STATE`); commands that do not use the store accept it for uniformity. Commands that
+take a run id look in that store first, then in every store this machine has used (see
+[state.md](state.md)). Exit codes: [exit-codes.md](exit-codes.md).
 
 `aetherflow --version` prints the version; `aetherflow --install-completion` installs shell
 completion (run ids are suggested from the known stores).
