@@ -371,6 +371,15 @@ class ResolvedResource:
     location: Location = field(default_factory=Location)
 
 
+def _register_credentials(config: Mapping[str, Any], redactor: Redactor) -> None:
+    """A secret password next to a user name also hides ``user:password`` (and so the base64 of
+    an HTTP Basic ``Authorization`` header a connector builds from them)."""
+    password = config.get("password")
+    user = config.get("username", config.get("user"))
+    if isinstance(password, str) and isinstance(user, str) and password and redactor.mask(password) != password:
+        redactor.add(f"{user}:{password}")
+
+
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(thaw(base))
     for k, v in over.items():
@@ -477,6 +486,7 @@ def resolve_resource(
     for key, origin in origins.items():
         if "secrets." in origin:
             secret_fields.append(key)
+    _register_credentials(config, redactor)
     return ResolvedResource(
         name=res.name,
         kind=res.kind,

@@ -270,3 +270,31 @@ def test_inherited_process_output_is_masked_line_by_line(af, write_flow) -> None
     assert "Inherit-Secret-4711" not in res.stderr + res.stdout
     assert "out:***" in res.stderr and "err-tail:***" in res.stderr
     assert res.stdout == ""  # a child never writes to aetherflow's stdout
+
+
+def test_basic_auth_header_built_from_a_secret_is_masked(af, write_flow, home, echo_server) -> None:
+    """A server echoing request headers must not put `base64(user:password)` into the store."""
+    url, _seen = echo_server
+    flow = write_flow(f"""
+        version: 1
+        flow: {{id: basic_echo}}
+        secrets: {{pw: {{env: BASIC_PW}}}}
+        resources:
+          api:
+            kind: rest
+            driver: http
+            config: {{base_url: "{url}", username: etl, password: "{{{{ secrets.pw }}}}"}}
+        jobs:
+          - id: a
+            steps:
+              - {{id: call, type: http_request, inputs: {{resource: api, method: GET, path: /echo}}}}
+        """)
+    res = af("run", str(flow), "--json", env={"BASIC_PW": "BasicPassw0rd-99"})
+    assert res.exit_code == 0, res.stderr
+    header = base64.b64encode(b"etl:BasicPassw0rd-99").decode()
+    shown = af("runs", "show", json.loads(res.stdout)["run_id"], "--json")
+    db = (home / "state.db").read_bytes()
+    wal = home / "state.db-wal"
+    raw = db + (wal.read_bytes() if wal.exists() else b"")
+    for blob in (shown.stdout, res.stderr, raw.decode("latin-1")):
+        assert header not in blob and header.rstrip("=") not in blob
