@@ -163,10 +163,14 @@ def describe(plan: Plan, flow: FlowSpec) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for job_id in plan.order:
         job = flow.job(job_id)
+        unmet = [d for d in job.depends_on if d not in plan.selected
+                 and not (d in plan.stored_jobs and plan.stored_jobs[d].status == JobStatus.SUCCESS)]
         if job_id not in plan.selected:
             action = "not selected"
         elif job_id in plan.restored_jobs:
             action = f"restore ({plan.restored_jobs[job_id].status})"
+        elif unmet:
+            action = f"blocked (upstream {', '.join(unmet)} not selected and not succeeded in this run)"
         else:
             action = "run"
         steps = []

@@ -249,3 +249,18 @@ def test_state_directories_created_private(cli, write_flow, tmp_path: Path) -> N
     assert cli("run", str(flow), "--state", str(state)).exit_code == 0
     for d in (tmp_path / "newst", tmp_path / "newst" / "sub"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+
+
+def test_dry_run_shows_a_selected_job_with_unrun_upstream_as_blocked(cli, write_flow) -> None:
+    flow = write_flow("""
+        version: 1
+        flow: {id: dryblock}
+        jobs:
+          - {id: a, steps: [{id: s, type: noop}]}
+          - {id: c, depends_on: [a], steps: [{id: s, type: noop}]}
+        """)
+    res = cli("run", str(flow), "--job", "c", "--dry-run")
+    assert res.exit_code == 0
+    assert "job c after a: blocked (upstream a not selected" in res.stdout
+    real = cli("run", str(flow), "--job", "c", "--json")
+    assert json.loads(real.stdout)["jobs"]["c"] == "BLOCKED"
