@@ -125,8 +125,6 @@ class StepContext:
     cancel: CancelToken
     deadline: float | None = None  # time.monotonic() value, or None
     mask: Callable[[str], str] = field(default=lambda s: s)
-    secrets_env: Mapping[str, str] = field(default_factory=empty_map)  # reserved: secrets exported to processes by name
-    run_started_at: str = ""
     flow_file: str = ""
     layout: Mapping[str, Any] = field(default_factory=empty_map)
     #: set when a WAITING step is executed again: {"kind": "timer"|"event"|"retry", "due_at": ..}

@@ -97,13 +97,3 @@ class JsonLinesLog:
         line = json.dumps(event.as_dict(), ensure_ascii=False, default=str, sort_keys=True)
         self._stream.write(self._mask(line) + "\n")
         self._stream.flush()
-
-
-@dataclass(slots=True)
-class Recorder:
-    """Observer keeping events in memory (tests, JSON summaries)."""
-
-    events: list[Event] = field(default_factory=list)
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)

@@ -15,8 +15,6 @@ from typing import Any
 
 from aetherflow.errors import Location
 
-JSON = Any
-
 
 class RunStatus(enum.StrEnum):
     RUNNING = "RUNNING"
@@ -59,8 +57,6 @@ MASKED_KEYS_FIELD = "__aetherflow_masked__"
 
 #: statuses that resume never executes again
 DONE_STEP_STATUSES = frozenset({StepStatus.SUCCESS, StepStatus.SKIPPED})
-#: run statuses that are finished
-FINAL_RUN_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.CANCELLED})
 
 
 def freeze(value: Any) -> Any:

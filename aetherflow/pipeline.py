@@ -36,7 +36,6 @@ from aetherflow.errors import (
 )
 from aetherflow.events import Event, Fanout
 from aetherflow.model import MASKED_KEYS_FIELD, FlowSpec, RunStatus, freeze, thaw
-from aetherflow.registry import Registry
 from aetherflow.state.store import LockRecord, ReceivedEvent, RunRecord
 
 log = logging.getLogger("aetherflow")
@@ -839,9 +838,3 @@ __all__ = [
     "parse_event_data",
     "settings_from_env",
 ]
-
-
-def registry_for_tests(*modules: str) -> Registry:
-    from aetherflow import plugins
-
-    return plugins.load(builtin_modules=modules or None, use_entry_points=False).registry

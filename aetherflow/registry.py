@@ -8,9 +8,9 @@ registry: the CLI builds one per process, tests build their own.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType, ModuleType
+from types import ModuleType
 from typing import Any, TypeVar
 
 from aetherflow.errors import PluginError
@@ -226,19 +226,9 @@ class Registry:
                 connectors.append(self.add_connector(obj, source).key)
         return steps, connectors
 
-    def collect_classes(self, classes: Iterable[type], source: str) -> None:
-        for obj in classes:
-            if STEP_MARK in vars(obj):
-                self.add_step(obj, source)
-            if CONNECTOR_MARK in vars(obj):
-                self.add_connector(obj, source)
-
     def step(self, name: str) -> StepType | None:
         return self.steps.get(name)
 
     def connector(self, kind: str, driver: str) -> ConnectorType | None:
         key = f"{kind}:{driver}"
         return self.connectors.get(key) or self.connectors.get(self.aliases.get(key, ""))
-
-    def frozen_steps(self) -> Mapping[str, StepType]:
-        return MappingProxyType(self.steps)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aetherflow.errors import UsageError
-from aetherflow.model import DONE_STEP_STATUSES, FlowSpec, JobStatus, StepStatus
+from aetherflow.model import DONE_STEP_STATUSES, FlowSpec, JobStatus
 from aetherflow.state.store import JobRecord, StepRecord
 
 
@@ -185,7 +185,3 @@ def describe(plan: Plan, flow: FlowSpec) -> list[dict[str, object]]:
             steps.append({"id": s.id, "type": s.type, "action": sa})
         rows.append({"job": job_id, "depends_on": list(job.depends_on), "action": action, "steps": steps})
     return rows
-
-
-def is_done(status: str) -> bool:
-    return status in (StepStatus.SUCCESS, StepStatus.SKIPPED)

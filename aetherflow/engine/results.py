@@ -52,10 +52,6 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def restore_masked(outputs: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in outputs.items()}
-
-
 def restore_outputs(rec: StepRecord) -> dict[str, Any]:
     outs = dict(rec.outputs)
     for k in rec.masked_keys:

@@ -34,7 +34,6 @@ from aetherflow.engine.results import (
     error_text,
     iso,
     reason_of,
-    restore_masked,
     restore_outputs,
     wait_text,
 )
@@ -153,7 +152,7 @@ class Executor:
                     "status": jrec.status,
                     "outcome": jrec.outcome,
                     "skip_reason": jrec.reason if jrec.status == JobStatus.SKIPPED else None,
-                    "outputs": restore_masked(jrec.outputs),
+                    "outputs": dict(jrec.outputs),
                     "steps": by_job.get(jid, {}),
                 }
                 self.result.jobs[jid] = jrec.status
@@ -352,7 +351,7 @@ class Executor:
         outputs: dict[str, Any] = {}
         stored_job = self.plan.stored_jobs.get(job.id)
         if stored_job is not None and stored_job.outputs:
-            outputs.update(restore_masked(stored_job.outputs))
+            outputs.update(stored_job.outputs)
         steps_info: dict[str, Any] = {}
         with self._status_lock:
             self.jobs_scope[job.id] = {"status": JobStatus.RUNNING, "outcome": None, "skip_reason": None, "outputs": outputs, "steps": steps_info}
@@ -369,7 +368,6 @@ class Executor:
                     continue
                 kind, reason = action
                 if kind == "skip_job":
-                    self._flush_job_outputs(job, outputs)
                     self._skip_job(job, reason, idx + 1)
                     return
                 if kind == "complete_job":
@@ -405,9 +403,6 @@ class Executor:
             self._rec(self.event("job.finished", job_id=job.id, status="SUCCESS", duration=round(self.svc.clock() - now, 6))),
             outputs=outputs or None, outcome=self.jobs_scope[job.id].get("outcome"), finished_at=self.svc.clock(),
         )
-
-    def _flush_job_outputs(self, job: JobSpec, outputs: Mapping[str, Any]) -> None:
-        self.jobs_scope[job.id]["outputs"] = outputs
 
     def _skip_rest(self, job: JobSpec, from_index: int, reason: str) -> None:
         now = self.svc.clock()
@@ -567,10 +562,10 @@ class Executor:
                 if self.svc.cancel.wait(delay):
                     raise Interrupted("interrupted during retry delay")
                 continue
-            self._fail_step(job, step, attempt, error, started=started, recorded=False)
+            self._fail_step(job, step, attempt, error, started=started)
             raise _JobFailed(f"step '{step.id}' failed: {error}")
 
-    def _fail_step(self, job: JobSpec, step: StepSpec, attempt: int, error: str, *, started: float | None = None, recorded: bool = False) -> None:
+    def _fail_step(self, job: JobSpec, step: StepSpec, attempt: int, error: str, *, started: float | None = None) -> None:
         now = self.svc.clock()
         error = self.inp.mask(error)
         self.svc.store.set_step(

@@ -7,7 +7,7 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aetherflow.api import (
@@ -241,7 +241,3 @@ class WithLock(Step):
         if len(specs) > 1:
             outputs["steps"] = per_step
         return StepResult(status, outputs)
-
-
-def utc_iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")

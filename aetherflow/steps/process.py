@@ -395,7 +395,6 @@ def _child_env(ctx: StepContext, inputs: Mapping[str, Any], staging: Path | None
         env = dict(ctx.env)
     else:
         env = {k: ctx.env[k] for k in _KEEP_ENV if k in ctx.env}
-    env.update(ctx.secrets_env)
     env.update(
         AETHERFLOW_RUN_ID=ctx.run_id,
         AETHERFLOW_FLOW_ID=ctx.flow_id,
