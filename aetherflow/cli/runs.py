@@ -12,6 +12,7 @@ import typer
 from aetherflow.cli import options as o
 from aetherflow.cli.app import app, guarded, process_env, stderr, stdout
 from aetherflow.errors import UsageError
+from aetherflow.model import MASKED_KEYS_FIELD
 
 runs_app = typer.Typer(help="Recorded runs.\n\nExample: aetherflow runs list --status FAILED", no_args_is_help=True)
 locks_app = typer.Typer(help="Held locks.\n\nExample: aetherflow locks list", no_args_is_help=True)
@@ -128,6 +129,14 @@ def runs_show(
             stdout(render.history_text(events))
 
 
+def _job_outputs(j: Any) -> dict[str, Any]:
+    from aetherflow.model import thaw
+
+    if j is None:
+        return {}
+    return {k: v for k, v in thaw(j.outputs).items() if k != MASKED_KEYS_FIELD}
+
+
 def show_doc(store: Any, rec: Any) -> dict[str, Any]:
     from aetherflow.model import thaw
     from aetherflow.pipeline import display_status
@@ -169,7 +178,8 @@ def show_doc(store: Any, rec: Any) -> dict[str, Any]:
                           "reason": s.reason, "started_at": s.started_at, "finished_at": s.finished_at,
                           "attempts": by_step.get((jid, sid), [])})
         job_docs.append({"job_id": jid, "status": j.status if j else "PENDING", "reason": j.reason if j else None,
-                         "outcome": j.outcome if j else None, "outputs": thaw(j.outputs) if j else {},
+                         "outcome": j.outcome if j else None, "outputs": _job_outputs(j),
+                         "masked_outputs": list(j.outputs.get(MASKED_KEYS_FIELD, ())) if j else [],
                          "started_at": j.started_at if j else None, "finished_at": j.finished_at if j else None,
                          "steps": sdocs})
     run: dict[str, Any] = {

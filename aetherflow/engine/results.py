@@ -8,8 +8,8 @@ from datetime import UTC
 from typing import Any
 
 from aetherflow.errors import AetherflowError
-from aetherflow.model import Masked, RetrySpec, StepResult
-from aetherflow.state.store import StepRecord, WaitRecord
+from aetherflow.model import MASKED_KEYS_FIELD, Masked, RetrySpec, StepResult
+from aetherflow.state.store import JobRecord, StepRecord, WaitRecord
 
 
 def backoff_delay(retry: RetrySpec, attempt: int, rng: Callable[[], float] = random.random) -> float:
@@ -50,6 +50,14 @@ def error_text(exc: BaseException) -> str:
         return exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def restore_job_outputs(rec: JobRecord) -> dict[str, Any]:
+    """Stored job outputs; values that carried a secret become ``Masked``."""
+    outs = dict(rec.outputs)
+    for k in outs.pop(MASKED_KEYS_FIELD, ()):
+        outs[k] = Masked(f"jobs.{rec.job_id}.outputs.{k}")
+    return outs
 
 
 def restore_outputs(rec: StepRecord) -> dict[str, Any]:

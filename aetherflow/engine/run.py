@@ -34,6 +34,7 @@ from aetherflow.engine.results import (
     error_text,
     iso,
     reason_of,
+    restore_job_outputs,
     restore_outputs,
     wait_text,
 )
@@ -152,7 +153,7 @@ class Executor:
                     "status": jrec.status,
                     "outcome": jrec.outcome,
                     "skip_reason": jrec.reason if jrec.status == JobStatus.SKIPPED else None,
-                    "outputs": dict(jrec.outputs),
+                    "outputs": restore_job_outputs(jrec),
                     "steps": by_job.get(jid, {}),
                 }
                 self.result.jobs[jid] = jrec.status
@@ -329,8 +330,18 @@ class Executor:
             self.svc.store.set_steps(self.run_id, writes, None)
         self.svc.store.set_job(
             self.run_id, job.id, JobStatus.SKIPPED, ev, reason=reason, outcome=entry.get("outcome"),
-            outputs=entry.get("outputs") or None, finished_at=now,
+            outputs=self._stored_job_outputs(entry.get("outputs") or {}), finished_at=now,
         )
+
+    def _stored_job_outputs(self, outputs: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Job outputs as stored: masked, with the keys that carried a secret remembered (so a
+        template reading them after a resume fails instead of seeing ``***``)."""
+        if not outputs:
+            return None
+        masked, keys = self.inp.mask_outputs(outputs)
+        if keys:
+            masked[MASKED_KEYS_FIELD] = list(keys)
+        return masked
 
     def _attempt_of(self, job_id: str, step_id: str) -> int:
         rec = self.plan.stored_steps.get((job_id, step_id))
@@ -351,7 +362,7 @@ class Executor:
         outputs: dict[str, Any] = {}
         stored_job = self.plan.stored_jobs.get(job.id)
         if stored_job is not None and stored_job.outputs:
-            outputs.update(stored_job.outputs)
+            outputs.update(restore_job_outputs(stored_job))
         steps_info: dict[str, Any] = {}
         with self._status_lock:
             self.jobs_scope[job.id] = {"status": JobStatus.RUNNING, "outcome": None, "skip_reason": None, "outputs": outputs, "steps": steps_info}
@@ -377,14 +388,14 @@ class Executor:
                     raise _JobFailed(reason)
         except _JobWaiting:
             self._set_job_status(job.id, JobStatus.WAITING)
-            self.svc.store.set_job(self.run_id, job.id, JobStatus.WAITING, self._rec(self.event("job.waiting", job_id=job.id)), outputs=outputs or None)
+            self.svc.store.set_job(self.run_id, job.id, JobStatus.WAITING, self._rec(self.event("job.waiting", job_id=job.id)), outputs=self._stored_job_outputs(outputs))
             return
         except _JobFailed as exc:
             reason = str(exc)
             self._set_job_status(job.id, JobStatus.FAILED, reason)
             self.svc.store.set_job(
                 self.run_id, job.id, JobStatus.FAILED, self._rec(self.event("job.finished", job_id=job.id, status="FAILED", reason=reason)),
-                reason=reason, outputs=outputs or None, outcome=self.jobs_scope[job.id].get("outcome"), finished_at=self.svc.clock(),
+                reason=reason, outputs=self._stored_job_outputs(outputs), outcome=self.jobs_scope[job.id].get("outcome"), finished_at=self.svc.clock(),
             )
             return
         except Interrupted:
@@ -394,14 +405,14 @@ class Executor:
             self._set_job_status(job.id, status, reason)
             self.svc.store.set_job(
                 self.run_id, job.id, status, self._rec(self.event("job.finished", job_id=job.id, status=status, reason=reason)),
-                reason=reason, outputs=outputs or None, finished_at=self.svc.clock(),
+                reason=reason, outputs=self._stored_job_outputs(outputs), finished_at=self.svc.clock(),
             )
             raise
         self._set_job_status(job.id, JobStatus.SUCCESS)
         self.svc.store.set_job(
             self.run_id, job.id, JobStatus.SUCCESS,
             self._rec(self.event("job.finished", job_id=job.id, status="SUCCESS", duration=round(self.svc.clock() - now, 6))),
-            outputs=outputs or None, outcome=self.jobs_scope[job.id].get("outcome"), finished_at=self.svc.clock(),
+            outputs=self._stored_job_outputs(outputs), outcome=self.jobs_scope[job.id].get("outcome"), finished_at=self.svc.clock(),
         )
 
     def _skip_rest(self, job: JobSpec, from_index: int, reason: str) -> None:

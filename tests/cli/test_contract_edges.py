@@ -264,3 +264,30 @@ def test_dry_run_shows_a_selected_job_with_unrun_upstream_as_blocked(cli, write_
     assert "job c after a: blocked (upstream a not selected" in res.stdout
     real = cli("run", str(flow), "--job", "c", "--json")
     assert json.loads(real.stdout)["jobs"]["c"] == "BLOCKED"
+
+
+def test_job_output_carrying_a_secret_fails_a_template_after_resume(cli, write_flow, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("JTOK", "job-Secret-Value-77")
+    gate = tmp_path / "gate"
+    flow = write_flow(f"""
+        version: 1
+        flow: {{id: jobsec}}
+        secrets: {{tok: {{env: JTOK}}}}
+        jobs:
+          - id: a
+            steps:
+              - {{id: s, type: noop, inputs: {{t: "{{{{ secrets.tok }}}}"}}, outputs: {{token: "{{{{ result.t }}}}"}}}}
+          - id: b
+            depends_on: [a]
+            steps:
+              - {{id: gate, type: external.process, inputs: {{command: [test, -f, "{gate}"]}}}}
+              - {{id: use, type: noop, inputs: {{t: "{{{{ jobs.a.outputs.token }}}}"}}}}
+        """)
+    code, doc, _ = run_json(cli, "run", str(flow))
+    assert code == 1  # the gate fails on the first run
+    shown = show(cli, doc["run_id"])
+    assert job_doc(shown, "a")["outputs"] == {"token": "***"} and job_doc(shown, "a")["masked_outputs"] == ["token"]
+    gate.touch()
+    res = cli("resume", doc["run_id"])
+    assert res.exit_code == 1
+    assert "secrets." in res.stderr and "Secret-Value" not in res.stderr
