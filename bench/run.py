@@ -172,7 +172,10 @@ class Impl:
 
     def env(self, home: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AETHERFLOW_")}
-        env.update(AETHERFLOW_HOME=str(home), NO_COLOR="1", PYTHONDONTWRITEBYTECODE="1")
+        env.update(AETHERFLOW_HOME=str(home), NO_COLOR="1")
+        # an installed package has its bytecode compiled (see ensure_bytecode); without
+        # PYTHONDONTWRITEBYTECODE the core venv writes its own caches during the warm-up run
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         if self.core:  # its own venv only: a PYTHONPATH would put our `aetherflow` package first
             env.pop("PYTHONPATH", None)
             env.pop("PYTHONHOME", None)
@@ -195,6 +198,24 @@ def our_impl() -> Impl:
         return Impl("aetherflow", [str(script)])
     found = shutil.which("aetherflow")
     return Impl("aetherflow", [found] if found else [sys.executable, "-m", "aetherflow"])
+
+
+def ensure_bytecode() -> str:
+    """Compile our package (and the example plugin next to it) as ``pip install`` would for a
+    wheel: an editable install under PYTHONDONTWRITEBYTECODE would otherwise recompile every
+    module from source in every timed process."""
+    import compileall
+
+    try:
+        import aetherflow
+    except ImportError:
+        return "aetherflow is not importable from this interpreter"
+    root = Path(aetherflow.__file__).parent
+    try:
+        ok = compileall.compile_dir(str(root), quiet=2)
+    except OSError as exc:
+        return f"could not compile {root.name}/: {exc}"
+    return "" if ok else f"some modules of {root.name}/ did not compile"
 
 
 def install_core(workdir: Path, timeout: float) -> tuple[Impl | None, str]:
@@ -563,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
         commit = commit_cost(work)
         commit_shm = commit_cost(shm_work) if shm_work else None
         child = child_cost(10 if args.smoke else 40)
+        why_not = ensure_bytecode()
+        if why_not:
+            print(f"warning: {why_not}; start-up times include compiling", file=sys.stderr)
         if not core_note:
             print(f"installing aetherflow-core=={CORE_VERSION} into a temporary venv ...", file=sys.stderr, flush=True)
             core, why = install_core(work, args.pip_timeout)
