@@ -34,6 +34,9 @@ class StepMeta:
     description: str | None = None
     #: name of an input whose list of strings adds outcomes (wait_for_event: "events")
     outcomes_input: str | None = None
+    #: called in the engine's thread, without the worker hand-off: for steps that return at
+    #: once and never block (a timeout or a signal cannot interrupt them)
+    inline: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,11 +102,14 @@ def register_step(
     waits: bool = False,
     description: str | None = None,
     outcomes_input: str | None = None,
+    inline: bool = False,
 ) -> Callable[[T], T]:
     """Mark a ``Step`` subclass as step type ``name``. Collected by a ``Registry``.
 
     ``outcomes`` adds outcome names to ``success``/``skipped``; ``waits`` says the step may
-    return WAITING; ``outcomes_input`` names an input listing further outcomes."""
+    return WAITING; ``outcomes_input`` names an input listing further outcomes. ``inline``
+    runs the step in the engine's own thread (no worker hand-off): only for steps that return
+    at once and never block, since neither ``timeout_seconds`` nor a signal can stop them."""
 
     def mark(cls: T) -> T:
         setattr(
@@ -116,6 +122,7 @@ def register_step(
                 waits=waits,
                 description=description or inspect.cleandoc(cls.__dict__.get("__doc__") or "").split("\n")[0] or None,
                 outcomes_input=outcomes_input,
+                inline=inline,
             ),
         )
         return cls

@@ -126,6 +126,8 @@ class StepCaller:
             progress=self._progress_reporter(job.id, step.id, attempt),
         )
         # the step gets its own plain copy (lists and dicts, as aetherflow-core steps expect)
+        if st.meta.inline:
+            return self._call_inline(st, step.id, job.id, thaw(inputs), ctx)
         return self._call_in_worker(st, step.id, job.id, thaw(inputs), ctx, step.timeout_seconds)
 
     def _progress_reporter(self, job_id: str, step_id: str, attempt: int) -> Callable[[str], None]:
@@ -185,6 +187,18 @@ class StepCaller:
                     raise StepTimeoutError(f"step '{step_id}' timed out after {timeout:g} s")
         finally:
             ctx.cancel.unwake(wake)
+        return self._result_of(box, step_id)
+
+    def _call_inline(self, st: StepType, step_id: str, job_id: str, inputs: Any, ctx: StepContext) -> StepResult:
+        """An ``inline`` step type: called here, in the job's thread (it returns at once)."""
+        box: dict[str, Any] = {}
+        try:
+            box["value"] = self._instantiate(st, step_id, job_id, inputs, ctx)()
+        except (Exception, SystemExit, GeneratorExit) as exc:  # noqa: BLE001 - mapped as for a worker
+            box["error"] = exc
+        return self._result_of(box, step_id)
+
+    def _result_of(self, box: Mapping[str, Any], step_id: str) -> StepResult:
         if "error" in box:
             err = box["error"]
             if isinstance(err, Interrupted) or (self.ex.svc.cancel.is_set() and not isinstance(err, StepTimeoutError)):

@@ -35,6 +35,7 @@ _STEP_REF = {
 
 @register_step(
     "check_items",
+    inline=True,
     inputs_schema={
         "type": "object",
         "properties": {
@@ -85,7 +86,7 @@ class Debug(Step):
         return StepResult(STEP_SUCCESS, {k: v for k, v in inputs.items() if k != "show_env"})
 
 
-@register_step("noop", inputs_schema={"type": "object"})
+@register_step("noop", inputs_schema={"type": "object"}, inline=True)
 class Noop(Step):
     """Do nothing, successfully; outputs are the inputs (benchmarks, placeholders)."""
 
