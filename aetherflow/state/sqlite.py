@@ -1,6 +1,14 @@
 """Embedded SQLite state store: WAL, ``synchronous=FULL``, one ``BEGIN IMMEDIATE`` transaction
 per state change with its history row, schema version in ``user_version`` with migrations.
 
+Every transaction is written to the WAL at once (other processes see it, a crash of this one
+does not lose it). Most also wait for an fsync before returning. Three kinds of write do not:
+lock holder rows (advisory: after a power loss every holder is gone anyway), a job starting,
+and a job ending SUCCESS (resume derives both from the step records). They become durable with
+the next synchronous commit, which always comes before the next step starts or the run ends:
+the WAL is replayed in order, so a power loss can only drop a suffix of such writes, never
+a step result or anything recorded after one.
+
 The file is created 0600 in a 0700 directory. A corrupt or unreadable file raises
 ``StateError`` with a recovery hint; it is never reset. Every text written (outputs, errors,
 history data, params) passes through ``mask`` first, so secrets never reach the file.
@@ -34,6 +42,8 @@ from aetherflow.state.store import (
 
 SCHEMA_VERSION = 2
 ACTIVE_STATUSES = ("RUNNING", "WAITING")
+#: job rows written without their own fsync: resume derives them from the step records
+_LAZY_JOB_STATUSES = frozenset({"RUNNING", "SUCCESS"})
 
 _MIGRATIONS: tuple[str, ...] = (
     # version 1
@@ -253,24 +263,31 @@ class SqliteStore:
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
-    def _tx(self) -> Iterator[Any]:
+    def _tx(self, *, sync: bool = True) -> Iterator[Any]:
+        """One ``BEGIN IMMEDIATE`` transaction; with ``sync=False`` its commit does not wait for
+        an fsync (see the module docstring for which writes may do that)."""
         with self._lock:
             db = self._db
+            if not sync:
+                db.execute("PRAGMA synchronous=NORMAL")
             try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.DatabaseError as exc:
-                raise StateError(f"state database {self.path}: {exc}", code="state.corrupt", hint=_RECOVERY_HINT) from exc
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            else:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                except sqlite3.DatabaseError as exc:
+                    raise StateError(f"state database {self.path}: {exc}", code="state.corrupt", hint=_RECOVERY_HINT) from exc
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
                 try:
                     db.execute("COMMIT")
                 except sqlite3.DatabaseError as exc:
                     db.execute("ROLLBACK")
                     raise StateError(f"state database {self.path}: {exc}", code="state.write_failed") from exc
+            finally:
+                if not sync:
+                    db.execute("PRAGMA synchronous=FULL")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -422,7 +439,7 @@ class SqliteStore:
     # jobs and steps -------------------------------------------------------------------------
     def set_job(self, run_id: str, job_id: str, status: str, event: Event | None, **fields: Any) -> None:
         outputs = fields.get("outputs")
-        with self._tx() as db:
+        with self._tx(sync=status not in _LAZY_JOB_STATUSES) as db:
             db.execute(
                 "INSERT INTO jobs (run_id, job_id, status, reason, outcome, outputs, started_at, finished_at) "
                 "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(run_id, job_id) DO UPDATE SET status=excluded.status, "
@@ -459,7 +476,7 @@ class SqliteStore:
                 w.attempt,
                 w.outcome,
                 outputs,
-                _dumps(list(w.masked_keys)),
+                _dumps(list(w.masked_keys)) if w.masked_keys else "[]",
                 error,
                 reason,
                 w.started_at,
@@ -662,7 +679,7 @@ class SqliteStore:
 
     # locks ----------------------------------------------------------------------------------
     def record_lock(self, lock: LockRecord, event: Event | None) -> None:
-        with self._tx() as db:
+        with self._tx(sync=False) as db:
             db.execute(
                 "INSERT OR REPLACE INTO locks (name, run_id, pid, host, since, kind) VALUES (?,?,?,?,?,?)",
                 (lock.name, lock.run_id, lock.pid, lock.host, lock.since, lock.kind),
@@ -670,7 +687,7 @@ class SqliteStore:
             self._history(db, event)
 
     def remove_lock(self, name: str, run_id: str | None, event: Event | None) -> None:
-        with self._tx() as db:
+        with self._tx(sync=False) as db:
             db.execute("DELETE FROM locks WHERE name=? AND (run_id IS ? OR run_id=?)", (name, run_id, run_id))
             self._history(db, event)
 
