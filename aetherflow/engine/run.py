@@ -21,12 +21,13 @@ Algorithm
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from aetherflow import expressions, template
+from aetherflow import template
 from aetherflow.engine.calls import StepCaller
 from aetherflow.engine.locking import LockService, holder_text
 from aetherflow.engine.results import (
@@ -58,6 +59,14 @@ from aetherflow.model import (
 )
 from aetherflow.state.store import LockRecord, StepRecord, StepWrite, WaitRecord
 from aetherflow.workspace import ensure, job_workspace, remove_run_dirs
+
+CANCEL_POLL_SECONDS = 0.05
+
+
+def _when(expr: Any, scope: Mapping[str, Any]) -> bool:
+    from aetherflow import expressions  # only flows with `when` import it
+
+    return bool(expressions.evaluate(expr, scope))
 
 __all__ = ["Executor", "RunInputs", "RunResult", "Services", "backoff_delay"]
 
@@ -97,6 +106,7 @@ class Executor:
             "jobs": self.jobs_scope,
         }
         self._jobs = {j.id: j for j in self.flow.jobs}  # FlowSpec.job() scans: O(jobs) per lookup
+        self._next_cancel_poll = 0.0
         self.calls = StepCaller(self)
 
     # events ---------------------------------------------------------------------------------
@@ -251,6 +261,12 @@ class Executor:
             raise Interrupted(f"run stopped ({self.svc.cancel.why()})")
         if not store:  # before a restored step nothing starts: the next executed step asks the store
             return
+        # `aetherflow cancel` from another process: asked of the store at most every
+        # CANCEL_POLL_SECONDS (a step that took longer is always followed by a look)
+        now = time.monotonic()
+        if now < self._next_cancel_poll:
+            return
+        self._next_cancel_poll = now + CANCEL_POLL_SECONDS
         reason = self.svc.should_cancel()
         if reason is not None:
             self.svc.cancel.set("cancel")
@@ -271,7 +287,7 @@ class Executor:
             return
         if job.when is not None:
             scope = self._scope_for(job, {})
-            if not expressions.evaluate(job.when, scope):
+            if not _when(job.when, scope):
                 self._skip_job(job, WHEN_FALSE, 0)
                 return
         lock: OsLock | None = None
@@ -447,7 +463,7 @@ class Executor:
             status, outcome, reason = restored.status, restored.outcome, restored.reason
             self._promote(step, outs, scope, job_outputs, restored_ok=True)
         else:
-            if step.when is not None and not expressions.evaluate(step.when, scope):
+            if step.when is not None and not _when(step.when, scope):
                 outs, status, outcome, reason = {}, StepStatus.SKIPPED, "skipped", WHEN_FALSE
                 self.svc.store.set_step(
                     self.run_id,

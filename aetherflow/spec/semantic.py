@@ -16,7 +16,7 @@ from collections.abc import Container, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from aetherflow import expressions, template
+from aetherflow import template
 from aetherflow.errors import Issue, Location
 from aetherflow.model import (
     FlowSpec,
@@ -145,6 +145,8 @@ class Builder:
     ) -> Any:
         if value is None:
             return None
+        from aetherflow import expressions  # only flows with `when` pay for the parser
+
         try:
             expr = expressions.parse_when(value)
         except expressions.ExpressionError as exc:
