@@ -95,27 +95,54 @@ def _warn_plugin_errors(loaded_plugins: Any) -> None:
         log.warning("plugin failed to import: %s", err)
 
 
-def check_flow(path: str, loaded_plugins: Any, *, raw: bytes | None = None) -> tuple[Any, list[Issue]]:
-    """Load and fully validate a flow. Returns (LoadedFlow, issues) with semantic and registry
-    issues merged; raises SpecError for YAML and schema problems (nothing to check further)."""
-    from aetherflow.engine.preflight import Preflight
-    from aetherflow.spec import load_flow, sort_issues
+def validation_cache(settings: Settings) -> Any:
+    """The cache of known schema-valid flows (``$AETHERFLOW_HOME/cache/valid``) for ``run`` and
+    ``resume``; ``None`` when ``AETHERFLOW_VALIDATION_CACHE=0``."""
+    if settings.env.get("AETHERFLOW_VALIDATION_CACHE", "").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    from aetherflow.spec.cache import ValidationCache
 
+    return ValidationCache(settings.home / "cache" / "valid")
+
+
+def check_flow(
+    path: str, loaded_plugins: Any, *, raw: bytes | None = None, cache: Any = None
+) -> tuple[Any, list[Issue]]:
+    """Load and fully validate a flow. Returns (LoadedFlow, issues) with semantic and registry
+    issues merged; raises SpecError for YAML and schema problems (nothing to check further).
+
+    With a ``cache`` (:func:`validation_cache`), a flow whose exact bytes, with the same flow
+    schema and step input schemas, were fully valid before skips the JSON Schema checks (flow
+    and step inputs); everything else is checked as always. A flow with no issue is remembered."""
+    from aetherflow.engine.preflight import Preflight, inputs_fingerprint
+    from aetherflow.spec import load_flow, read_flow_bytes, sort_issues
+
+    key: str | None = None
+    known = False
+    if cache is not None:
+        fingerprint = inputs_fingerprint(loaded_plugins.registry)
+        if fingerprint is not None:
+            if raw is None:
+                raw = read_flow_bytes(path)  # the bytes the key names are the bytes checked
+            key = cache.key(raw, fingerprint)
+            known = key is not None and cache.known_valid(key)
     semantic: list[Issue] = []
     try:
-        loaded = load_flow(path, raw=raw)
+        loaded = load_flow(path, raw=raw, schema_valid=known)
     except SpecError as exc:
         partial = getattr(exc, "partial", None)
         if partial is None:
             raise
         loaded, semantic = partial, list(exc.issues)
-    pf = Preflight(loaded_plugins.registry, loaded.positions, path, loaded_plugins.errors)
+    pf = Preflight(loaded_plugins.registry, loaded.positions, path, loaded_plugins.errors, check_inputs=not known)
     issues = sort_issues(semantic + pf.check(loaded.flow, loaded.data))
+    if key is not None and not known and not issues:
+        cache.remember(key)
     return loaded, issues
 
 
-def load_checked(path: str, loaded_plugins: Any, *, raw: bytes | None = None) -> Any:
-    loaded, issues = check_flow(path, loaded_plugins, raw=raw)
+def load_checked(path: str, loaded_plugins: Any, *, raw: bytes | None = None, cache: Any = None) -> Any:
+    loaded, issues = check_flow(path, loaded_plugins, raw=raw, cache=cache)
     if issues:
         raise SpecError(issues, file=path)
     return loaded
@@ -307,7 +334,7 @@ class Runner:
     def run(self, req: RunRequest) -> RunOutcome:
         loaded_plugins = load_registry(self.settings)
         _warn_plugin_errors(loaded_plugins)
-        loaded = load_checked(req.flow_path, loaded_plugins)
+        loaded = load_checked(req.flow_path, loaded_plugins, cache=validation_cache(self.settings))
         flow: FlowSpec = loaded.flow
         state_path = state_path_for(self.settings, flow)
         if req.run_id:
@@ -433,7 +460,7 @@ class Runner:
             flow, raw_changed = self._flow_for_resume(rec, req, store)
             loaded_plugins = load_registry(self.settings, rec.plugin_paths)
             _warn_plugin_errors(loaded_plugins)
-            flow = load_checked(flow[0], loaded_plugins, raw=flow[1]).flow
+            flow = load_checked(flow[0], loaded_plugins, raw=flow[1], cache=validation_cache(self.settings)).flow
             from aetherflow import resolve
 
             redactor = resolve.Redactor()
@@ -480,7 +507,7 @@ class Runner:
         store = open_store(state_path)
         try:
             (path, raw), _ = self._flow_for_resume(rec, req, store)
-            flow = load_checked(path, loaded_plugins, raw=raw).flow
+            flow = load_checked(path, loaded_plugins, raw=raw, cache=validation_cache(self.settings)).flow
             plan = make_plan(flow, selected=select_jobs(flow, rec.selected_jobs, False), stored_jobs=store.jobs(rec.run_id),
                              stored_steps=store.steps(rec.run_id), reruns=parse_reruns(flow, req.reruns))
         finally:

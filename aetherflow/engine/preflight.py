@@ -5,11 +5,16 @@
 * ``flow.unknown_outcome`` — ``on_outcome`` keys must be outcomes the step type declares;
 * ``flow.wait_in_lock`` — a step that may wait cannot run inside ``with_lock``;
 * nested steps of ``with_lock`` (``step:`` / ``steps:``) get the same checks.
+
+``check_inputs=False`` skips only the ``inputs.*`` checks (JSON Schema, the costly part), for a
+flow the validation cache knows passed them with the same step types' schemas: see
+:func:`inputs_fingerprint`.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,11 +26,20 @@ LOCK_STEP = "with_lock"
 
 
 class Preflight:
-    def __init__(self, registry: Registry, positions: Any, file: str, plugin_errors: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        positions: Any,
+        file: str,
+        plugin_errors: Sequence[str] = (),
+        *,
+        check_inputs: bool = True,
+    ) -> None:
         self.registry = registry
         self.pos = positions
         self.file = file
         self.plugin_errors = tuple(plugin_errors)
+        self.check_inputs = check_inputs
         self.issues: list[Issue] = []
         self._validators: dict[str, Any] = {}
 
@@ -83,7 +97,7 @@ class Preflight:
                         self.loc((*path, "on_outcome", name), key=True),
                     )
                 )
-        if st.meta.inputs_schema:
+        if st.meta.inputs_schema and self.check_inputs:
             validator = self._validators.get(type_name)
             if validator is None:
                 from aetherflow.spec.schema import inputs_validator
@@ -112,6 +126,26 @@ class Preflight:
             if not isinstance(t, str):
                 continue
             self.check_step(t, spec.get("inputs") or {}, {}, npath, None, in_lock=True)
+
+
+def inputs_fingerprint(registry: Registry) -> bytes | None:
+    """The declared ``inputs_schema`` of every registered step type, as canonical JSON: part of
+    the validation cache's key, so a changed plugin schema re-validates every flow (~0.3 ms for
+    the built-in registry). ``None`` if a schema cannot be serialised (then nothing is cached)."""
+    schemas = {name: st.meta.inputs_schema for name, st in registry.steps.items()}
+    try:
+        text = json.dumps(schemas, sort_keys=True, default=_canonical, ensure_ascii=False)
+    except (TypeError, ValueError):  # keys of mixed types, a cycle
+        return None
+    return text.encode("utf-8")
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    raise TypeError(f"cannot fingerprint {type(value).__name__}")
 
 
 def _plain(value: Any) -> Any:

@@ -21,6 +21,22 @@ class LoadedFlow:
     positions: Any
 
 
+def shipped_schema_file(name: str) -> Any:
+    """Where the shipped schema ``<name>.schema.json`` is: the package data (``aetherflow/schemas``
+    in a wheel), else the repository's ``schemas/`` directory (editable installs); ``None``."""
+    from importlib import resources
+
+    filename = f"{name}.schema.json"
+    for candidate in (resources.files("aetherflow") / "schemas" / filename,
+                      Path(__file__).resolve().parents[2] / "schemas" / filename):
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:
+            return None
+    return None
+
+
 def read_flow_bytes(path: str) -> bytes:
     p = Path(path)
     try:
@@ -33,21 +49,26 @@ def read_flow_bytes(path: str) -> bytes:
         raise SpecError([Issue("flow.unreadable", f"cannot read {path}: {exc.strerror}", Location(path, None, None))]) from exc
 
 
-def load_flow(path: str, *, raw: bytes | None = None, validator: Any = None) -> LoadedFlow:
-    """Load, schema-check and build a flow. ``validator`` is a ``SchemaValidator`` to reuse."""
+def load_flow(path: str, *, raw: bytes | None = None, validator: Any = None, schema_valid: bool = False) -> LoadedFlow:
+    """Load, schema-check and build a flow. ``validator`` is a ``SchemaValidator`` to reuse.
+    ``schema_valid``: these exact bytes are known to pass the shipped flow schema (the
+    validation cache, ``spec/cache.py``), so the schema check (and the jsonschema import) is
+    skipped; the flow is still built and semantically checked."""
     from aetherflow.spec.loader import load_yaml
-    from aetherflow.spec.schema import SchemaValidator, load_schema
     from aetherflow.spec.semantic import Builder, base_dir_of, sha256_text
 
     if raw is None:
         raw = read_flow_bytes(path)
     data, positions = load_yaml(raw, path)
-    if validator is None:
-        # our own shipped schema: its meta-validation (tests do it) would cost ~20 ms per run
-        validator = SchemaValidator(load_schema("flow"), check=False)
-    issues = validator.validate(data, file=path, positions=positions)
-    if issues:
-        raise SpecError(issues, file=path)
+    if not schema_valid:
+        if validator is None:
+            from aetherflow.spec.schema import SchemaValidator, load_schema
+
+            # our own shipped schema: its meta-validation (tests do it) would cost ~20 ms per run
+            validator = SchemaValidator(load_schema("flow"), check=False)
+        issues = validator.validate(data, file=path, positions=positions)
+        if issues:
+            raise SpecError(issues, file=path)
     builder = Builder(data, positions, path)
     text = raw.decode("utf-8")
     flow = builder.build(text=text, base_dir=base_dir_of(path), sha256=sha256_text(raw))

@@ -41,7 +41,6 @@ import difflib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from importlib import resources
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -70,16 +69,14 @@ _MAX_SHOWN = 60
 
 def load_schema(name: str) -> dict[str, Any]:
     """Read the shipped schema ``name`` (``flow`` or ``profiles``); a fresh dict each call."""
-    filename = f"{name}.schema.json"
-    packaged = resources.files("aetherflow") / "schemas"
-    candidates: list[Any] = [packaged / filename]
+    from aetherflow.spec import shipped_schema_file
+
+    found = shipped_schema_file(name)
+    if found is not None:
+        # Parsed afresh on every call: callers may mutate the result (plugin merging).
+        loaded: dict[str, Any] = json.loads(found.read_text(encoding="utf-8"))
+        return loaded
     repo_dir = FsPath(__file__).resolve().parents[2] / "schemas"
-    candidates.append(repo_dir / filename)
-    for candidate in candidates:
-        if candidate.is_file():
-            # Parsed afresh on every call: callers may mutate the result (plugin merging).
-            loaded: dict[str, Any] = json.loads(candidate.read_text(encoding="utf-8"))
-            return loaded
     known = sorted(
         p.name.removesuffix(".schema.json")
         for p in (repo_dir.glob("*.schema.json") if repo_dir.is_dir() else ())
