@@ -77,15 +77,22 @@ def load(
     plugin_paths: Sequence[str] = (),
     use_entry_points: bool = True,
 ) -> LoadedPlugins:
-    from aetherflow.connectors import BUILTIN_CONNECTOR_MODULES
-    from aetherflow.steps import BUILTIN_MODULES
+    from aetherflow.connectors import BUILTIN_CONNECTOR_MODULES, BUILTIN_CONNECTORS
+    from aetherflow.steps import BUILTIN_MODULES, BUILTIN_STEP_TYPES
 
     reg = registry or Registry()
     out = LoadedPlugins(registry=reg)
-    for modname in builtin_modules if builtin_modules is not None else (*BUILTIN_MODULES, *BUILTIN_CONNECTOR_MODULES):
-        mod = importlib.import_module(modname)
-        steps, conns = reg.collect_module(mod, f"builtin ({modname})")
-        out.plugins.append(PluginInfo(name=modname, source="builtin", steps=tuple(steps), connectors=tuple(conns)))
+    if builtin_modules is None:  # imported when first used (see steps/__init__.py)
+        for modname in (*BUILTIN_MODULES, *BUILTIN_CONNECTOR_MODULES):
+            steps = tuple(n for n, m in BUILTIN_STEP_TYPES.items() if m == modname)
+            conns = tuple(k for k, m in BUILTIN_CONNECTORS.items() if m == modname)
+            reg.defer_module(modname, f"builtin ({modname})", steps=steps, connectors=conns)
+            out.plugins.append(PluginInfo(name=modname, source="builtin", steps=steps, connectors=conns))
+    else:
+        for modname in builtin_modules:
+            mod = importlib.import_module(modname)
+            found, conns_found = reg.collect_module(mod, f"builtin ({modname})")
+            out.plugins.append(PluginInfo(name=modname, source="builtin", steps=tuple(found), connectors=tuple(conns_found)))
     if use_entry_points:
         eps = entry_points if entry_points is not None else _entry_points()
         for ep in eps:
@@ -110,7 +117,6 @@ def _load_entry_point(reg: Registry, ep: Any, observers: list[Any]) -> PluginInf
     dist = getattr(getattr(ep, "dist", None), "name", None)
     version = getattr(getattr(ep, "dist", None), "version", None)
     source = f"plugin {dist or ep.name} (entry point {ep.name} = {ep.value})"
-    before_s, before_c = set(reg.steps), set(reg.connectors)
     try:
         obj = ep.load()
     except PluginError:
@@ -130,10 +136,8 @@ def _load_entry_point(reg: Registry, ep: Any, observers: list[Any]) -> PluginInf
         raise
     except Exception as exc:  # noqa: BLE001
         return PluginInfo(name=ep.name, source="entry point", distribution=dist, version=version, error=f"{type(exc).__name__}: {exc}")
-    return PluginInfo(
-        name=ep.name, source="entry point", distribution=dist, version=version,
-        steps=tuple(sorted(set(reg.steps) - before_s)), connectors=tuple(sorted(set(reg.connectors) - before_c)),
-    )
+    steps, conns = reg.registered_by(source)
+    return PluginInfo(name=ep.name, source="entry point", distribution=dist, version=version, steps=steps, connectors=conns)
 
 
 def _load_path(reg: Registry, folder: Path, observers: list[Any]) -> list[PluginInfo]:
@@ -147,7 +151,6 @@ def _load_path(reg: Registry, folder: Path, observers: list[Any]) -> list[Plugin
         name = cand.stem if cand.suffix == ".py" else cand.name
         modname = f"aetherflow_local_plugins.{abs(hash(str(folder.resolve())))}.{name}"
         source = f"plugin path {cand}"
-        before_s, before_c = set(reg.steps), set(reg.connectors)
         try:
             init = cand / "__init__.py" if cand.is_dir() else cand
             spec = importlib.util.spec_from_file_location(
@@ -169,10 +172,8 @@ def _load_path(reg: Registry, folder: Path, observers: list[Any]) -> list[Plugin
             sys.modules.pop(modname, None)
             infos.append(PluginInfo(name=str(cand), source="path", error=f"{type(exc).__name__}: {exc}"))
             continue
-        infos.append(
-            PluginInfo(name=str(cand), source="path", steps=tuple(sorted(set(reg.steps) - before_s)),
-                       connectors=tuple(sorted(set(reg.connectors) - before_c)))
-        )
+        steps, conns = reg.registered_by(source)
+        infos.append(PluginInfo(name=str(cand), source="path", steps=steps, connectors=conns))
     return infos
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -162,15 +162,89 @@ def register_connector(
     return mark
 
 
-@dataclass(slots=True)
 class Registry:
-    """Step types and connector types known to one process (or one test)."""
+    """Step types and connector types known to one process (or one test).
 
-    steps: dict[str, StepType] = field(default_factory=dict)
-    connectors: dict[str, ConnectorType] = field(default_factory=dict)
-    aliases: dict[str, str] = field(default_factory=dict)
-    decoders: dict[str, Any] = field(default_factory=dict)
-    decoder_sources: dict[str, str] = field(default_factory=dict)
+    Built-in modules may be *deferred* (``defer_module``): their names are known, the module is
+    imported and collected the first time one of them is looked up (``step``, ``connector``), a
+    plugin registers the same name, or the full ``steps`` / ``connectors`` mapping is read.
+    ``loaded_steps`` is what is registered so far, without importing anything."""
+
+    __slots__ = ("_connectors", "_deferred", "_deferred_modules", "_steps", "aliases", "decoder_sources", "decoders")
+
+    def __init__(self) -> None:
+        self._steps: dict[str, StepType] = {}
+        self._connectors: dict[str, ConnectorType] = {}
+        self._deferred: dict[str, tuple[str, str]] = {}  # name or connector key -> (module, source)
+        self._deferred_modules: list[str] = []  # every module ever deferred, loaded or not
+        self.aliases: dict[str, str] = {}
+        self.decoders: dict[str, Any] = {}
+        self.decoder_sources: dict[str, str] = {}
+
+    @property
+    def steps(self) -> dict[str, StepType]:
+        self.load_deferred()
+        return self._steps
+
+    @property
+    def connectors(self) -> dict[str, ConnectorType]:
+        self.load_deferred()
+        return self._connectors
+
+    @property
+    def loaded_steps(self) -> Mapping[str, StepType]:
+        return self._steps
+
+    def registered_by(self, source: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Step names and connector keys registered so far by ``source`` (imports nothing)."""
+        return (tuple(sorted(n for n, st in self._steps.items() if st.source == source)),
+                tuple(sorted(k for k, ct in self._connectors.items() if ct.source == source)))
+
+    def defer_module(self, module: str, source: str, *, steps: Sequence[str] = (), connectors: Sequence[str] = ()) -> None:
+        """Know the step types ``steps`` and the ``kind:driver`` keys (aliases included)
+        ``connectors`` as provided by ``module``, to be imported and collected on first use."""
+        self._deferred_modules.append(module)
+        for name in steps:
+            self._deferred[f"step:{name}"] = (module, source)
+        for key in connectors:
+            self._deferred[key] = (module, source)
+
+    def deferred_files_stamp(self) -> str:
+        """Size and mtime of the deferred modules' source files (aetherflow's own modules), so a
+        cache can tell an edited built-in without importing it."""
+        import os
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parent
+        parts = []
+        for mod in self._deferred_modules:
+            head, _, rest = mod.partition(".")
+            if head != "aetherflow" or not rest:
+                continue
+            try:
+                st = os.stat(root.joinpath(*rest.split(".")).with_suffix(".py"))
+            except OSError:
+                parts.append(f"{mod}:?")
+                continue
+            parts.append(f"{mod}:{st.st_size}:{st.st_mtime_ns}")
+        return ",".join(parts)
+
+    def load_deferred(self) -> None:
+        while self._deferred:
+            self._load(next(iter(self._deferred.values())))
+
+    def _load(self, entry: tuple[str, str]) -> None:
+        import importlib
+
+        module, source = entry
+        for key in [k for k, v in self._deferred.items() if v == entry]:
+            del self._deferred[key]
+        self.collect_module(importlib.import_module(module), source)
+
+    def _load_if_deferred(self, key: str) -> None:
+        entry = self._deferred.get(key)
+        if entry is not None:
+            self._load(entry)
 
     def add_decoder(self, fn: Callable[[str], str], source: str) -> str:
         name: str = getattr(fn, DECODER_MARK)
@@ -184,7 +258,8 @@ class Registry:
 
     def add_step(self, cls: type, source: str) -> StepType:
         meta: StepMeta = getattr(cls, STEP_MARK)
-        existing = self.steps.get(meta.name)
+        self._load_if_deferred(f"step:{meta.name}")  # a built-in of that name: the clash names it
+        existing = self._steps.get(meta.name)
         if existing is not None:
             if existing.cls is cls:
                 return existing
@@ -194,20 +269,21 @@ class Registry:
                 hint="rename one of the step types; a plugin cannot replace another's step",
             )
         st = StepType(name=meta.name, cls=cls, meta=meta, source=source)
-        self.steps[meta.name] = st
+        self._steps[meta.name] = st
         return st
 
     def add_connector(self, cls: type, source: str) -> ConnectorType:
         meta: ConnectorMeta = getattr(cls, CONNECTOR_MARK)
         ct = ConnectorType(kind=meta.kind, driver=meta.driver, cls=cls, meta=meta, source=source)
         for key in (ct.key, *(f"{meta.kind}:{a}" for a in meta.aliases)):
-            existing = self.connectors.get(key) or self.connectors.get(self.aliases.get(key, ""))
+            self._load_if_deferred(key)
+            existing = self._connectors.get(key) or self._connectors.get(self.aliases.get(key, ""))
             if existing is not None and existing.cls is not cls:
                 raise PluginError(
                     f"connector '{key}' is registered twice: by {existing.source} and by {source}",
                     code="plugin.duplicate_connector",
                 )
-        self.connectors[ct.key] = ct
+        self._connectors[ct.key] = ct
         for a in meta.aliases:
             self.aliases[f"{meta.kind}:{a}"] = ct.key
         return ct
@@ -234,8 +310,13 @@ class Registry:
         return steps, connectors
 
     def step(self, name: str) -> StepType | None:
-        return self.steps.get(name)
+        found = self._steps.get(name)
+        if found is None and f"step:{name}" in self._deferred:
+            self._load_if_deferred(f"step:{name}")
+            found = self._steps.get(name)
+        return found
 
     def connector(self, kind: str, driver: str) -> ConnectorType | None:
         key = f"{kind}:{driver}"
-        return self.connectors.get(key) or self.connectors.get(self.aliases.get(key, ""))
+        self._load_if_deferred(key)
+        return self._connectors.get(key) or self._connectors.get(self.aliases.get(key, ""))

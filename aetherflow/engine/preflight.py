@@ -129,15 +129,16 @@ class Preflight:
 
 
 def inputs_fingerprint(registry: Registry) -> bytes | None:
-    """The declared ``inputs_schema`` of every registered step type, as canonical JSON: part of
-    the validation cache's key, so a changed plugin schema re-validates every flow (~0.3 ms for
-    the built-in registry). ``None`` if a schema cannot be serialised (then nothing is cached)."""
-    schemas = {name: st.meta.inputs_schema for name, st in registry.steps.items()}
+    """What step-input checks depend on, for the validation cache's key: the declared
+    ``inputs_schema`` of every step type registered by a plugin (canonical JSON) and, for the
+    built-in step modules (imported only when used), their files' size and mtime, so an edited
+    built-in re-validates too. ``None`` if a schema cannot be serialised (nothing is cached)."""
+    schemas = {name: st.meta.inputs_schema for name, st in registry.loaded_steps.items() if not st.source.startswith("builtin")}
     try:
         text = json.dumps(schemas, sort_keys=True, default=_canonical, ensure_ascii=False)
     except (TypeError, ValueError):  # keys of mixed types, a cycle
         return None
-    return text.encode("utf-8")
+    return (text + "|" + registry.deferred_files_stamp()).encode("utf-8")
 
 
 def _canonical(value: Any) -> Any:
