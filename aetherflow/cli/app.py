@@ -1,4 +1,11 @@
-"""The typer application: command groups, error → exit code mapping, logging and signals."""
+"""The typer application: command groups, error → exit code mapping, logging and signals.
+
+Commands live in one module per group and register themselves on ``root_app`` when imported.
+An invocation imports only the module of the command it names (``COMMAND_MODULES``), so typer
+builds and introspects just those commands; the root group itself (no command, a leading option
+such as ``--help``, an unknown command, shell completion) gets all of them. ``app`` is the root
+with every command registered, for callers that render or invoke any command (docs, tests).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +14,17 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any, NoReturn
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
 from aetherflow import __version__
 from aetherflow.errors import AetherflowError, ExitCode, UsageError
 
-app = typer.Typer(
+root_app = typer.Typer(
     name="aetherflow",
     help="YAML-defined flow runner for operations and ETL batch work: validate, run, resume.\n\n"
     "Example: aetherflow run flows/daily.yaml",
@@ -35,7 +43,7 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@root_app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
@@ -280,11 +288,64 @@ def crash_hooks(env: dict[str, str]) -> Callable[[str, Any], None] | None:
     return hook
 
 
+# top-level command name → the module that registers it on `root_app` (a test checks the map
+# against the full command list). Modules appear in import order, which is the order of the
+# commands in `aetherflow --help`.
+COMMAND_MODULES = MappingProxyType({
+    "validate": "aetherflow.cli.inspect",
+    "schema": "aetherflow.cli.inspect",
+    "graph": "aetherflow.cli.inspect",
+    "steps": "aetherflow.cli.inspect",
+    "explain": "aetherflow.cli.inspect",
+    "doctor": "aetherflow.cli.inspect",
+    "run": "aetherflow.cli.runcmd",
+    "resume": "aetherflow.cli.runcmd",
+    "runs": "aetherflow.cli.runs",
+    "locks": "aetherflow.cli.runs",
+    "cancel": "aetherflow.cli.runs",
+})
+
+
+def import_command_module(path: str) -> None:
+    # the import statement's machinery, unlike importlib.import_module, shows in -X importtime
+    __import__(path)
+
+
+def register_all_commands() -> typer.Typer:
+    """Import every command module, so that ``root_app`` has every command; returns it."""
+    for path in dict.fromkeys(COMMAND_MODULES.values()):
+        import_command_module(path)
+    return root_app
+
+
+def invoked_command(args: Sequence[str], env: Mapping[str, str]) -> str | None:
+    """The command ``args`` run, or None when the root group answers itself and so must know
+    every command: no arguments (help), a leading option (every root option, ``--help``,
+    ``--version`` and the completion installers, is eager and exits before a command is
+    looked up; an unknown one is an error), or a shell-completion request."""
+    if "_AETHERFLOW_COMPLETE" in env or not args or args[0].startswith("-"):
+        return None
+    return args[0]
+
+
 def run_app(args: list[str]) -> None:
-    app(args=args, prog_name="aetherflow")
+    """Register only the invoked command's module (typer then builds and introspects just
+    its commands); the root group and unknown names ("No such command", suggestions) get all."""
+    module = COMMAND_MODULES.get(invoked_command(args, os.environ) or "")
+    if module is None:
+        register_all_commands()
+    else:
+        import_command_module(module)
+    root_app(args=args, prog_name="aetherflow")
 
 
-# command modules register themselves on `app` (imported last: they import from here)
-from aetherflow.cli import inspect as _inspect  # noqa: E402,F401
-from aetherflow.cli import runcmd as _runcmd  # noqa: E402,F401
-from aetherflow.cli import runs as _runs  # noqa: E402,F401
+if TYPE_CHECKING:
+    app: typer.Typer  # the root with every command registered
+else:
+
+    def __getattr__(name: str) -> Any:
+        # `from aetherflow.cli.app import app` (docs/gen_cli.py, tests) gets every command;
+        # resolved on access so that importing this module alone registers none
+        if name == "app":
+            return register_all_commands()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """`validate`, `schema`, `graph`, `steps`, `explain`, `doctor`: commands that read a flow or the
 registry and run nothing."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: typer reads the command signatures, and string
+# annotations are evaluated again on each read (several per command); real ones are built once.
 
 import json
 from typing import Annotated, Any
@@ -9,11 +10,11 @@ from typing import Annotated, Any
 import typer
 
 from aetherflow.cli import options as o
-from aetherflow.cli.app import app, guarded, process_env, stderr, stdout
+from aetherflow.cli.app import guarded, process_env, root_app, stderr, stdout
 from aetherflow.errors import ExitCode, SpecError, UsageError
 
 steps_app = typer.Typer(help="Registered step types (built-in and plugins).\n\nExample: aetherflow steps list", no_args_is_help=True)
-app.add_typer(steps_app, name="steps")
+root_app.add_typer(steps_app, name="steps")
 
 
 def _settings(plugin_path: list[str] | None, state: str | None = None) -> Any:
@@ -27,7 +28,7 @@ def _plugin_warnings(loaded: Any) -> None:
         stderr(f"warning: plugin failed to import: {err}")
 
 
-@app.command("validate")
+@root_app.command("validate")
 def validate_cmd(
     flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
     as_json: o.Json = False,
@@ -66,7 +67,7 @@ def validate_cmd(
             stdout(f"{flow}: ok (flow {f.id}, {len(f.jobs)} job(s), {sum(len(j.steps) for j in f.jobs)} step(s))")
 
 
-@app.command("schema")
+@root_app.command("schema")
 def schema_cmd(
     which: Annotated[str, typer.Argument(help="flow or profiles.")] = "flow",
     plugin_path: o.PluginPath = None,
@@ -111,7 +112,7 @@ def merge_step_schemas(schema: dict[str, Any], registry: Any) -> dict[str, Any]:
     return schema
 
 
-@app.command("graph")
+@root_app.command("graph")
 def graph_cmd(
     flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
     fmt: Annotated[str, typer.Option("--format", help="ascii, mermaid or dot.")] = "ascii",
@@ -220,7 +221,7 @@ def steps_show(
         stdout(json.dumps(thaw(st.meta.inputs_schema or {}), indent=2))
 
 
-@app.command("explain")
+@root_app.command("explain")
 def explain_cmd(
     flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
     profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource.")] = None,
@@ -257,7 +258,7 @@ def explain_cmd(
                 stdout(f"    {k} = {v['value']}  <- {v['origin']}")
 
 
-@app.command("doctor")
+@root_app.command("doctor")
 def doctor_cmd(
     flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
     state: o.State = None,

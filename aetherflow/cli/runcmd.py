@@ -1,6 +1,7 @@
 """`aetherflow run` and `aetherflow resume`."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: typer reads the command signatures, and string
+# annotations are evaluated again on each read (several per command); real ones are built once.
 
 import contextlib
 import os
@@ -12,11 +13,11 @@ import typer
 from aetherflow.cli import options as o
 from aetherflow.cli.app import (
     MaskFilter,
-    app,
     crash_hooks,
     guarded,
     log_line,
     process_env,
+    root_app,
     setup_logging,
     signal_handlers,
     stderr,
@@ -124,7 +125,7 @@ def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_lo
         raise typer.Exit(_exit_for(outcome, detailed))
 
 
-@app.command("run")
+@root_app.command("run")
 def run_cmd(
     flow: Annotated[str | None, typer.Argument(help="Flow YAML file.", show_default=False)] = None,
     flow_yaml: Annotated[str | None, typer.Option("--flow-yaml", help="Alias of the FLOW argument (aetherflow-core).")] = None,
@@ -169,7 +170,7 @@ def run_cmd(
              log_format=log_format, mask_filter=mask_filter)
 
 
-@app.command("resume")
+@root_app.command("resume")
 def resume_cmd(
     run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix).", show_default=False, autocompletion=_complete_run_ids)] = None,
     event: Annotated[str | None, typer.Option("--event", help="Deliver this event to the waiting step.")] = None,

@@ -1,6 +1,7 @@
 """`runs list|show|prune`, `cancel`, `locks list`: commands on the state store."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: typer reads the command signatures, and string
+# annotations are evaluated again on each read (several per command); real ones are built once.
 
 import re
 import shutil
@@ -10,14 +11,13 @@ from typing import Annotated, Any
 import typer
 
 from aetherflow.cli import options as o
-from aetherflow.cli.app import app, guarded, process_env, stderr, stdout
+from aetherflow.cli.app import guarded, process_env, root_app, stderr, stdout
 from aetherflow.errors import UsageError
-from aetherflow.model import MASKED_KEYS_FIELD
 
 runs_app = typer.Typer(help="Recorded runs.\n\nExample: aetherflow runs list --status FAILED", no_args_is_help=True)
 locks_app = typer.Typer(help="Held locks.\n\nExample: aetherflow locks list", no_args_is_help=True)
-app.add_typer(runs_app, name="runs")
-app.add_typer(locks_app, name="locks")
+root_app.add_typer(runs_app, name="runs")
+root_app.add_typer(locks_app, name="locks")
 
 
 def _complete_run_ids(incomplete: str) -> list[str]:
@@ -130,7 +130,7 @@ def runs_show(
 
 
 def _job_outputs(j: Any) -> dict[str, Any]:
-    from aetherflow.model import thaw
+    from aetherflow.model import MASKED_KEYS_FIELD, thaw
 
     if j is None:
         return {}
@@ -138,7 +138,7 @@ def _job_outputs(j: Any) -> dict[str, Any]:
 
 
 def show_doc(store: Any, rec: Any) -> dict[str, Any]:
-    from aetherflow.model import thaw
+    from aetherflow.model import MASKED_KEYS_FIELD, thaw
     from aetherflow.pipeline import display_status
 
     jobs = store.jobs(rec.run_id)
@@ -247,7 +247,7 @@ def runs_prune(
             stdout(f"{verb} {len(pruned)} run(s)" + ("".join(f"\n  {r}" for r in pruned) if pruned else ""))
 
 
-@app.command("cancel")
+@root_app.command("cancel")
 def cancel_cmd(
     run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix).", autocompletion=_complete_run_ids)] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why; recorded in the history.")] = None,

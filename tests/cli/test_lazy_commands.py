@@ -1,0 +1,114 @@
+"""An invocation imports only the module of the command it runs (cli/app.py COMMAND_MODULES);
+help, unknown commands and shell completion still see every command. Real subprocesses: the
+point is which modules one CLI process imports, which an in-process runner cannot show."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ONE_STEP = """
+version: 1
+flow:
+  id: one
+jobs:
+  - id: j
+    steps:
+      - id: s
+        type: noop
+"""
+
+COMMAND_MODULES = {"aetherflow.cli.runcmd", "aetherflow.cli.inspect", "aetherflow.cli.runs"}
+
+# runs aetherflow.cli.main in this process, then reports its exit code and the cli modules loaded
+PROBE = """
+import json, sys
+from aetherflow.cli import main
+try:
+    main(sys.argv[1:])
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+sys.stdout.write("\\n" + json.dumps({"exit": code, "modules": sorted(
+    m for m in sys.modules if m.startswith("aetherflow.cli"))}) + "\\n")
+"""
+
+
+def probe(*args: str) -> tuple[int, set[str]]:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout.rstrip("\n").rsplit("\n", 1)[-1])
+    return doc["exit"], set(doc["modules"])
+
+
+def help_commands(text: str) -> list[str]:
+    """The command names of the ``Commands:`` section of a help text."""
+    lines = text.split("Commands:\n", 1)[1].splitlines()
+    return [line.split()[0] for line in lines if line.startswith("  ") and not line.startswith("   ")]
+
+
+def test_run_imports_only_its_command_module(home: Path, write_flow) -> None:
+    flow = write_flow(ONE_STEP)
+    code, modules = probe("run", str(flow))
+    assert code == 0
+    assert modules & COMMAND_MODULES == {"aetherflow.cli.runcmd"}, sorted(modules)
+
+
+@pytest.mark.parametrize(("args", "module"), [
+    (("runs", "list"), "aetherflow.cli.runs"),
+    (("steps", "list"), "aetherflow.cli.inspect"),
+    (("resume", "--help"), "aetherflow.cli.runcmd"),
+])
+def test_other_commands_import_only_their_module(home: Path, args: tuple[str, ...], module: str) -> None:
+    code, modules = probe(*args)
+    assert code == 0
+    assert modules & COMMAND_MODULES == {module}, sorted(modules)
+
+
+def test_command_map_names_every_command() -> None:
+    from typer.main import get_command
+
+    from aetherflow.cli.app import COMMAND_MODULES as MAP
+    from aetherflow.cli.app import app
+
+    assert sorted(MAP) == sorted(get_command(app).commands)  # type: ignore[attr-defined]
+    assert set(MAP.values()) == COMMAND_MODULES
+
+
+def test_root_help_lists_every_command(home: Path, af) -> None:
+    from typer.main import get_command
+
+    from aetherflow.cli.app import app
+
+    every = list(get_command(app).commands)  # type: ignore[attr-defined]
+    code, modules = probe("--help")
+    assert code == 0
+    assert modules >= COMMAND_MODULES
+    res = af("--help")
+    assert res.exit_code == 0
+    assert help_commands(res.stdout) == every
+    res = af()  # no arguments: help on stderr, usage exit code
+    assert res.exit_code == 2
+    assert help_commands(res.stderr) == every
+
+
+def test_unknown_command_still_suggests_from_every_command(home: Path, af) -> None:
+    res = af("nosuch")
+    assert res.exit_code == 2
+    assert "No such command 'nosuch'" in res.stderr
+    assert res.stdout == ""
+    res = af("lcoks")
+    assert res.exit_code == 2
+    assert "Did you mean 'locks'?" in res.stderr
+
+
+def test_shell_completion_offers_every_command(home: Path, af) -> None:
+    from aetherflow.cli.app import COMMAND_MODULES as MAP
+
+    res = af(env={"_AETHERFLOW_COMPLETE": "complete_bash", "COMP_WORDS": "aetherflow ", "COMP_CWORD": "1"})
+    assert res.exit_code == 0
+    assert set(res.stdout.split()) == set(MAP)
