@@ -201,9 +201,8 @@ def our_impl() -> Impl:
 
 
 def ensure_bytecode() -> str:
-    """Compile our package (and the example plugin next to it) as ``pip install`` would for a
-    wheel: an editable install under PYTHONDONTWRITEBYTECODE would otherwise recompile every
-    module from source in every timed process."""
+    """Compile our package as ``pip install`` does for a wheel: an editable install under
+    PYTHONDONTWRITEBYTECODE would otherwise recompile every module in every timed process."""
     import compileall
 
     try:

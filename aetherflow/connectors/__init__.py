@@ -1,14 +1,5 @@
 """Built-in connectors, one module per ``kind:driver`` family."""
 
-BUILTIN_CONNECTOR_MODULES: tuple[str, ...] = (
-    "aetherflow.connectors.sqlite",
-    "aetherflow.connectors.postgres",
-    "aetherflow.connectors.dburl",
-    "aetherflow.connectors.http",
-    "aetherflow.connectors.smtp",
-    "aetherflow.connectors.archive",
-)
-
 #: connector ``kind:driver`` (and each alias) -> the built-in module that registers it; imported
 #: on first lookup like the built-in step modules
 BUILTIN_CONNECTORS: dict[str, str] = {
@@ -26,3 +17,6 @@ BUILTIN_CONNECTORS: dict[str, str] = {
     "archive:zipfile": "aetherflow.connectors.archive",
     "archive:zip": "aetherflow.connectors.archive",
 }
+
+#: the modules of that table, in import order
+BUILTIN_CONNECTOR_MODULES: tuple[str, ...] = tuple(dict.fromkeys(BUILTIN_CONNECTORS.values()))

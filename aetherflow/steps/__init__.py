@@ -4,13 +4,6 @@ is imported the first time one of its step types is looked up (``BUILTIN_STEP_TY
 pays only for the families its flow uses; a test keeps the table equal to what the modules
 register."""
 
-BUILTIN_MODULES: tuple[str, ...] = (
-    "aetherflow.steps.control",
-    "aetherflow.steps.process",
-    "aetherflow.steps.data",
-    "aetherflow.steps.net",
-    "aetherflow.steps.files",
-)
 
 #: step type name -> the built-in module that registers it
 BUILTIN_STEP_TYPES: dict[str, str] = {
@@ -28,3 +21,6 @@ BUILTIN_STEP_TYPES: dict[str, str] = {
     "zip": "aetherflow.steps.files",
     "unzip": "aetherflow.steps.files",
 }
+
+#: the modules of that table, in import order
+BUILTIN_MODULES: tuple[str, ...] = tuple(dict.fromkeys(BUILTIN_STEP_TYPES.values()))
