@@ -20,6 +20,10 @@ engine's own cost, and the "disk adds" column of the disk rows is the difference
 durability costs on this disk. A result is ``pass`` when it meets the target as written,
 ``disk`` when only the disk's share makes it miss (its ``[tmpfs]`` row passes), else ``FAIL``.
 
+Unless ``--in-place`` (or ``--smoke``) is given, this checkout is pip-installed into a fresh
+venv and that install is timed, so the interpreter starts with only our own dependencies on
+its path, exactly as the comparison tool does in its venv.
+
 When ``aetherflow-core==0.0.14`` can be installed into a temporary venv (``pip``, short
 timeout), the scenarios it can run are run on it too, alternating with ours repetition by
 repetition in this one invocation, and the ratios are printed. Standard library only.
@@ -169,6 +173,7 @@ class Impl:
     name: str
     cmd: list[str]
     core: bool = False
+    python: str = sys.executable  # the interpreter the script runs on (the `python -c pass` row)
 
     def env(self, home: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AETHERFLOW_")}
@@ -217,12 +222,13 @@ def ensure_bytecode() -> str:
     return "" if ok else f"some modules of {root.name}/ did not compile"
 
 
-def install_core(workdir: Path, timeout: float) -> tuple[Impl | None, str]:
-    venv = workdir / "core-venv"
+def install_venv(venv: Path, requirement: str, what: str, timeout: float) -> tuple[Path | None, str]:
+    """A fresh venv with ``requirement`` pip-installed (bytecode compiled, as pip does): its
+    ``aetherflow`` script, or None and why not."""
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=timeout)
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-               f"aetherflow-core=={CORE_VERSION}"]
+               requirement]
         proc = subprocess.run(pip, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None, f"venv/pip install did not finish within {timeout:g} s"
@@ -230,11 +236,27 @@ def install_core(workdir: Path, timeout: float) -> tuple[Impl | None, str]:
         return None, f"could not create a venv: {exc}"
     if proc.returncode != 0:
         tail = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if not ln.startswith("WARNING")]
-        return None, f"pip install aetherflow-core=={CORE_VERSION} failed: {tail[-1] if tail else proc.returncode}"
+        return None, f"pip install {what} failed: {tail[-1] if tail else proc.returncode}"
     exe = venv / "bin" / "aetherflow"
     if not exe.exists():
-        return None, "aetherflow-core installed no `aetherflow` script"
-    return Impl(f"aetherflow-core {CORE_VERSION}", [str(exe)], core=True), ""
+        return None, f"{what} installed no `aetherflow` script"
+    return exe, ""
+
+
+def install_core(workdir: Path, timeout: float) -> tuple[Impl | None, str]:
+    exe, why = install_venv(workdir / "core-venv", f"aetherflow-core=={CORE_VERSION}", f"aetherflow-core=={CORE_VERSION}",
+                            timeout)
+    return (Impl(f"aetherflow-core {CORE_VERSION}", [str(exe)], core=True, python=str(exe.with_name("python")))
+            if exe else None), why
+
+
+def install_ours(workdir: Path, timeout: float) -> tuple[Impl | None, str]:
+    """This checkout, installed the way aetherflow-core is: ``pip install`` of the project into a
+    fresh venv (a wheel build, not editable). Both tools then start from the same interpreter
+    with only their own dependencies on the path; the interpreter this script runs under may
+    load .pth files of unrelated packages at every start-up."""
+    exe, why = install_venv(workdir / "af-venv", str(ROOT), "this checkout", timeout)
+    return (Impl("aetherflow", [str(exe)], python=str(exe.with_name("python"))) if exe else None), why
 
 
 # ---------------------------------------------------------------------------------- scenarios
@@ -296,7 +318,7 @@ def prep_help(impl: Impl, home: Path) -> Argv:
 
 
 def prep_python(impl: Impl, home: Path) -> Argv:
-    return lambda i, last: ([sys.executable, "-c", "pass"], (0,))
+    return lambda i, last: ([impl.python, "-c", "pass"], (0,))
 
 
 def prep_validate(impl: Impl, home: Path) -> Argv:
@@ -562,7 +584,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state-dir", help="where the temporary AETHERFLOW_HOMEs go (default: the system temp dir)")
     ap.add_argument("--no-core", action="store_true", help="skip the aetherflow-core comparison")
     ap.add_argument("--no-tmpfs", action="store_true", help="skip the [tmpfs] engine-overhead rows")
-    ap.add_argument("--pip-timeout", type=float, default=120.0, help="seconds for installing aetherflow-core")
+    ap.add_argument("--in-place", action="store_true",
+                    help="time the aetherflow of this interpreter's environment instead of a fresh venv install "
+                         "of this checkout (always so with --smoke)")
+    ap.add_argument("--pip-timeout", type=float, default=180.0, help="seconds for each venv install")
     args = ap.parse_args(argv)
 
     light = args.reps or (1 if args.smoke else 5 if args.quick else 9)
@@ -576,16 +601,25 @@ def main(argv: list[str] | None = None) -> int:
     shm = None if (args.no_tmpfs or args.smoke) else tmpfs_dir()
     shm_work = Path(tempfile.mkdtemp(prefix="aetherflow-bench-", dir=shm)) if shm else None
     ours = our_impl()
-    impls = [ours]
+    ours_note = "this environment's install (--in-place)" if args.in_place else "this environment's install (--smoke)"
     core_note = "skipped (--smoke)" if args.smoke else "skipped (--no-core)" if args.no_core else ""
     try:
         info = machine(work)
         commit = commit_cost(work)
         commit_shm = commit_cost(shm_work) if shm_work else None
         child = child_cost(10 if args.smoke else 40)
-        why_not = ensure_bytecode()
-        if why_not:
-            print(f"warning: {why_not}; start-up times include compiling", file=sys.stderr)
+        if not (args.in_place or args.smoke):
+            print("installing this checkout into a temporary venv ...", file=sys.stderr, flush=True)
+            venv_ours, why = install_ours(work, args.pip_timeout)
+            if venv_ours is None:
+                ours_note = f"this environment's install: the venv install failed ({why})"
+            else:
+                ours, ours_note = venv_ours, "this checkout pip-installed into a fresh venv"
+        if ours.python == sys.executable:
+            why_not = ensure_bytecode()
+            if why_not:
+                print(f"warning: {why_not}; start-up times include compiling", file=sys.stderr)
+        impls = [ours]
         if not core_note:
             print(f"installing aetherflow-core=={CORE_VERSION} into a temporary venv ...", file=sys.stderr, flush=True)
             core, why = install_core(work, args.pip_timeout)
@@ -598,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
         print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
         print(f"store: SQLite WAL, synchronous=FULL; one commit on {info['filesystem']} costs {commit * 1e3:.2f} ms at start"
               + (f" (on tmpfs {commit_shm * 1e3:.3f} ms)" if commit_shm is not None else ""))
+        print(f"aetherflow: {ours_note}")
         print(f"repetitions: {light} (heavy scenarios {heavy}); comparison: {core_note}")
         print(f"`true` as a child costs {child * 1e3:.2f} ms")
         print()
@@ -665,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
             RESULTS.mkdir(parents=True, exist_ok=True)
             doc = {"machine": info, "commit_ms": commit * 1e3, "commit_tmpfs_ms": commit_shm and commit_shm * 1e3,
                    "child_true_ms": child * 1e3, "repetitions": {"light": light, "heavy": heavy},
-                   "comparison": core_note, "results": [asdict(r) | {"median": r.median} for r in ours_rows],
+                   "comparison": core_note, "aetherflow": ours_note, "results": [asdict(r) | {"median": r.median} for r in ours_rows],
                    "core": ratios, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             (RESULTS / "latest.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
             print(f"wrote {RESULTS / 'latest.json'}")
