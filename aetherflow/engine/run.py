@@ -472,7 +472,11 @@ class Executor:
                     self._rec(self.event("step.skipped", job_id=job.id, step_id=step.id, reason=reason)),
                 )
             else:
-                res, outs = self._execute(job, step, scope, ws, job_outputs)
+                # a result followed at once by the next step's synchronous RUNNING commit needs no
+                # fsync of its own: that commit makes both durable before the next step runs
+                nxt = job.steps[idx + 1] if idx + 1 < len(job.steps) else None
+                more = nxt is not None and (job.id, nxt.id) not in self.plan.restored_steps
+                res, outs = self._execute(job, step, scope, ws, job_outputs, more=more)
                 status = res.status
                 outcome = res.outcome or ("skipped" if res.status == STEP_SKIPPED else "success")
                 reason = res.reason or (outs.get("reason") if isinstance(outs.get("reason"), str) else None)
@@ -504,7 +508,8 @@ class Executor:
             raise
         job_outputs.update(rendered)
 
-    def _execute(self, job: JobSpec, step: StepSpec, scope: dict[str, Any], ws: Any, job_outputs: dict[str, Any]) -> tuple[StepResult, dict[str, Any]]:
+    def _execute(self, job: JobSpec, step: StepSpec, scope: dict[str, Any], ws: Any, job_outputs: dict[str, Any], *,
+                 more: bool = False) -> tuple[StepResult, dict[str, Any]]:
         key = (job.id, step.id)
         stored = self.plan.stored_steps.get(key)
         attempt = stored.attempt if stored is not None else 0
@@ -562,6 +567,7 @@ class Executor:
                               started_at=started, finished_at=now),
                     self._rec(self.event("step.finished", job_id=job.id, step_id=step.id, attempt=attempt, status=res.status,
                                          outcome=outcome, duration=round(now - started, 6))),
+                    sync=not more,
                 )
                 self.svc.hooks("step.finished", {"job": job.id, "step": step.id, "attempt": attempt})
                 return res, outs

@@ -2,12 +2,15 @@
 per state change with its history row, schema version in ``user_version`` with migrations.
 
 Every transaction is written to the WAL at once (other processes see it, a crash of this one
-does not lose it). Most also wait for an fsync before returning. Three kinds of write do not:
+does not lose it). Most also wait for an fsync before returning. Four kinds of write do not:
 lock holder rows (advisory: after a power loss every holder is gone anyway), a job starting,
-and a job ending SUCCESS (resume derives both from the step records). They become durable with
-the next synchronous commit, which always comes before the next step starts or the run ends:
-the WAL is replayed in order, so a power loss can only drop a suffix of such writes, never
-a step result or anything recorded after one.
+a job ending SUCCESS (resume derives both from the step records), and the result of a step
+whose job goes straight on to its next step (``set_step(..., sync=False)``, the engine's
+choice). They become durable with the next synchronous commit, which always comes before the
+next step starts or the run ends: the WAL is replayed in order, so a power loss can only drop
+the writes made since the last fsync, and no step starts before the result of the one before
+it is on disk. A step result so dropped means that step runs again on resume, as a step
+recorded RUNNING does.
 
 The file is created 0600 in a 0700 directory. A corrupt or unreadable file raises
 ``StateError`` with a recovery hint; it is never reset. Every text written (outputs, errors,
@@ -493,8 +496,10 @@ class SqliteStore:
                  w.finished_at),
             )
 
-    def set_step(self, run_id: str, write: StepWrite, event: Event | None) -> None:
-        with self._tx() as db:
+    def set_step(self, run_id: str, write: StepWrite, event: Event | None, *, sync: bool = True) -> None:
+        """``sync=False`` only for a step result the caller follows at once with a synchronous
+        write (the next step's RUNNING): see the module docstring."""
+        with self._tx(sync=sync) as db:
             self._write_step(db, run_id, write)
             self._history(db, event)
 
