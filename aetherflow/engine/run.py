@@ -307,9 +307,11 @@ class Executor:
     def _job_lock(self, job: JobSpec) -> OsLock:
         key = job_lock_key(self.flow.id, job.id)
         lock = OsLock(self.svc.lock_dir, key)
-        if not lock.acquire(self.flow.locks.wait_seconds):
-            holder = holder_text(self.svc.store.lock_holder(key))
-            raise LockBusyError(f"job lock '{key}' is held by {holder}")
+        if not lock.acquire(0):
+            self.svc.store.sync()  # what was written without an fsync must not wait on another process
+            if not lock.acquire(self.flow.locks.wait_seconds):
+                holder = holder_text(self.svc.store.lock_holder(key))
+                raise LockBusyError(f"job lock '{key}' is held by {holder}")
         self.svc.store.record_lock(
             LockRecord(name=key, run_id=self.run_id, pid=self.svc.pid, host=self.svc.host, since=self.svc.clock(), kind="job"),
             self._rec(self.event("lock.acquired", job_id=job.id, lock=key)),
@@ -472,10 +474,13 @@ class Executor:
                     self._rec(self.event("step.skipped", job_id=job.id, step_id=step.id, reason=reason)),
                 )
             else:
-                # a result followed at once by the next step's synchronous RUNNING commit needs no
-                # fsync of its own: that commit makes both durable before the next step runs
+                # a result followed by a synchronous commit before anything else can run needs
+                # no fsync of its own (docs/state.md): the next step's RUNNING makes both durable.
+                # Run one job at a time, that holds after a job's last step too: the next job's
+                # first step, a skipped or blocked job, or the run's end writes synchronously,
+                # and a wait for a job lock syncs first (_job_lock)
                 nxt = job.steps[idx + 1] if idx + 1 < len(job.steps) else None
-                more = nxt is not None and (job.id, nxt.id) not in self.plan.restored_steps
+                more = (self.flow.max_parallel_jobs <= 1) if nxt is None else (job.id, nxt.id) not in self.plan.restored_steps
                 res, outs = self._execute(job, step, scope, ws, job_outputs, more=more)
                 status = res.status
                 outcome = res.outcome or ("skipped" if res.status == STEP_SKIPPED else "success")

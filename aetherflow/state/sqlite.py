@@ -210,6 +210,7 @@ class SqliteStore:
         self.path = str(path)
         self._mask = mask or (lambda s: s)
         self._lock = threading.RLock()
+        self._unsynced = False  # a commit made with sync=False has not been fsynced yet (see sync())
         p = Path(self.path)
         try:
             for d in reversed([*p.parents]):  # every directory we create is private (mkdir's mode
@@ -265,6 +266,28 @@ class SqliteStore:
                         db.execute(stmt)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
+    def sync(self) -> None:
+        """Make every commit so far durable, the ones written with ``sync=False`` too: an fsync
+        of the WAL file (through a descriptor of our own: fsync flushes the file, whichever
+        descriptor asks). Nothing to do when the last commit was synchronous."""
+        with self._lock:
+            if not self._unsynced:
+                return
+            try:
+                fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+            except FileNotFoundError:  # checkpointed and removed: already in the database file
+                self._unsynced = False
+                return
+            except OSError as exc:
+                raise StateError(f"state database {self.path}: cannot open its WAL: {exc}", code="state.write_failed") from exc
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise StateError(f"state database {self.path}: fsync of its WAL failed: {exc}", code="state.write_failed") from exc
+            finally:
+                os.close(fd)
+            self._unsynced = False
+
     @contextmanager
     def _tx(self, *, sync: bool = True) -> Iterator[Any]:
         """One ``BEGIN IMMEDIATE`` transaction; with ``sync=False`` its commit does not wait for
@@ -274,6 +297,7 @@ class SqliteStore:
             if not sync:
                 db.execute("PRAGMA synchronous=NORMAL")
             try:
+                changes = db.total_changes
                 try:
                     db.execute("BEGIN IMMEDIATE")
                 except sqlite3.DatabaseError as exc:
@@ -288,6 +312,10 @@ class SqliteStore:
                 except sqlite3.DatabaseError as exc:
                     db.execute("ROLLBACK")
                     raise StateError(f"state database {self.path}: {exc}", code="state.write_failed") from exc
+                if not sync:
+                    self._unsynced = True
+                elif db.total_changes != changes:  # a commit that wrote frames syncs the whole WAL
+                    self._unsynced = False
             finally:
                 if not sync:
                     db.execute("PRAGMA synchronous=FULL")
