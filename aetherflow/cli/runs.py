@@ -266,7 +266,7 @@ def cancel_cmd(
         if (run_id is None) == (key is None):
             raise UsageError("give RUN_ID or --key VALUE")
         if key is not None:
-            from aetherflow.cli.runcmd import _run_for_key
+            from aetherflow.cli.runexec import _run_for_key
 
             run_id = _run_for_key(settings, key)
         assert run_id is not None

@@ -1,0 +1,256 @@
+"""`run` and `resume` without typer: what the commands do once their arguments are parsed.
+``cli/runcmd.py`` (the typer commands) and ``cli/fast.py`` (the same arguments parsed without
+typer, for start-up time) both call :func:`run_command` and :func:`resume_command` with the
+parameters of the typer command functions, by name. Each ends with ``SystemExit(code)``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Any
+
+from aetherflow.cli.support import (
+    MaskFilter,
+    crash_hooks,
+    guarded,
+    log_line,
+    process_env,
+    setup_logging,
+    signal_handlers,
+    stderr,
+    stdout,
+    stdout_to_stderr,
+)
+from aetherflow.errors import ExitCode, UsageError
+
+
+def use_live_view(quiet: bool, log_format: str = "text") -> bool:
+    """The rich live view only on a terminal, and not with -q or JSON logs."""
+    return sys.stderr.isatty() and not quiet and log_format == "text" and os.environ.get("TERM") != "dumb"
+
+
+def _observers(verbose: int, quiet: bool, events_log: str | None, stack: list[Any], live: Any = None,
+               log_format: str = "text") -> list[Any]:
+    from aetherflow import render
+    from aetherflow.events import JsonLinesLog
+
+    obs: list[Any] = []
+    if live is not None:
+        obs.append(live)
+    elif verbose >= 1 and not quiet:
+        obs.append(render.ProgressJsonLines(sys.stderr) if log_format == "json" else render.ProgressLines(sys.stderr))
+    if events_log:
+        try:
+            fh = open(events_log, "a", encoding="utf-8")  # noqa: SIM115 - closed by the caller
+        except OSError as exc:
+            raise UsageError(f"--events-log {events_log}: {exc.strerror}") from exc
+        stack.append(fh)
+        obs.append(JsonLinesLog(fh))
+    return obs
+
+
+def _summary(outcome: Any, *, verbose: bool, log_format: str) -> None:
+    """The end-of-run lines on stderr, plain or as JSON lines."""
+    from aetherflow import render
+
+    records = render.outcome_records(outcome, verbose=verbose)
+    if log_format == "json":
+        for level, line in records:
+            log_line(line, level=level, log_format=log_format, run_id=outcome.run_id, status=str(outcome.status))
+    elif records:
+        log_line("\n".join(line for _, line in records))
+
+
+def _exit_for(outcome: Any, detailed: bool) -> int:
+    status = str(outcome.status)
+    if outcome.interrupt in ("SIGTERM",):
+        return int(ExitCode.SIGTERM)
+    if outcome.interrupt in ("SIGINT",):
+        return int(ExitCode.SIGINT)
+    if status in ("FAILED", "CANCELLED", "INTERRUPTED"):
+        return int(ExitCode.RUN_FAILED)
+    if status == "WAITING":
+        return int(ExitCode.WAITING) if detailed else 0
+    if outcome.all_skipped and detailed:
+        return int(ExitCode.SKIPPED)
+    return 0
+
+
+def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_log: str | None, detailed: bool,
+             state: str | None, plugin_path: list[str] | None, dry_run: bool = False, no_color: bool = False,
+             log_format: str = "text", mask_filter: MaskFilter | None = None) -> None:
+    from aetherflow import render
+    from aetherflow.context import CancelToken
+    from aetherflow.pipeline import Runner, settings_from_env
+
+    env = process_env()
+    stack: list[Any] = []
+    token = CancelToken()
+    with guarded(as_json, log_format):
+        settings = settings_from_env(env, state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log)
+        live = None
+        if use_live_view(quiet, log_format) and not dry_run:
+            live = render.LiveView(sys.stderr, color=not (no_color or "NO_COLOR" in env))
+        runner = Runner(settings, cancel=token,
+                        observers=_observers(verbose, quiet, events_log, stack, live, log_format),
+                        hooks=crash_hooks(env), on_mask=mask_filter.set_mask if mask_filter else None)
+        try:
+            # steps, plugins and their children never write to our stdout (results only)
+            with stdout_to_stderr(), signal_handlers(token.set), \
+                    (live if live is not None else contextlib.nullcontext()):
+                outcome = action(runner)
+        finally:
+            for fh in stack:
+                fh.close()
+        if as_json:
+            stdout(render.dumps(render.outcome_json(outcome)))
+        if outcome.plan is not None:
+            if not as_json:
+                stdout("\n".join(render.plan_lines(outcome.plan, outcome.run_id)))
+            raise SystemExit(0)
+        for w in outcome.warnings:
+            log_line(f"warning: {w}", level="warning", log_format=log_format)
+        if not quiet or str(outcome.status) != "SUCCESS":
+            # -q keeps what cron must see (the waiting line, failures) and drops the hints
+            _summary(outcome, verbose=(verbose >= 1 or live is not None) and not quiet, log_format=log_format)
+        raise SystemExit(_exit_for(outcome, detailed))
+
+
+def run_command(*, flow: str | None = None, flow_yaml: str | None = None, run_id: str | None = None,
+                job: list[str] | None = None, with_upstream: bool = False, param: list[str] | None = None,
+                key: str | None = None, profile: str | None = None, profiles: str | None = None,
+                env_file: list[str] | None = None, plugin_path: list[str] | None = None, state: str | None = None,
+                dry_run: bool = False, as_json: bool = False, quiet: bool = False, verbose: int = 0,
+                log_format: str = "text", no_color: bool = False, events_log: str | None = None,
+                detailed_exitcode: bool = False) -> None:
+    from aetherflow.pipeline import RunRequest
+    from aetherflow.resolve import parse_param_args
+
+    with guarded(as_json, log_format):
+        mask_filter = setup_logging(verbose, quiet, log_format)
+        path = flow or flow_yaml
+        if flow and flow_yaml and flow != flow_yaml:
+            raise UsageError("give the flow file once: FLOW or --flow-yaml, not both")
+        if not path:
+            raise UsageError("missing FLOW: aetherflow run FLOW.yaml", code="usage.missing_flow")
+        req = RunRequest(flow_path=path, run_id=run_id, jobs=tuple(job or ()), with_upstream=with_upstream,
+                         params=parse_param_args(param or []), key=key, profile=profile, profiles_file=profiles,
+                         env_files=tuple(env_file or ()), dry_run=dry_run)
+    _execute(lambda r: r.run(req), as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
+             detailed=detailed_exitcode, state=state, plugin_path=plugin_path, dry_run=dry_run, no_color=no_color,
+             log_format=log_format, mask_filter=mask_filter)
+
+
+
+
+def resume_command(*, run_id: str | None = None, event: str | None = None, data: str | None = None,
+                   rerun: list[str] | None = None, accept_changes: bool = False, due: bool = False,
+                   flow_id: str | None = None, limit: int | None = None, key: str | None = None,
+                   env_file: list[str] | None = None, profile: str | None = None, profiles: str | None = None,
+                   plugin_path: list[str] | None = None, state: str | None = None, as_json: bool = False,
+                   quiet: bool = False, verbose: int = 0, log_format: str = "text", no_color: bool = False,
+                   events_log: str | None = None, detailed_exitcode: bool = False) -> None:
+    from aetherflow.pipeline import RunRequest, parse_event_data
+
+    with guarded(as_json, log_format):
+        mask_filter = setup_logging(verbose, quiet, log_format)
+        if due:
+            if run_id or event or key:
+                raise UsageError("--due resumes every due run; it takes no RUN_ID, --event or --key")
+            _resume_due(flow_id, limit, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
+                        state=state, plugin_path=plugin_path, log_format=log_format, mask_filter=mask_filter)
+            return
+        if data is not None and event is None:
+            raise UsageError("--data goes with --event")
+        if (run_id is None) == (key is None):
+            raise UsageError("give RUN_ID or --key VALUE (or --due)", code="usage.missing_run")
+        payload = parse_event_data(data)
+        req = RunRequest(flow_path="", reruns=tuple(rerun or ()), accept_changes=accept_changes, event=event,
+                         event_data=payload, env_files=tuple(env_file or ()), profile=profile, profiles_file=profiles)
+
+    def action(runner: Any) -> Any:
+        rid = run_id
+        if key is not None:
+            rid = _run_for_key(runner.settings, key)
+        return runner.resume(req, run_id=rid)
+
+    _execute(action, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
+             detailed=detailed_exitcode, state=state, plugin_path=plugin_path, no_color=no_color, log_format=log_format,
+             mask_filter=mask_filter)
+
+
+def _run_for_key(settings: Any, key: str) -> str:
+    from aetherflow.errors import NotFoundError
+    from aetherflow.pipeline import known_stores, open_store
+
+    for p in known_stores(settings):
+        store = open_store(p)
+        try:
+            rec = store.active_run_for_key(key)
+        finally:
+            store.close()
+        if rec is not None:
+            return rec.run_id
+    raise NotFoundError(f"no RUNNING or WAITING run holds business key '{key}'", code="run.key_not_found")
+
+
+def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbose: int, quiet: bool,
+                events_log: str | None, state: str | None, plugin_path: list[str] | None,
+                log_format: str = "text", mask_filter: MaskFilter | None = None) -> None:
+    from aetherflow import render
+    from aetherflow.context import CancelToken
+    from aetherflow.errors import AetherflowError, ConflictError
+    from aetherflow.pipeline import Runner, RunRequest, known_stores, open_store, settings_from_env
+
+    env = process_env()
+    settings = settings_from_env(env, state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log)
+    token = CancelToken()
+    stack: list[Any] = []
+    results: list[dict[str, Any]] = []
+    worst = 0
+    now = settings.clock()
+    due: list[str] = []
+    for p in known_stores(settings):
+        store = open_store(p)
+        try:
+            due.extend(r.run_id for r in store.due_runs(now, flow_id=flow_id, limit=limit))
+        finally:
+            store.close()
+    if limit is not None:
+        due = due[:limit]
+    runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack, log_format=log_format),
+                    hooks=crash_hooks(env), on_mask=mask_filter.set_mask if mask_filter else None)
+    # steps, plugins and their children never write to our stdout (results only)
+    with stdout_to_stderr(), signal_handlers(token.set):
+        for rid in due:
+            if token.is_set():
+                break
+            try:
+                out = runner.resume(RunRequest(flow_path="", due_only=True), run_id=rid)
+            except ConflictError as exc:
+                results.append({"run_id": rid, "status": "SKIPPED", "message": exc.message})
+                continue
+            except AetherflowError as exc:
+                if log_format == "json":
+                    for rec in render.error_log_records(exc):
+                        stderr(render.dumps_line({**rec, "run_id": rid}))
+                else:
+                    stderr(render.error_text(exc))
+                results.append({"run_id": rid, "status": "ERROR", "message": exc.message})
+                worst = max(worst, int(ExitCode.RUN_FAILED))
+                continue
+            results.append(render.outcome_json(out))
+            if out.message is None:
+                _summary(out, verbose=verbose >= 1 and not quiet, log_format=log_format)
+            if str(out.status) in ("FAILED", "INTERRUPTED"):
+                worst = max(worst, int(ExitCode.RUN_FAILED))
+    for fh in stack:
+        fh.close()
+    if as_json:
+        stdout(render.dumps({"due": results}))
+    elif verbose:
+        log_line(f"resume --due: {len(due)} due run(s)", log_format=log_format)
+    if token.is_set():
+        raise SystemExit(int(ExitCode.SIGTERM if token.why() == "SIGTERM" else ExitCode.SIGINT))
+    raise SystemExit(worst)
