@@ -21,8 +21,9 @@ This module imports nothing but the standard library.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import ClassVar
+
+from aetherflow.records import record
 
 
 class ExitCode(enum.IntEnum):
@@ -39,7 +40,7 @@ class ExitCode(enum.IntEnum):
     SIGTERM = 143
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Location:
     """Where something is in a file: 1-based line and column, and a JSON path."""
 
@@ -56,7 +57,7 @@ class Location:
         return ":".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class Issue:
     """One validation finding. ``code`` is a stable dotted name (docs/error-codes.md)."""
 

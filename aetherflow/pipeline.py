@@ -13,7 +13,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from aetherflow.errors import (
 )
 from aetherflow.events import Event, Fanout
 from aetherflow.model import MASKED_KEYS_FIELD, FlowSpec, RunStatus, freeze, thaw
+from aetherflow.records import field, record
 from aetherflow.state.store import LockRecord, ReceivedEvent, RunRecord
 
 log = logging.getLogger("aetherflow")
@@ -43,7 +43,7 @@ log = logging.getLogger("aetherflow")
 # settings derived from the environment (the CLI passes env in)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class Settings:
     env: Mapping[str, str]
     state: str | None = None  # --state
@@ -254,7 +254,7 @@ def lock_dir_of(store: Any) -> Path:
 # runs
 
 
-@dataclass(slots=True, kw_only=True)
+@record(kw_only=True)
 class RunRequest:
     flow_path: str
     run_id: str | None = None
@@ -273,7 +273,7 @@ class RunRequest:
     due_only: bool = False  # claim only if still WAITING and due (resume --due)
 
 
-@dataclass(slots=True)
+@record
 class RunOutcome:
     run_id: str
     flow_id: str
@@ -779,7 +779,7 @@ def _not_waiting(run_id: str, status: str, event: str | None) -> UsageError:
 
 def _masked_event(ev: Event, redactor: Any) -> Event:
     """The event with secrets masked in its data (observers and the events log never see one)."""
-    from dataclasses import replace
+    from aetherflow.records import replace
 
     if not ev.data:
         return ev

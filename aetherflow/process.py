@@ -65,11 +65,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, Protocol
 
 from aetherflow.errors import ExitCode, Interrupted
+from aetherflow.records import record
 
 __all__ = [
     "Cancellation",
@@ -96,7 +96,7 @@ class Cancellation(Protocol):
     def is_set(self) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class ProcessResult:
     """How a command ended. ``returncode`` is negative for a signal (``-9``), None when the
     command never started (cancelled or out of time before spawning) or could not be reaped.
@@ -694,7 +694,7 @@ def _result(
     )
 
 
-@dataclass(slots=True)
+@record
 class _LoopState:
     exited: bool = False
     exit_time: float | None = None

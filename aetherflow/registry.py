@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
 from aetherflow.errors import PluginError
+from aetherflow.records import record
 
 T = TypeVar("T", bound=type)
 
@@ -25,7 +25,7 @@ DECODER_MARK = "__aetherflow_decoder__"
 DEFAULT_OUTCOMES = ("success", "skipped")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class StepMeta:
     name: str
     inputs_schema: Mapping[str, Any] | None = None
@@ -39,7 +39,7 @@ class StepMeta:
     inline: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class ConnectorMeta:
     kind: str
     driver: str
@@ -47,7 +47,7 @@ class ConnectorMeta:
     description: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class StepType:
     """A registered step type: its class, metadata and where it came from."""
 
@@ -81,7 +81,7 @@ class StepType:
         return len(params) == 0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class ConnectorType:
     kind: str
     driver: str

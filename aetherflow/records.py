@@ -1,0 +1,182 @@
+"""Value records: the part of ``dataclasses`` aetherflow uses, at a quarter of its start-up cost.
+
+Every command defines some fifty record classes before it does anything (specs, store records,
+events, registry entries). ``@dataclass(frozen=True, slots=True)`` builds each one with six
+separate ``exec`` calls plus a second class for the slots, about 1.5 ms a class on the machines
+of docs/performance.md, 60 ms a run; importing ``dataclasses`` also imports ``inspect``.
+:func:`record` generates the same methods from one ``exec`` and makes the slotted class once.
+
+Contract
+--------
+``@record``, ``@record(frozen=True)``, ``@record(kw_only=True)``, both: a class whose annotated
+attributes are its fields, in order (a base class's record fields first). Like ``dataclass``
+with ``slots=True`` and ``eq=True``:
+
+* ``__init__`` takes the fields (keyword-only with ``kw_only``), a class attribute (or
+  ``field(default=v)``) is the field's default, ``field(default_factory=f)`` calls ``f`` for
+  each instance;
+* ``__repr__`` ``Name(a=1, b='x')``; ``__eq__`` compares the fields of two instances of the
+  same class (``NotImplemented`` otherwise); frozen records hash their fields, others are
+  unhashable;
+* frozen: assigning or deleting an attribute raises ``dataclasses.FrozenInstanceError``;
+* ``__slots__`` are the fields, ``__match_args__`` the positional ones; ``copy``, ``deepcopy``
+  and ``pickle`` work (``__getstate__``/``__setstate__``);
+* a method the class body defines itself (``__repr__``, ``__eq__``, ...) is kept.
+
+:func:`replace` is ``dataclasses.replace``; :func:`fields` gives the field names. Annotations
+are never evaluated (``ClassVar`` is recognised by name). Type checkers see records as
+dataclasses (``typing.dataclass_transform``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, dataclass_transform, overload
+
+__all__ = ["field", "fields", "record", "replace"]
+
+T = TypeVar("T")
+
+_NOTSET: Any = type("_NotSet", (), {"__repr__": lambda self: "<not set>"})()
+
+
+class _Field:
+    __slots__ = ("default_factory",)
+
+    def __init__(self, default_factory: Callable[[], Any]) -> None:
+        self.default_factory = default_factory
+
+
+def field(*, default: Any = _NOTSET, default_factory: Callable[[], Any] | None = None) -> Any:
+    """A field whose default is ``default_factory()``, called for each instance, or ``default``
+    (for a default a class body cannot hold as is, such as a function)."""
+    if default_factory is None:
+        if default is _NOTSET:
+            raise TypeError("field() needs default or default_factory")
+        return default
+    return _Field(default_factory)
+
+
+def _frozen_error(name: str) -> AttributeError:
+    from dataclasses import FrozenInstanceError  # only on this error path
+
+    return FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _is_classvar(annotation: Any) -> bool:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+    return text.startswith(("ClassVar", "typing.ClassVar"))
+
+
+def _build(cls: type, frozen: bool, kw_only: bool) -> type:
+    inherited: list[str] = []
+    for base in reversed(cls.__mro__[1:]):
+        for name in getattr(base, "__record_fields__", ()):
+            if name not in inherited:
+                inherited.append(name)
+    annotations = cls.__dict__.get("__annotations__", {})
+    own = [n for n, a in annotations.items() if not _is_classvar(a) and n not in inherited]
+    names = (*inherited, *own)
+    if not all(n.isidentifier() for n in names):  # the generated source names only fields
+        raise TypeError(f"{cls.__qualname__}: field names must be identifiers")
+    body = cls.__dict__
+    glb: dict[str, Any] = {"_set": object.__setattr__, "_NOTSET": _NOTSET, "_frozen": _frozen_error,
+                           "_names": names}
+    params: list[str] = []
+    lines: list[str] = []
+    for name in names:
+        default = body.get(name, _NOTSET) if name in own else _inherited_default(cls, name)
+        if isinstance(default, _Field):
+            glb[f"_f_{name}"] = default.default_factory
+            params.append(f"{name}=_NOTSET")
+            lines.append(f"  _set(self, {name!r}, _f_{name}() if {name} is _NOTSET else {name})")
+            continue
+        if default is _NOTSET:
+            if params and "=" in params[-1] and not kw_only:
+                raise TypeError(f"{cls.__qualname__}: field {name!r} without a default follows one with a default")
+            params.append(name)
+        else:
+            glb[f"_d_{name}"] = default
+            params.append(f"{name}=_d_{name}")
+        lines.append(f"  _set(self, {name!r}, {name})")
+    if kw_only and params:
+        params.insert(0, "*")
+    mine = tuple(f"self.{n}," for n in names)
+    theirs = tuple(f"other.{n}," for n in names)
+    src = [f"def __init__(self, {', '.join(params)}):", *(lines or ["  pass"]),
+           "def __repr__(self):",
+           "  return f'" + cls.__qualname__ + "(" + ", ".join(f"{n}={{self.{n}!r}}" for n in names) + ")'",
+           "def __eq__(self, other):",
+           "  if other.__class__ is not self.__class__:",
+           "    return NotImplemented",
+           f"  return ({''.join(mine)}) == ({''.join(theirs)})",
+           "def __getstate__(self):",
+           f"  return ({''.join(mine)})",
+           "def __setstate__(self, state):",
+           "  for name, value in zip(_names, state):",
+           "    _set(self, name, value)"]
+    if frozen:
+        src += ["def __hash__(self):", f"  return hash(({''.join(mine)}))",
+                "def __setattr__(self, name, value):", "  raise _frozen(name)",
+                "def __delattr__(self, name):", "  raise _frozen(name)"]
+    made: dict[str, Any] = {}
+    exec("\n".join(src), glb, made)  # noqa: S102 - our own generated source, as dataclasses does
+    ns = {k: v for k, v in body.items() if k not in own and k not in ("__dict__", "__weakref__")}
+    for name, fn in made.items():
+        fn.__qualname__ = f"{cls.__qualname__}.{name}"
+        if name == "__hash__":
+            explicit = "__hash__" in body and not (body["__hash__"] is None and "__eq__" in body)
+            if not explicit:
+                ns[name] = fn
+        elif name not in body or name in ("__setattr__", "__delattr__", "__getstate__", "__setstate__"):
+            ns[name] = fn
+    if not frozen and "__hash__" not in body:
+        ns["__hash__"] = None
+    ns["__slots__"] = tuple(own)
+    ns["__record_fields__"] = names
+    ns["__match_args__"] = () if kw_only else names
+    new = type(cls)(cls.__name__, cls.__bases__, ns)
+    new.__qualname__ = cls.__qualname__
+    return new
+
+
+def _inherited_default(cls: type, name: str) -> Any:
+    for base in cls.__mro__[1:]:
+        defaults = base.__dict__.get("__record_defaults__")
+        if defaults is not None and name in defaults:
+            return defaults[name]
+    return _NOTSET
+
+
+@overload
+def record(cls: type[T], /) -> type[T]: ...
+@overload
+def record(*, frozen: bool = False, kw_only: bool = False) -> Callable[[type[T]], type[T]]: ...
+
+
+@dataclass_transform(field_specifiers=(field,))
+def record(cls: Any = None, /, *, frozen: bool = False, kw_only: bool = False) -> Any:
+    """Make ``cls`` a record (see the module docstring)."""
+
+    def wrap(c: type[T]) -> type[T]:
+        defaults = {n: v for n, v in c.__dict__.items() if n in c.__dict__.get("__annotations__", {})}
+        new = _build(c, frozen, kw_only)
+        type.__setattr__(new, "__record_defaults__", defaults)
+        return new
+
+    return wrap if cls is None else wrap(cls)
+
+
+def replace(obj: T, /, **changes: Any) -> T:
+    """A copy of record ``obj`` with ``changes`` applied (``dataclasses.replace``)."""
+    values = {n: getattr(obj, n) for n in fields(obj)}
+    unknown = set(changes) - set(values)
+    if unknown:
+        raise TypeError(f"{type(obj).__qualname__} has no field {sorted(unknown)[0]!r}")
+    values.update(changes)
+    return type(obj)(**values)  # type: ignore[call-arg]
+
+
+def fields(obj: Any) -> tuple[str, ...]:
+    """The field names of a record (class or instance), in order."""
+    return tuple(obj.__record_fields__)

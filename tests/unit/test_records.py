@@ -1,0 +1,130 @@
+"""aetherflow.records: the dataclass behaviour the package relies on, and that a command defines
+its records without importing dataclasses."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+import subprocess
+import sys
+from typing import ClassVar
+
+import pytest
+
+from aetherflow.records import field, fields, record, replace
+
+
+@record(frozen=True, kw_only=True)
+class Spec:
+    id: str
+    count: int = 0
+    tags: tuple[str, ...] = ()
+    extra: dict[str, int] = field(default_factory=dict)
+    fn: object = field(default=len)
+    LIMIT: ClassVar[int] = 3
+
+    def label(self) -> str:
+        return f"{self.id}#{self.count}"
+
+
+@record
+class Mutable:
+    x: int
+    items: list[int] = field(default_factory=list)
+
+
+@record(frozen=True)
+class Point:
+    x: int
+    y: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.x},{self.y}"
+
+
+@record(frozen=True)
+class Point3(Point):
+    z: int = 0
+
+
+# module level, as pickle needs
+@record(frozen=True)
+class Pair:
+    a: int
+    b: str
+
+
+def test_init_defaults_and_factories() -> None:
+    s = Spec(id="a")
+    assert (s.id, s.count, s.tags, s.extra, s.fn) == ("a", 0, (), {}, len)
+    assert Spec(id="a").extra is not Spec(id="a").extra  # a new dict per instance
+    assert Spec(id="b", count=2).label() == "b#2"
+    assert Spec.LIMIT == 3 and fields(Spec) == ("id", "count", "tags", "extra", "fn")
+    with pytest.raises(TypeError):
+        Spec("a")  # type: ignore[misc]  # keyword-only
+    with pytest.raises(TypeError):
+        Spec()  # type: ignore[call-arg]
+    assert Point(1) == Point(x=1, y=0)
+
+
+def test_repr_eq_hash() -> None:
+    assert repr(Point(1, 2)) == "Point(x=1, y=2)"
+    assert str(Point(1, 2)) == "1,2"  # the class's own method is kept
+    assert Point(1, 2) == Point(1, 2) and Point(1, 2) != Point(2, 1)
+    assert Point(1, 2) != (1, 2)
+    assert hash(Point(1, 2)) == hash(Point(1, 2))
+    assert len({Point(1, 2), Point(1, 2), Point(3)}) == 2
+    with pytest.raises(TypeError):
+        hash(Mutable(1))
+
+
+def test_frozen_and_slots() -> None:
+    p = Point(1, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.x = 5  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del p.x  # type: ignore[misc]
+    assert not hasattr(p, "__dict__")
+    m = Mutable(1)
+    m.x = 7
+    m.items.append(1)
+    assert m == Mutable(7, [1])
+    with pytest.raises(AttributeError):
+        m.other = 1  # type: ignore[attr-defined]
+
+
+def test_inheritance_puts_base_fields_first() -> None:
+    p = Point3(1, 2, 3)
+    assert fields(p) == ("x", "y", "z") and repr(p) == "Point3(x=1, y=2, z=3)"
+    assert Point3(1) == Point3(1, 0, 0) and Point3(1) != Point(1)
+
+
+def test_replace_copy_pickle_match() -> None:
+    s = Spec(id="a", count=1)
+    assert replace(s, count=5) == Spec(id="a", count=5) and s.count == 1
+    with pytest.raises(TypeError, match="no field"):
+        replace(s, nope=1)
+    pair = Pair(1, "x")
+    assert copy.copy(pair) == pair and copy.deepcopy(pair) == pair
+    assert pickle.loads(pickle.dumps(pair)) == pair
+    m = Mutable(1, [2])
+    assert copy.deepcopy(m) == m and copy.deepcopy(m).items is not m.items
+    match Point(4, 5):
+        case Point(a, b):
+            assert (a, b) == (4, 5)
+
+
+def test_a_field_without_default_after_one_with_is_refused() -> None:
+    with pytest.raises(TypeError, match="without a default"):
+        @record
+        class Bad:
+            a: int = 0
+            b: int  # type: ignore[misc]
+
+
+def test_a_run_never_imports_dataclasses() -> None:
+    code = ("import sys\nimport aetherflow.pipeline, aetherflow.engine.run, aetherflow.state.sqlite\n"
+            "print('dataclasses' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
