@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aetherflow.context import CancelToken, MaskingAdapter, StepContext
+from aetherflow.engine.preflight import LOCK_STEP
 from aetherflow.engine.results import normalize_result
 from aetherflow.errors import Interrupted, StepError, StepTimeoutError
 from aetherflow.model import JobSpec, StepResult, StepSpec, freeze, thaw
@@ -126,9 +127,29 @@ class StepCaller:
             progress=self._progress_reporter(job.id, step.id, attempt),
         )
         # the step gets its own plain copy (lists and dicts, as aetherflow-core steps expect)
-        if st.meta.inline:
+        if st.meta.inline or self._lock_around_inline(st, step, inputs):
             return self._call_inline(st, step.id, job.id, thaw(inputs), ctx)
         return self._call_in_worker(st, step.id, job.id, thaw(inputs), ctx, step.timeout_seconds)
+
+    def _lock_around_inline(self, st: StepType, step: StepSpec, inputs: Any) -> bool:
+        """``with_lock`` returns at once, and so may be called inline, when it does not wait for
+        its lock (``wait_seconds`` 0, the default), has no ``timeout_seconds``, and every step it
+        runs is of an inline type: handing it to the worker thread would cost more than it does."""
+        if st.name != LOCK_STEP or step.timeout_seconds:
+            return False
+        try:
+            if float(inputs.get("wait_seconds") or 0) > 0:
+                return False
+        except (TypeError, ValueError):
+            return False
+        nested = [inputs.get("step")] if "step" in inputs else list(inputs.get("steps") or ())
+        for spec in nested:
+            if not isinstance(spec, Mapping):
+                return False
+            found = self.ex.svc.registry.step(str(spec.get("type")))
+            if found is None or not found.meta.inline:
+                return False
+        return bool(nested)
 
     def _progress_reporter(self, job_id: str, step_id: str, attempt: int) -> Callable[[str], None]:
         """``ctx.progress``: a transient ``step.progress`` event to observers (not the store),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -13,16 +14,23 @@ if TYPE_CHECKING:
     from aetherflow.engine.run import Executor
 
 
+#: released lock objects kept for reuse (they hold no file descriptor once released)
+IDLE_LOCKS = 64
+
+
 class LockService:
-    """Named OS locks for ``with_lock`` with holder records and history events."""
+    """Named OS locks for ``with_lock`` with holder records and history events. A released lock
+    object is kept, per thread, and used again for the same key (building one costs more than
+    taking it); a held one never is, so a second acquire of a held key is refused as before."""
 
     def __init__(self, ex: Executor) -> None:
         self._ex = ex
+        self._idle: dict[tuple[int, str], OsLock] = {}
 
     def acquire(self, key: str, wait_seconds: float, *, job_id: str, step_id: str) -> OsLock:
         ex = self._ex
         name = user_lock_key(key)
-        lock = OsLock(ex.svc.lock_dir, name)
+        lock = self._idle.pop((threading.get_ident(), name), None) or OsLock(ex.svc.lock_dir, name)
         if not lock.acquire(wait_seconds):
             holder = ex.svc.store.lock_holder(name)
             who = holder_text(holder)
@@ -43,6 +51,8 @@ class LockService:
             ex.svc.store.remove_lock(lock.key, ex.run_id, ex._rec(ex.event("lock.released", job_id=job_id, step_id=step_id, lock=lock.key[5:])))
         finally:
             lock.release()
+            if not lock.is_held and len(self._idle) < IDLE_LOCKS:
+                self._idle[(threading.get_ident(), lock.key)] = lock
 
 
 def holder_text(holder: LockRecord | None) -> str:

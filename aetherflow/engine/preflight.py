@@ -13,7 +13,6 @@ flow the validation cache knows passed them with the same step types' schemas: s
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -71,6 +70,8 @@ class Preflight:
     ) -> None:
         st = self.registry.step(type_name)
         if st is None:
+            import difflib  # only for a did-you-mean
+
             close = difflib.get_close_matches(type_name, sorted(self.registry.steps), n=1)
             hint = f"did you mean '{close[0]}'?" if close else None
             msg = f"unknown step type '{type_name}'"
