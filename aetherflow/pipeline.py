@@ -110,23 +110,25 @@ def check_flow(
     issues merged; raises SpecError for YAML and schema problems (nothing to check further).
 
     With a ``cache`` (:func:`validation_cache`), a flow whose exact bytes, with the same flow
-    schema and step input schemas, were fully valid before skips the JSON Schema checks (flow
-    and step inputs); everything else is checked as always. A flow with no issue is remembered."""
+    schema and step input schemas, were fully valid before is not parsed again (the cache holds
+    the parse's result) and skips the JSON Schema checks (flow and step inputs); everything else
+    is checked as always. A flow with no issue is remembered, with its parse."""
     from aetherflow.engine.preflight import Preflight, inputs_fingerprint
     from aetherflow.spec import load_flow, read_flow_bytes, sort_issues
 
     key: str | None = None
-    known = False
+    parsed = None
     if cache is not None:
         fingerprint = inputs_fingerprint(loaded_plugins.registry)
         if fingerprint is not None:
             if raw is None:
                 raw = read_flow_bytes(path)  # the bytes the key names are the bytes checked
             key = cache.key(raw, fingerprint)
-            known = key is not None and cache.known_valid(key)
+            parsed = cache.lookup(key) if key is not None else None
+    known = parsed is not None
     semantic: list[Issue] = []
     try:
-        loaded = load_flow(path, raw=raw, schema_valid=known)
+        loaded = load_flow(path, raw=raw, parsed=parsed)
     except SpecError as exc:
         partial = getattr(exc, "partial", None)
         if partial is None:
@@ -135,7 +137,7 @@ def check_flow(
     pf = Preflight(loaded_plugins.registry, loaded.positions, path, loaded_plugins.errors, check_inputs=not known)
     issues = sort_issues(semantic + pf.check(loaded.flow, loaded.data))
     if key is not None and not known and not issues:
-        cache.remember(key)
+        cache.remember(key, loaded.data, loaded.positions)
     return loaded, issues
 
 

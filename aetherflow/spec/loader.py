@@ -141,6 +141,11 @@ class Positions:
         line, column = self.key(path) if key else self.get(path)
         return Location(file, line, column, format_path(path))
 
+    def tables(self) -> tuple[dict[Path, tuple[int, int]], dict[Path, tuple[int, int]]]:
+        """The ``(values, keys)`` tables themselves, not copies (the validation cache stores
+        them; ``Positions(values, keys)`` rebuilds this object). Do not mutate them."""
+        return self._values, self._keys
+
     def __contains__(self, path: object) -> bool:
         return isinstance(path, tuple) and path in self._values
 

@@ -1,5 +1,6 @@
 """The validation cache (``$AETHERFLOW_HOME/cache/valid``): a repeated ``run`` / ``resume`` of an
-unchanged, fully valid flow skips the JSON Schema checks and never imports jsonschema; anything
+unchanged, fully valid flow skips the JSON Schema checks and never imports jsonschema (nor yaml:
+the entry keeps the parse, tests in test_validation_cache_parsed.py); anything
 that could change the verdict (the file's bytes, a step type's ``inputs_schema``) misses it; an
 invalid flow is never remembered; ``validate`` never uses it; it can be switched off and it never
 fails a run. docs/performance.md "Validation cache"."""
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from aetherflow.spec.cache import ValidationCache, flow_schema_bytes
+from aetherflow.spec.loader import load_yaml
 
 ONE_STEP = """
 version: 1
@@ -57,7 +59,7 @@ def test_repeat_run_uses_the_marker_and_skips_jsonschema(home: Path, write_flow:
     assert first.returncode == 0, messages(first)
     assert "jsonschema" in mods  # a miss pays for the checks
     [marker] = markers(home)
-    assert marker.stat().st_size == 0 and len(marker.name) == 64
+    assert marker.read_bytes().startswith(b"aetherflow-valid ") and len(marker.name) == 64
     for d in (home / "cache", home / "cache" / "valid"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700
     second, mods = traced("run", str(flow))
@@ -220,7 +222,7 @@ def test_switched_off_writes_nothing(home: Path, write_flow: Callable[..., Path]
     for _ in range(2):
         res = cli("run", str(flow))
         assert res.exit_code == 0, res.stderr
-    assert not (home / "cache").exists()
+    assert not (home / "cache" / "valid").exists()  # (cache/ may hold other caches)
 
 
 def test_switched_off_ignores_existing_markers(home: Path, write_flow: Callable[..., Path]) -> None:
@@ -272,13 +274,14 @@ def test_key_depends_on_every_part(tmp_path: Path) -> None:
 
 def test_markers_stay_bounded_least_recently_used_first(tmp_path: Path) -> None:
     cache = ValidationCache(tmp_path / "valid", max_entries=8)
+    data, positions = load_yaml("a: 1\n", "f.yaml")
     keys = [f"{i:064x}" for i in range(9)]
     for i, k in enumerate(keys[:8]):
-        cache.remember(k)
+        cache.remember(k, data, positions)
         os.utime(tmp_path / "valid" / k, (1000 + i, 1000 + i))
-    assert cache.known_valid(keys[0])  # a hit makes the oldest the most recently used
-    cache.remember(keys[8])
+    assert cache.lookup(keys[0]) is not None  # a hit makes the oldest the most recently used
+    cache.remember(keys[8], data, positions)
     left = {p.name for p in (tmp_path / "valid").iterdir()}
     assert len(left) == 6  # pruned to three quarters, so pruning is rare
     assert {keys[0], keys[8]} <= left and keys[1] not in left
-    assert not cache.known_valid(keys[1])
+    assert cache.lookup(keys[1]) is None
