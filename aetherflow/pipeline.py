@@ -84,7 +84,10 @@ def settings_from_env(env: Mapping[str, str], **kw: Any) -> Settings:
 def load_registry(settings: Settings, extra_paths: Sequence[str] = ()) -> Any:
     from aetherflow import plugins
 
-    return plugins.load(plugin_paths=(*settings.all_plugin_paths(), *extra_paths))
+    # the entry point scan is cached in $AETHERFLOW_HOME/cache/entry-points.json (docs/plugins.md)
+    off = settings.env.get("AETHERFLOW_PLUGIN_CACHE", "").strip().lower() in ("0", "false", "no", "off")
+    return plugins.load(plugin_paths=(*settings.all_plugin_paths(), *extra_paths),
+                        cache_dir=None if off else settings.home / "cache")
 
 
 def _warn_plugin_errors(loaded_plugins: Any) -> None:

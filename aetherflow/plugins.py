@@ -6,24 +6,58 @@ callable ``register(registry)`` (called). A plugin folder holds ``*.py`` modules
 each imported under a private name. A plugin that fails to import is recorded with its error and
 does not stop anything that does not need it; a duplicate step or connector name is a
 ``PluginError`` naming both sources.
+
+Entry point cache
+-----------------
+Given a ``cache_dir``, the entry point scan (importing ``importlib.metadata`` and reading every
+distribution's metadata) is remembered in ``cache_dir/entry-points.json`` (``0600``, directories
+``0700``, written atomically) and a later load with the same key skips both. The key is the cache
+format, the aetherflow version, the interpreter (``sys.executable``, ``sys.version``,
+``sys.prefix``) and, for each ``sys.path`` entry in order, the entry, its absolute path and
+``os.stat`` of it (``st_mtime_ns``, ``st_ctime_ns``, ``st_ino``, ``st_size``; a marker when it
+cannot be stat'ed). Installers create and remove ``*.dist-info`` directories, which changes the
+mtime of the directory holding them, so installing, removing or upgrading a distribution changes
+the key. ``*.egg-info`` (and an ``.egg``'s ``EGG-INFO``), which ``setup.py develop`` rewrites in
+place, are watched individually: the stat of the directory, its ``entry_points.txt`` and
+``PKG-INFO`` are part of the key too. Not cached: when a finder other than ``PathFinder`` on
+``sys.meta_path`` provides distributions, when a ``sys.path`` entry is not a string, when an
+entry point value does not parse, or when a stat'ed mtime is less than two seconds old or in the
+future (on a filesystem with coarse timestamps a further change could keep it). The stats are
+taken before the scan, so a change racing the scan changes the key of the next load. On a hit
+each entry point is loaded the way ``EntryPoint.load`` does (``import_module``, then ``getattr``
+along the attribute path), and errors are reported as for a scanned one. Best effort: an
+unreadable, corrupt or foreign (other owner, group/world-writable) cache file is a miss, a
+failed write is ignored; deleting the file is always safe.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import json
+import os
+import re
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from aetherflow import __version__
 from aetherflow.errors import PluginError
 from aetherflow.events import OBSERVER_MARK
 from aetherflow.registry import Registry
 
 GROUP = "aetherflow.plugins"
+CACHE_FILE = "entry-points.json"
+_CACHE_FORMAT = 1
+#: a stat'ed mtime newer than this (ns) is "racy": a further change might not change it
+_RACY_NS = 2_000_000_000
+#: the syntax ``EntryPoint.load`` accepts: ``module[:attr[.attr]] [extras]``
+_EP_VALUE = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,7 +110,10 @@ def load(
     entry_points: Iterable[Any] | None = None,
     plugin_paths: Sequence[str] = (),
     use_entry_points: bool = True,
+    cache_dir: Path | None = None,
 ) -> LoadedPlugins:
+    """Load built-ins, entry points (``entry_points`` if given, else the installed ones, through
+    the cache in ``cache_dir`` when one is given) and plugin folders into ``registry``."""
     from aetherflow.connectors import BUILTIN_CONNECTOR_MODULES, BUILTIN_CONNECTORS
     from aetherflow.steps import BUILTIN_MODULES, BUILTIN_STEP_TYPES
 
@@ -94,7 +131,12 @@ def load(
             found, conns_found = reg.collect_module(mod, f"builtin ({modname})")
             out.plugins.append(PluginInfo(name=modname, source="builtin", steps=tuple(found), connectors=tuple(conns_found)))
     if use_entry_points:
-        eps = entry_points if entry_points is not None else _entry_points()
+        if entry_points is not None:
+            eps: Iterable[Any] = entry_points
+        elif cache_dir is not None:
+            eps = _cached_entry_points(cache_dir / CACHE_FILE)
+        else:
+            eps = _entry_points()
         for ep in eps:
             out.plugins.append(_load_entry_point(reg, ep, out.observers))
     seen: set[Path] = set()
@@ -111,6 +153,151 @@ def _entry_points() -> list[Any]:
     from importlib.metadata import entry_points
 
     return list(entry_points(group=GROUP))
+
+
+# ---------------------------------------------------------------------------------------------
+# the entry point cache (see the module docstring)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedDistribution:
+    name: str | None
+    version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CachedEntryPoint:
+    """An entry point read from the cache: what ``_load_entry_point`` uses of an ``EntryPoint``."""
+
+    name: str
+    value: str
+    dist: CachedDistribution
+    group: str = GROUP
+
+    def load(self) -> Any:
+        """As ``importlib.metadata.EntryPoint.load``: import the module, walk the attributes."""
+        match = _EP_VALUE.match(self.value)
+        if match is None:  # never cached (see _cached_entry_points); a hand-edited file
+            raise ValueError(f"invalid entry point value {self.value!r}")
+        module = importlib.import_module(match.group("module"))
+        attrs = filter(None, (match.group("attr") or "").split("."))
+        return functools.reduce(getattr, attrs, module)
+
+
+def _stat(path: str) -> list[int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [-1]
+    return [st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size]
+
+
+def _path_key() -> dict[str, Any] | None:
+    """The key for the current interpreter and ``sys.path``; ``None`` when it cannot be cached."""
+    from importlib.machinery import PathFinder
+
+    if any(f is not PathFinder and getattr(f, "find_distributions", None) is not None for f in sys.meta_path):
+        return None  # a finder we cannot see into provides distributions
+    if not all(isinstance(entry, str) for entry in sys.path):
+        return None
+    # "" and relative entries are relative to the working directory, as for the import system
+    entries = [[entry, os.path.abspath(entry), _stat(os.path.abspath(entry))] for entry in sys.path]
+    return {"format": _CACHE_FORMAT, "aetherflow": __version__,
+            "python": [sys.executable, sys.version, sys.prefix], "sys_path": entries}
+
+
+def _metadata_stats(path: str) -> list[Any]:
+    return [path, _stat(path), _stat(os.path.join(path, "entry_points.txt")), _stat(os.path.join(path, "PKG-INFO"))]
+
+
+def _watch_list(key: dict[str, Any]) -> list[list[Any]]:
+    """Metadata that may be rewritten in place (``*.egg-info``, an ``.egg``'s ``EGG-INFO``) in
+    the ``sys.path`` directories of ``key``, each with its stat and those of the files read."""
+    out: list[list[Any]] = []
+    for _entry, root, _st in key["sys_path"]:
+        is_egg = os.path.basename(root).lower().endswith(".egg")
+        try:
+            with os.scandir(root) as it:
+                names = sorted(e.name for e in it)
+        except OSError:  # not a directory (a zip file: its own stat covers it), or unreadable
+            continue
+        for name in names:
+            low = name.lower()
+            if low.endswith(".egg-info") or (is_egg and low == "egg-info"):
+                out.append(_metadata_stats(os.path.join(root, name)))
+    return out
+
+
+def _racy(key: dict[str, Any], watch: list[list[Any]]) -> bool:
+    """A stat'ed mtime is recent (or in the future): on a filesystem with coarse timestamps a
+    further change could leave it as it is, so such a key is not remembered."""
+    stats = [st for _e, _a, st in key["sys_path"]] + [st for _p, *sts in watch for st in sts]
+    limit = time.time_ns() - _RACY_NS
+    return any(st[0] > limit for st in stats if len(st) > 1)
+
+
+def _read_cache(path: Path, key: dict[str, Any]) -> list[CachedEntryPoint] | None:
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return None  # not ours, or writable by others: it names modules to import
+            doc = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("key") != key:
+        return None
+    watch, eps = doc.get("watch"), doc.get("entry_points")
+    if not isinstance(watch, list) or not all(isinstance(w, list) and w and isinstance(w[0], str) for w in watch):
+        return None
+    if [_metadata_stats(w[0]) for w in watch] != watch or not isinstance(eps, list):
+        return None
+    out: list[CachedEntryPoint] = []
+    for ep in eps:
+        if not (isinstance(ep, dict) and isinstance(ep.get("name"), str) and isinstance(ep.get("value"), str)):
+            return None
+        dist, version = ep.get("dist"), ep.get("version")
+        if not (dist is None or isinstance(dist, str)) or not (version is None or isinstance(version, str)):
+            return None
+        out.append(CachedEntryPoint(ep["name"], ep["value"], CachedDistribution(dist, version)))
+    return out
+
+
+def _write_cache(path: Path, doc: dict[str, Any]) -> None:
+    import tempfile
+
+    try:
+        missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+        for d in reversed(missing):  # mkdir's mode applies to the last one only with parents=True
+            d.mkdir(mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".entry-points.", suffix=".tmp")  # 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(doc, f, separators=(",", ":"))
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except (OSError, ValueError):
+        pass  # a cache: never fails a command
+
+
+def _cached_entry_points(path: Path) -> list[Any]:
+    """The installed entry points of :data:`GROUP`: from the cache file ``path`` when its key
+    matches, else scanned (and remembered when they can be)."""
+    key = _path_key()
+    if key is None:
+        return _entry_points()
+    hit = _read_cache(path, key)
+    if hit is not None:
+        return hit
+    watch = _watch_list(key)  # stat'ed before the scan: a change during it changes the next key
+    eps = _entry_points()
+    if not _racy(key, watch) and all(isinstance(ep.value, str) and _EP_VALUE.match(ep.value) for ep in eps):
+        rows = [{"name": ep.name, "value": ep.value, "dist": getattr(getattr(ep, "dist", None), "name", None),
+                 "version": getattr(getattr(ep, "dist", None), "version", None)} for ep in eps]
+        _write_cache(path, {"key": key, "watch": watch, "entry_points": rows})
+    return eps
 
 
 def _load_entry_point(reg: Registry, ep: Any, observers: list[Any]) -> PluginInfo:
