@@ -1,6 +1,6 @@
 """Immutable data model: what the YAML says (``*Spec``), statuses, and ``StepResult``.
 
-Specs are frozen dataclasses whose mappings are ``MappingProxyType`` and sequences tuples
+Specs are frozen records (``aetherflow.records``) whose mappings are ``MappingProxyType`` and sequences tuples
 (``freeze``); ``thaw`` turns them back into plain JSON-able values. Every spec carries the
 ``Location`` it came from so run-time failures can point into the YAML.
 """

@@ -6,7 +6,6 @@ token; nothing here reads ``os.environ`` or prints. Functions return records the
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
@@ -532,6 +531,8 @@ class Runner:
         if sha256_text(raw) == rec.flow_sha256:
             return (path, raw), False
         if not req.accept_changes:
+            import difflib  # only to say what changed
+
             diff = list(difflib.unified_diff(rec.flow_text.splitlines(), raw.decode("utf-8", "replace").splitlines(),
                                              "recorded", "current", lineterm="", n=0))
             changed = [d for d in diff if d[:1] in "+-" and not d.startswith(("+++", "---"))]

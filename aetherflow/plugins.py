@@ -41,7 +41,6 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -49,6 +48,7 @@ from typing import Any
 from aetherflow import __version__
 from aetherflow.errors import PluginError
 from aetherflow.events import OBSERVER_MARK
+from aetherflow.records import field, record
 from aetherflow.registry import Registry
 
 GROUP = "aetherflow.plugins"
@@ -60,7 +60,7 @@ _RACY_NS = 2_000_000_000
 _EP_VALUE = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(frozen=True, kw_only=True)
 class PluginInfo:
     name: str
     source: str  # "builtin", "entry point", "path"
@@ -71,7 +71,7 @@ class PluginInfo:
     error: str | None = None
 
 
-@dataclass(slots=True)
+@record
 class LoadedPlugins:
     registry: Registry
     plugins: list[PluginInfo] = field(default_factory=list)
@@ -159,13 +159,13 @@ def _entry_points() -> list[Any]:
 # the entry point cache (see the module docstring)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class CachedDistribution:
     name: str | None
     version: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True)
 class CachedEntryPoint:
     """An entry point read from the cache: what ``_load_entry_point`` uses of an ``EntryPoint``."""
 

@@ -90,6 +90,8 @@ class StepCaller:
                 code="step.undeclared_outcome",
             )
         outs = thaw(res.outputs)
+        if not outs:
+            return outs  # type: ignore[no-any-return]
         size = len(json.dumps(outs, default=str, ensure_ascii=False).encode("utf-8"))
         if size > MAX_OUTPUT_BYTES:
             raise StepError(
