@@ -7,7 +7,6 @@ registry: the CLI builds one per process, tests build their own.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, TypeVar
@@ -47,6 +46,17 @@ class ConnectorMeta:
     description: str | None = None
 
 
+_CO_VARARGS, _CO_VARKEYWORDS = 0x04, 0x08  # code object flags (the values of inspect.CO_*)
+
+
+def _summary(doc: str | None) -> str | None:
+    """The first line of a docstring, as ``inspect.cleandoc(doc).split("\\n")[0]`` gives it."""
+    for line in (doc or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return None
+
+
 @record(frozen=True, kw_only=True)
 class StepType:
     """A registered step type: its class, metadata and where it came from."""
@@ -77,7 +87,15 @@ class StepType:
         run = getattr(self.cls, "run", None)
         if run is None:
             return False
-        params = [p for p in inspect.signature(run).parameters.values() if p.name != "self"]
+        code = getattr(run, "__code__", None)
+        if code is None or hasattr(run, "__wrapped__") or hasattr(run, "__signature__"):
+            import inspect  # not a plain function: let inspect work it out
+
+            params = [p.name for p in inspect.signature(run).parameters.values() if p.name != "self"]
+        else:  # a plain function's parameters, *args and **kwargs included (no inspect import)
+            count = code.co_argcount + code.co_kwonlyargcount
+            count += bool(code.co_flags & _CO_VARARGS) + bool(code.co_flags & _CO_VARKEYWORDS)
+            params = [n for n in code.co_varnames[:count] if n != "self"]
         return len(params) == 0
 
 
@@ -120,7 +138,7 @@ def register_step(
                 inputs_schema=inputs_schema,
                 outcomes=tuple(outcomes),
                 waits=waits,
-                description=description or inspect.cleandoc(cls.__dict__.get("__doc__") or "").split("\n")[0] or None,
+                description=description or _summary(cls.__dict__.get("__doc__")),
                 outcomes_input=outcomes_input,
                 inline=inline,
             ),
@@ -154,7 +172,7 @@ def register_connector(
                 kind=kind,
                 driver=driver,
                 aliases=tuple(aliases),
-                description=description or inspect.cleandoc(cls.__dict__.get("__doc__") or "").split("\n")[0] or None,
+                description=description or _summary(cls.__dict__.get("__doc__")),
             ),
         )
         return cls
