@@ -1,12 +1,15 @@
-"""`run` and `resume` arguments parsed without typer, for start-up time.
+"""`run`, `resume` and `validate` arguments parsed without typer, for start-up time.
 
 Importing typer and building a command costs 25-45 ms, a fifth of a one-step run; cron starts
-``aetherflow run`` and ``aetherflow resume --due`` many times a day. :func:`parse` understands
-the plain forms of these two commands' arguments and returns the keyword arguments of the typer
-command function (``cli/runcmd.py``), which ``cli/runexec.py`` takes by name. Anything it does
+``aetherflow run`` and ``aetherflow resume --due`` many times a day, and editors and CI call
+``validate`` on every save or push. :func:`parse` understands the plain forms of these
+commands' arguments and returns the keyword arguments of the typer command function
+(``cli/runcmd.py``, ``cli/inspect.py``), which ``cli/runexec.py`` and ``cli/validate.py`` take
+by name. Anything it does
 not understand exactly returns ``None`` and the typer application handles the whole command
 line as usual: ``--help``, ``--``, an unknown or misspelt option, a missing or odd value (one
-that starts with ``-``), an extra argument, a value ``--limit`` cannot take, shell completion.
+that starts with ``-``), an extra or a missing argument, a value ``--limit`` cannot take, shell
+completion.
 So every error message and every help text still comes from typer.
 
 The tables below mirror the typer declarations; ``tests/cli/test_fast_path.py`` checks that they
@@ -62,10 +65,17 @@ RESUME_OPTIONS: Table = {
     "--limit": ("limit", "int"),
 }
 
-#: command -> (its one positional parameter, its options)
-COMMANDS: Mapping[str, tuple[str, Table]] = {
-    "run": ("flow", RUN_OPTIONS),
-    "resume": ("run_id", RESUME_OPTIONS),
+VALIDATE_OPTIONS: Table = {
+    "--json": ("as_json", "flag"),
+    "--plugin-path": ("plugin_path", "multi"),
+    "--state": ("state", "value"),
+}
+
+#: command -> (its one positional parameter, whether it is required, its options)
+COMMANDS: Mapping[str, tuple[str, bool, Table]] = {
+    "run": ("flow", False, RUN_OPTIONS),
+    "resume": ("run_id", False, RESUME_OPTIONS),
+    "validate": ("flow", True, VALIDATE_OPTIONS),
 }
 
 #: options whose value, when not given, comes from this environment variable (if not empty)
@@ -79,11 +89,12 @@ def parse(args: Sequence[str], env: Mapping[str, str]) -> tuple[str, dict[str, A
     typer handle this command line."""
     if not args or args[0] not in COMMANDS or "_AETHERFLOW_COMPLETE" in env:
         return None
-    positional, table = COMMANDS[args[0]]
+    positional, required, table = COMMANDS[args[0]]
     params: dict[str, Any] = {positional: None}
     for dest, kind in table.values():
         params[dest] = _DEFAULTS[kind]
-    params["log_format"] = "text"
+    if "--log-format" in table:
+        params["log_format"] = "text"
     rest = list(args[1:])
     i = 0
     while i < len(rest):
@@ -122,8 +133,10 @@ def parse(args: Sequence[str], env: Mapping[str, str]) -> tuple[str, dict[str, A
                 return None
             dest, kind = spec
             params[dest] = params[dest] + 1 if kind == "count" else True
+    if required and params[positional] is None:
+        return None  # typer's "Missing argument"
     for dest, var in ENVVARS.items():
-        if params.get(dest) is None and env.get(var):
+        if dest in params and params[dest] is None and env.get(var):
             params[dest] = env[var]
     return args[0], params
 
@@ -147,10 +160,12 @@ def run(args: Sequence[str], env: Mapping[str, str]) -> bool:
     if parsed is None:
         return False
     command, params = parsed
-    from aetherflow.cli import runexec
+    if command == "validate":
+        from aetherflow.cli.validate import validate_command
 
-    if command == "run":
-        runexec.run_command(**params)
+        validate_command(**params)
     else:
-        runexec.resume_command(**params)
+        from aetherflow.cli import runexec
+
+        (runexec.run_command if command == "run" else runexec.resume_command)(**params)
     raise SystemExit(0)

@@ -1,4 +1,4 @@
-"""`run` and `resume` parsed without typer (cli/fast.py): the same options, kinds and
+"""`run`, `resume` and `validate` parsed without typer (cli/fast.py): the same options, kinds and
 environment variables as the typer commands, the same values for every command line it accepts,
 and typer for everything else (help, errors). Real subprocesses for what a process imports."""
 
@@ -48,7 +48,7 @@ def kind_of(param: Any) -> str:
 
 @pytest.mark.parametrize("command", sorted(fast.COMMANDS))
 def test_tables_match_the_typer_commands(command: str) -> None:
-    positional, table = fast.COMMANDS[command]
+    positional, required, table = fast.COMMANDS[command]
     expected: dict[str, tuple[str, str]] = {}
     arguments = []
     envvars = {}
@@ -62,9 +62,10 @@ def test_tables_match_the_typer_commands(command: str) -> None:
         if p.envvar:
             envvars[p.name] = p.envvar
     assert arguments == [positional]
+    assert [p.required for p in click_command(command).params if p.param_type_name == "argument"] == [required]
     assert dict(table) == expected
-    assert {k: v for k, v in fast.ENVVARS.items() if k in envvars} == envvars
-    assert set(envvars) == set(fast.ENVVARS)
+    dests = {dest for dest, _ in table.values()}
+    assert {k: v for k, v in fast.ENVVARS.items() if k in dests} == envvars
 
 
 ACCEPTED = [
@@ -86,6 +87,8 @@ ACCEPTED = [
     ["resume", "--key", "K", "--event", "go", "--json", "--detailed-exitcode", "--no-color"],
     ["resume", "r1", "--env-file", "e", "--profile", "p", "--profiles", "pf", "--plugin-path", "d",
      "--log-format", "text", "--events-log", "log"],
+    ["validate", "f.yaml"],
+    ["validate", "--json", "f.yaml", "--plugin-path", "p", "--state", "s.db"],
 ]
 
 
@@ -113,7 +116,8 @@ REFUSED = [
     ["run", "a.yaml", "b.yaml"], ["run", "--bogus", "f.yaml"], ["run", "f.yaml", "--job"],
     ["run", "f.yaml", "--run-id", "--json"], ["run", "-x", "f.yaml"], ["run", "--", "f.yaml"],
     ["run", "f.yaml", "--json=1"], ["run", "-"], ["resume", "--limit", "abc", "--due"],
-    ["resume", "--limit", "-1", "--due"], ["run", "f.yaml", "--dry"], ["validate", "f.yaml"], [],
+    ["resume", "--limit", "-1", "--due"], ["run", "f.yaml", "--dry"], ["validate"], ["validate", "-q", "f.yaml"],
+    ["validate", "--help"], ["steps", "list"], [],
 ]
 
 
@@ -167,3 +171,18 @@ def test_a_usage_error_is_typers(home: Path, write_flow) -> None:
     code, typer_loaded, err = probe("run", str(flow), "--bogus")
     assert (code, typer_loaded) == (2, True)
     assert "No such option: --bogus" in err
+
+
+def test_validate_without_typer_prints_the_same(home: Path, write_flow, cli) -> None:
+    good = write_flow(ONE_STEP, name="good.yaml")
+    bad = write_flow(ONE_STEP.replace("type: noop", "type: nope"), name="bad.yaml")
+    for flow, expected in ((good, 0), (bad, 2)):
+        proc = subprocess.run([sys.executable, "-c", PROBE, "validate", str(flow)], capture_output=True, text=True,
+                              timeout=120)
+        out, doc = proc.stdout.rstrip("\n").rsplit("\n", 1) if "\n" in proc.stdout.strip() else ("", proc.stdout)
+        info = json.loads(doc)
+        assert (info["exit"], info["typer"]) == (expected, False), proc.stderr
+        typer_res = cli("validate", str(flow))  # the typer command, in-process
+        assert typer_res.exit_code == expected
+        assert out.strip() == typer_res.stdout.strip()
+        assert proc.stderr.strip() == typer_res.stderr.strip()
