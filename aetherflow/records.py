@@ -4,7 +4,9 @@ Every command defines some fifty record classes before it does anything (specs, 
 events, registry entries). ``@dataclass(frozen=True, slots=True)`` builds each one with six
 separate ``exec`` calls plus a second class for the slots, about 1.5 ms a class on the machines
 of docs/performance.md, 60 ms a run; importing ``dataclasses`` also imports ``inspect``.
-:func:`record` generates the same methods from one ``exec`` and makes the slotted class once.
+:func:`record` generates only ``__init__`` (one small ``exec``: instances are built as fast as
+dataclass ones) and gives every record the same ``__repr__``, ``__eq__``, ``__hash__`` and frozen
+``__setattr__``, which read the field names from the class; it makes the slotted class once.
 
 Contract
 --------
@@ -68,6 +70,42 @@ def _is_classvar(annotation: Any) -> bool:
     return text.startswith(("ClassVar", "typing.ClassVar"))
 
 
+def _values(obj: Any) -> tuple[Any, ...]:
+    return tuple([getattr(obj, n) for n in obj.__record_fields__])
+
+
+def _repr(self: Any) -> str:
+    fields_ = ", ".join([f"{n}={getattr(self, n)!r}" for n in self.__record_fields__])
+    return f"{type(self).__qualname__}({fields_})"
+
+
+def _eq(self: Any, other: Any) -> Any:
+    if other.__class__ is not self.__class__:
+        return NotImplemented
+    return _values(self) == _values(other)
+
+
+def _hash(self: Any) -> int:
+    return hash(_values(self))
+
+
+def _frozen_setattr(self: Any, name: str, value: Any) -> None:
+    raise _frozen_error(name)
+
+
+def _frozen_delattr(self: Any, name: str) -> None:
+    raise _frozen_error(name)
+
+
+def _getstate(self: Any) -> tuple[Any, ...]:
+    return _values(self)
+
+
+def _setstate(self: Any, state: tuple[Any, ...]) -> None:
+    for name, value in zip(self.__record_fields__, state, strict=True):
+        object.__setattr__(self, name, value)
+
+
 def _build(cls: type, frozen: bool, kw_only: bool) -> type:
     inherited: list[str] = []
     for base in reversed(cls.__mro__[1:]):
@@ -80,8 +118,7 @@ def _build(cls: type, frozen: bool, kw_only: bool) -> type:
     if not all(n.isidentifier() for n in names):  # the generated source names only fields
         raise TypeError(f"{cls.__qualname__}: field names must be identifiers")
     body = cls.__dict__
-    glb: dict[str, Any] = {"_set": object.__setattr__, "_NOTSET": _NOTSET, "_frozen": _frozen_error,
-                           "_names": names}
+    glb: dict[str, Any] = {"_set": object.__setattr__, "_NOTSET": _NOTSET}
     params: list[str] = []
     lines: list[str] = []
     for name in names:
@@ -101,29 +138,16 @@ def _build(cls: type, frozen: bool, kw_only: bool) -> type:
         lines.append(f"  _set(self, {name!r}, {name})")
     if kw_only and params:
         params.insert(0, "*")
-    mine = tuple(f"self.{n}," for n in names)
-    theirs = tuple(f"other.{n}," for n in names)
-    src = [f"def __init__(self, {', '.join(params)}):", *(lines or ["  pass"]),
-           "def __repr__(self):",
-           "  return f'" + cls.__qualname__ + "(" + ", ".join(f"{n}={{self.{n}!r}}" for n in names) + ")'",
-           "def __eq__(self, other):",
-           "  if other.__class__ is not self.__class__:",
-           "    return NotImplemented",
-           f"  return ({''.join(mine)}) == ({''.join(theirs)})",
-           "def __getstate__(self):",
-           f"  return ({''.join(mine)})",
-           "def __setstate__(self, state):",
-           "  for name, value in zip(_names, state):",
-           "    _set(self, name, value)"]
-    if frozen:
-        src += ["def __hash__(self):", f"  return hash(({''.join(mine)}))",
-                "def __setattr__(self, name, value):", "  raise _frozen(name)",
-                "def __delattr__(self, name):", "  raise _frozen(name)"]
+    src = "\n".join([f"def __init__(self, {', '.join(params)}):", *(lines or ["  pass"])])
     made: dict[str, Any] = {}
-    exec("\n".join(src), glb, made)  # noqa: S102 - our own generated source, as dataclasses does
+    exec(src, glb, made)  # noqa: S102 - our own generated source, as dataclasses does
+    made["__init__"].__qualname__ = f"{cls.__qualname__}.__init__"
+    # the other methods are shared by every record: they read the field names from the class
+    made.update(__repr__=_repr, __eq__=_eq, __getstate__=_getstate, __setstate__=_setstate)
+    if frozen:
+        made.update(__hash__=_hash, __setattr__=_frozen_setattr, __delattr__=_frozen_delattr)
     ns = {k: v for k, v in body.items() if k not in own and k not in ("__dict__", "__weakref__")}
     for name, fn in made.items():
-        fn.__qualname__ = f"{cls.__qualname__}.{name}"
         if name == "__hash__":
             explicit = "__hash__" in body and not (body["__hash__"] is None and "__eq__" in body)
             if not explicit:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import IO, Any
 
 from aetherflow.errors import AetherflowError, Issue
@@ -23,6 +22,8 @@ JSON_SCHEMA_VERSION = 1
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
+    from datetime import UTC, datetime  # only when a time is shown
+
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
 

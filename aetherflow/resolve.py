@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import urllib.parse
@@ -71,6 +70,8 @@ class Redactor:
                     self.add(line.strip())
         forms = {value}
         raw = value.encode("utf-8")
+        import base64  # only when a run has secrets
+
         for enc in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
             s = enc.decode("ascii")
             forms.add(s)
@@ -264,6 +265,8 @@ def resolve_params(
 
 
 def _decode_b64(value: str, what: str, location: Location | None) -> str:
+    import base64
+
     try:
         return base64.b64decode("".join(value.split()), validate=True).decode("utf-8")  # wrapped lines ok
     except (binascii.Error, UnicodeDecodeError) as exc:

@@ -9,8 +9,6 @@ file or the complete new one, never a half-written one.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +66,8 @@ def remove_run_dirs(root: Path, flow_id: str, run_id: str) -> list[Path]:
     for job_dir in flow_dir.iterdir():
         target = job_dir / run_id
         if target.is_dir() and not target.is_symlink():
+            import shutil  # only for a cleanup policy
+
             shutil.rmtree(target, ignore_errors=True)
             removed.append(target)
     return removed
@@ -103,6 +103,8 @@ def atomic_open(target: str | os.PathLike[str], mode: str = "w", **kwargs: Any) 
     On error the temp file is removed and ``target`` is untouched."""
     target_p = Path(target)
     target_p.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # only when a step writes an artifact
+
     fd, tmp = tempfile.mkstemp(prefix=f".{target_p.name}.", suffix=".tmp", dir=target_p.parent)
     try:
         with os.fdopen(fd, mode, **kwargs) as fh:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +209,9 @@ class Executor:
                 break
 
     def _run_parallel(self, pending: list[str]) -> None:
+        # parallel flows only
+        from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
         limit = self.flow.max_parallel_jobs
         running: dict[Future[None], str] = {}
         with ThreadPoolExecutor(max_workers=limit, thread_name_prefix="aetherflow-job") as pool:
