@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,3 +50,26 @@ def step_doc(doc: dict[str, Any], job: str, step: str) -> dict[str, Any]:
 def q(p: Path) -> str:
     """A path quoted for a shell command line in a flow."""
     return shlex.quote(str(p))
+
+
+def traced(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run ``python -X importtime -m aetherflow ARGS``: the process and the modules it imported."""
+    e = dict(os.environ)
+    e.update(env or {})
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "aetherflow", *args],
+                          capture_output=True, text=True, env=e, timeout=120)
+    names = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+             if line.startswith("import time:") and "|" in line}
+    return proc, names
+
+
+def messages(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    """The stderr lines of a :func:`traced` process that are not import times."""
+    return [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
+
+
+def cache_entries(home: Path) -> list[Path]:
+    """The validation cache's files under an AETHERFLOW_HOME."""
+    d = home / "cache" / "valid"
+    return sorted(d.iterdir()) if d.is_dir() else []
+

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import cache_entries as markers
+from support import messages, traced
 
 from aetherflow.spec.cache import ValidationCache, flow_schema_bytes
 from aetherflow.spec.loader import load_yaml
@@ -31,26 +33,6 @@ jobs:
       - id: s
         type: noop
 """
-
-
-def markers(home: Path) -> list[Path]:
-    d = home / "cache" / "valid"
-    return sorted(d.iterdir()) if d.is_dir() else []
-
-
-def traced(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    """Run ``python -X importtime -m aetherflow ARGS``: the process and the modules it imported."""
-    e = dict(os.environ)
-    e.update(env or {})
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "aetherflow", *args],
-                          capture_output=True, text=True, env=e, timeout=120)
-    names = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
-             if line.startswith("import time:") and "|" in line}
-    return proc, names
-
-
-def messages(proc: subprocess.CompletedProcess[str]) -> list[str]:
-    return [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
 
 
 def test_repeat_run_uses_the_marker_and_skips_jsonschema(home: Path, write_flow: Callable[..., Path]) -> None:
