@@ -495,14 +495,22 @@ def load_yaml(
         if exc.context:
             cmark = exc.context_mark
             hint = exc.context + (f" at line {cmark.line + 1}" if cmark is not None else "")
-        builder.issues.append(
-            Issue(
-                "yaml.syntax",
-                exc.problem or "invalid YAML",
-                Location(file, line, column, format_path(builder.current_path())),
-                hint,
+        if "nesting depth" in (exc.problem or ""):
+            # libyaml's own limit (PyYAML 6.0.4 and later): its scanner looks ahead through a
+            # run of `[`/`{` and can stop before the events reach our max_depth check
+            builder.issues.append(
+                Issue("yaml.too_deep", f"nesting deeper than {max_depth} levels",
+                      Location(file, line, column, format_path(builder.current_path())))
             )
-        )
+        else:
+            builder.issues.append(
+                Issue(
+                    "yaml.syntax",
+                    exc.problem or "invalid YAML",
+                    Location(file, line, column, format_path(builder.current_path())),
+                    hint,
+                )
+            )
     except yaml.YAMLError as exc:  # ReaderError: a character YAML does not allow
         index = getattr(exc, "position", 0) or 0
         if loader_cls is not yaml.SafeLoader:  # libyaml reports byte offsets
