@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from datetime import UTC
 from typing import Any
 
 from aetherflow.errors import AetherflowError
@@ -70,7 +69,7 @@ def restore_outputs(rec: StepRecord) -> dict[str, Any]:
 def iso(ts: float | None) -> str:
     if ts is None:
         return ""
-    from datetime import datetime
+    from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 

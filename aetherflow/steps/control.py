@@ -7,7 +7,6 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from aetherflow.api import (
@@ -109,6 +108,8 @@ def parse_duration(text: Any) -> float:
 
 
 def parse_until(text: str) -> float:
+    from datetime import datetime  # only for `until`
+
     try:
         dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError as exc:
