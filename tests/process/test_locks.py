@@ -163,6 +163,51 @@ def test_locks_list_hides_the_record_of_a_dead_holder(af, spawn, write_flow, tmp
     assert af("locks", "list").stdout.strip() == "no locks held"
 
 
+def test_sigterm_stops_a_with_lock_that_waits_for_its_lock(af, spawn, write_flow, tmp_path: Path, store_of) -> None:
+    """A `with_lock` with `wait_seconds` waits in the step thread, so SIGTERM ends the run long
+    before the wait would: exit 143, the run INTERRUPTED and resumable, the step never entered."""
+    marker, entered = tmp_path / "holder.pid", tmp_path / "contender.entered"
+    holder_flow = write_flow(lock_flow("holder", 0, f"echo $$ > {q(marker)}.tmp; mv {q(marker)}.tmp {q(marker)}; exec sleep 300"),
+                             "holder.yaml")
+    contender_flow = write_flow(lock_flow("patient", 600, f"touch {q(entered)}"), "patient.yaml")
+    holder = spawn("run", holder_flow, "--run-id", "holder-run")
+    try:
+        assert wait_for(marker.exists, timeout=60), holder.stderr
+        contender = spawn("run", contender_flow, "--run-id", "patient-run")
+        store = store_of()
+        assert wait_for(lambda: step_status(store, "patient-run", "j", "locked") == "RUNNING", timeout=60)
+        os.kill(contender.pid, signal.SIGTERM)
+        code, _, err = finish(contender, timeout=60)  # the wait itself would last 600 s
+        assert code == 143, err
+        assert not entered.exists()
+        assert show(af, "patient-run")["run"]["status"] == "INTERRUPTED"
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+
+
+def test_with_lock_around_an_inline_step_records_its_holder(af, write_flow) -> None:
+    """`with_lock` around `noop` (no wait, no timeout) is called in the job's thread: the lock is
+    still taken and released, recorded and reported as for any other `with_lock`."""
+    flow = write_flow("""
+version: 1
+flow: {id: quick_lock}
+jobs:
+  - id: j
+    steps:
+      - {id: a, type: with_lock, inputs: {lock_key: quick, step: {type: noop}}}
+      - {id: b, type: with_lock, inputs: {lock_key: quick, steps: [{type: noop}, {type: noop}]}}
+""")
+    res = af("run", flow, "--run-id", "quick-run")
+    assert res.exit_code == 0, res.stderr
+    doc = show(af, "quick-run", history=True)
+    assert [e["event"] for e in doc["history"] if e["event"].startswith("lock.") and e.get("step_id")] == [
+        "lock.acquired", "lock.released", "lock.acquired", "lock.released"]
+    assert step_doc(doc, "j", "a")["outputs"]["lock_key"] == "quick"
+    assert set(step_doc(doc, "j", "b")["outputs"]["steps"]) == {"0", "1"}
+    assert json.loads(af("locks", "list", "--json").stdout)["locks"] == []
+
+
 # ---------------------------------------------------------------------------------------------
 # (c) a live holder is never overtaken
 
