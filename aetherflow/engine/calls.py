@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aetherflow.context import CancelToken, MaskingAdapter, StepContext
-from aetherflow.engine.preflight import LOCK_STEP
 from aetherflow.engine.results import normalize_result
 from aetherflow.errors import Interrupted, StepError, StepTimeoutError
 from aetherflow.model import JobSpec, StepResult, StepSpec, freeze, thaw
@@ -129,29 +128,23 @@ class StepCaller:
             progress=self._progress_reporter(job.id, step.id, attempt),
         )
         # the step gets its own plain copy (lists and dicts, as aetherflow-core steps expect)
-        if st.meta.inline or self._lock_around_inline(st, step, inputs):
+        if st.meta.inline or self._returns_at_once(st, step, inputs):
             return self._call_inline(st, step.id, job.id, thaw(inputs), ctx)
         return self._call_in_worker(st, step.id, job.id, thaw(inputs), ctx, step.timeout_seconds)
 
-    def _lock_around_inline(self, st: StepType, step: StepSpec, inputs: Any) -> bool:
-        """``with_lock`` returns at once, and so may be called inline, when it does not wait for
-        its lock (``wait_seconds`` 0, the default), has no ``timeout_seconds``, and every step it
-        runs is of an inline type: handing it to the worker thread would cost more than it does."""
-        if st.name != LOCK_STEP or step.timeout_seconds:
+    def _returns_at_once(self, st: StepType, step: StepSpec, inputs: Any) -> bool:
+        """A step type that is inline only for some inputs says so with a static method
+        ``returns_at_once(inputs, inline_type)`` (``with_lock`` around inline steps, not waiting
+        for its lock): such a call is not worth a hand-off to the worker thread. Never with
+        ``timeout_seconds``, which only the worker thread can enforce."""
+        check = getattr(st.cls, "returns_at_once", None)
+        if check is None or step.timeout_seconds:
             return False
-        try:
-            if float(inputs.get("wait_seconds") or 0) > 0:
-                return False
-        except (TypeError, ValueError):
-            return False
-        nested = [inputs.get("step")] if "step" in inputs else list(inputs.get("steps") or ())
-        for spec in nested:
-            if not isinstance(spec, Mapping):
-                return False
-            found = self.ex.svc.registry.step(str(spec.get("type")))
-            if found is None or not found.meta.inline:
-                return False
-        return bool(nested)
+        return bool(check(inputs, self._inline_type))
+
+    def _inline_type(self, name: str) -> bool:
+        found = self.ex.svc.registry.step(name)
+        return found is not None and found.meta.inline
 
     def _progress_reporter(self, job_id: str, step_id: str, attempt: int) -> Callable[[str], None]:
         """``ctx.progress``: a transient ``step.progress`` event to observers (not the store),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aetherflow.api import (
@@ -215,6 +215,19 @@ def _nested_specs(inputs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 class WithLock(Step):
     """Run one nested step (`step`) or several (`steps`) while holding the OS lock `lock_key`.
     Outputs are the (last) nested step's outputs plus `lock_key` and `lock_wait_seconds`."""
+
+    @staticmethod
+    def returns_at_once(inputs: Mapping[str, Any], inline_type: Callable[[str], bool]) -> bool:
+        """The engine asks this (``engine/calls.py``): these inputs never block, so the call may
+        stay in the job's thread. True when the lock is not waited for (``wait_seconds`` 0, the
+        default) and every nested step is of an inline type (``inline_type(name)``)."""
+        try:
+            if float(inputs.get("wait_seconds") or 0) > 0:
+                return False
+            specs = _nested_specs(inputs)
+        except (TypeError, ValueError, StepError):
+            return False
+        return bool(specs) and all(isinstance(s, Mapping) and inline_type(str(s.get("type"))) for s in specs)
 
     def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
         if ctx.locks is None or ctx.invoke is None:
