@@ -84,9 +84,13 @@ def load_registry(settings: Settings, extra_paths: Sequence[str] = ()) -> Any:
     from aetherflow import plugins
 
     # the entry point scan is cached in $AETHERFLOW_HOME/cache/entry-points.json (docs/plugins.md)
-    off = settings.env.get("AETHERFLOW_PLUGIN_CACHE", "").strip().lower() in ("0", "false", "no", "off")
     return plugins.load(plugin_paths=(*settings.all_plugin_paths(), *extra_paths),
-                        cache_dir=None if off else settings.home / "cache")
+                        cache_dir=None if _switched_off(settings, "AETHERFLOW_PLUGIN_CACHE") else settings.home / "cache")
+
+
+def _switched_off(settings: Settings, variable: str) -> bool:
+    """A cache's switch (``AETHERFLOW_VALIDATION_CACHE``, ``AETHERFLOW_PLUGIN_CACHE``) says off."""
+    return settings.env.get(variable, "").strip().lower() in ("0", "false", "no", "off")
 
 
 def _warn_plugin_errors(loaded_plugins: Any) -> None:
@@ -98,7 +102,7 @@ def _warn_plugin_errors(loaded_plugins: Any) -> None:
 def validation_cache(settings: Settings) -> Any:
     """The cache of known schema-valid flows (``$AETHERFLOW_HOME/cache/valid``) for ``run`` and
     ``resume``; ``None`` when ``AETHERFLOW_VALIDATION_CACHE=0``."""
-    if settings.env.get("AETHERFLOW_VALIDATION_CACHE", "").strip().lower() in ("0", "false", "no", "off"):
+    if _switched_off(settings, "AETHERFLOW_VALIDATION_CACHE"):
         return None
     from aetherflow.spec.cache import ValidationCache
 

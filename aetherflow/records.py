@@ -158,6 +158,7 @@ def _build(cls: type, frozen: bool, kw_only: bool) -> type:
         ns["__hash__"] = None
     ns["__slots__"] = tuple(own)
     ns["__record_fields__"] = names
+    ns["__record_defaults__"] = {n: body[n] for n in own if n in body}  # for subclasses (_inherited_default)
     ns["__match_args__"] = () if kw_only else names
     new = type(cls)(cls.__name__, cls.__bases__, ns)
     new.__qualname__ = cls.__qualname__
@@ -183,10 +184,7 @@ def record(cls: Any = None, /, *, frozen: bool = False, kw_only: bool = False) -
     """Make ``cls`` a record (see the module docstring)."""
 
     def wrap(c: type[T]) -> type[T]:
-        defaults = {n: v for n, v in c.__dict__.items() if n in c.__dict__.get("__annotations__", {})}
-        new = _build(c, frozen, kw_only)
-        type.__setattr__(new, "__record_defaults__", defaults)
-        return new
+        return _build(c, frozen, kw_only)
 
     return wrap if cls is None else wrap(cls)
 

@@ -114,7 +114,7 @@ def parse(args: Sequence[str], env: Mapping[str, str]) -> tuple[str, dict[str, A
             if kind in ("flag", "count"):
                 if eq:
                     return None
-                params[dest] = params[dest] + 1 if kind == "count" else True
+                _switch(params, dest, kind)
                 continue
             if eq:
                 value = inline
@@ -131,14 +131,17 @@ def parse(args: Sequence[str], env: Mapping[str, str]) -> tuple[str, dict[str, A
             spec = table.get("-" + ch)
             if spec is None or spec[1] not in ("flag", "count"):
                 return None
-            dest, kind = spec
-            params[dest] = params[dest] + 1 if kind == "count" else True
+            _switch(params, *spec)
     if required and params[positional] is None:
         return None  # typer's "Missing argument"
     for dest, var in ENVVARS.items():
         if dest in params and params[dest] is None and env.get(var):
             params[dest] = env[var]
     return args[0], params
+
+
+def _switch(params: dict[str, Any], dest: str, kind: str) -> None:
+    params[dest] = params[dest] + 1 if kind == "count" else True
 
 
 def _store(params: dict[str, Any], dest: str, kind: str, value: str) -> bool:

@@ -309,9 +309,11 @@ class Executor:
     def _job_lock(self, job: JobSpec) -> OsLock:
         key = job_lock_key(self.flow.id, job.id)
         lock = OsLock(self.svc.lock_dir, key)
+        wait = self.flow.locks.wait_seconds
         if not lock.acquire(0):
-            self.svc.store.sync()  # what was written without an fsync must not wait on another process
-            if not lock.acquire(self.flow.locks.wait_seconds):
+            if wait > 0:
+                self.svc.store.sync()  # what was written without an fsync must not wait on another process
+            if wait <= 0 or not lock.acquire(wait):
                 holder = holder_text(self.svc.store.lock_holder(key))
                 raise LockBusyError(f"job lock '{key}' is held by {holder}")
         self.svc.store.record_lock(

@@ -59,27 +59,23 @@ def load_flow(
     *,
     raw: bytes | None = None,
     validator: Any = None,
-    schema_valid: bool = False,
     parsed: tuple[Any, Any] | None = None,
 ) -> LoadedFlow:
     """Load, schema-check and build a flow. ``validator`` is a ``SchemaValidator`` to reuse.
-    ``schema_valid``: these exact bytes are known to pass the shipped flow schema (the
-    validation cache, ``spec/cache.py``), so the schema check (and the jsonschema import) is
-    skipped; the flow is still built and semantically checked. ``parsed``: the ``(data,
-    positions)`` ``load_yaml`` returned for these exact bytes (the validation cache keeps it),
-    so the YAML is not parsed again (nor yaml imported); it implies ``schema_valid``."""
+    ``parsed``: the ``(data, positions)`` ``load_yaml`` returned for these exact bytes, known to
+    pass the shipped flow schema (the validation cache, ``spec/cache.py``): neither the YAML
+    parse nor the schema check runs (nor are yaml and jsonschema imported); the flow is still
+    built and semantically checked."""
     from aetherflow.spec.semantic import Builder, base_dir_of, sha256_text
 
     if raw is None:
         raw = read_flow_bytes(path)
     if parsed is not None:
         data, positions = parsed
-        schema_valid = True
     else:
         from aetherflow.spec.loader import load_yaml
 
         data, positions = load_yaml(raw, path)
-    if not schema_valid:
         if validator is None:
             from aetherflow.spec.schema import SchemaValidator, load_schema
 
