@@ -19,20 +19,6 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from aetherflow import __version__
-from aetherflow.cli.support import (  # noqa: F401 - re-exported for the command modules and tests
-    JsonLogFormatter,
-    MaskFilter,
-    crash_hooks,
-    fail,
-    guarded,
-    log_line,
-    process_env,
-    setup_logging,
-    signal_handlers,
-    stderr,
-    stdout,
-    stdout_to_stderr,
-)
 
 root_app = typer.Typer(
     name="aetherflow",

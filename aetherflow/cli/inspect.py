@@ -10,7 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from aetherflow.cli import options as o
-from aetherflow.cli.app import guarded, process_env, root_app, stderr, stdout
+from aetherflow.cli.app import root_app
+from aetherflow.cli.support import guarded, process_env, stderr, stdout
 from aetherflow.errors import ExitCode, UsageError
 
 steps_app = typer.Typer(help="Registered step types (built-in and plugins).\n\nExample: aetherflow steps list", no_args_is_help=True)

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from aetherflow.cli import options as o
-from aetherflow.cli.app import guarded, process_env, root_app, stderr, stdout
+from aetherflow.cli.app import root_app
+from aetherflow.cli.support import guarded, process_env, stderr, stdout
 from aetherflow.errors import UsageError
 
 runs_app = typer.Typer(help="Recorded runs.\n\nExample: aetherflow runs list --status FAILED", no_args_is_help=True)

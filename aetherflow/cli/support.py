@@ -1,6 +1,6 @@
 """What every command shares and none needs typer for: streams, the error → exit code mapping,
-logging, signals, and stdout kept clean during a run. ``cli/fast.py`` runs ``run`` and ``resume``
-on these without importing typer; ``cli/app.py`` re-exports them for the typer commands.
+logging, signals, and stdout kept clean during a run. The typer command modules use them, and so
+do ``cli/runexec.py`` and ``cli/validate.py``, which ``cli/fast.py`` calls without typer.
 
 An error ends the command with ``SystemExit(code)``: typer (click) lets it through unchanged, and
 its test runner records the code, so both ways of invoking a command exit alike.

@@ -34,6 +34,7 @@ import shlex
 import shutil
 import signal
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,6 @@ from aetherflow.api import (
     register_step,
 )
 from aetherflow.process import ProcessResult, StreamMode, interrupted, run_process
-from aetherflow.records import record
 from aetherflow.workspace import fsync_dir
 
 #: step outputs are stored and limited to 1 MiB by the engine; keep room for the other keys
@@ -149,7 +149,7 @@ INPUTS_SCHEMA: dict[str, Any] = {
 }
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Plan:
     """The inputs, checked and resolved against the workspace."""
 

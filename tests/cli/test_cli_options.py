@@ -136,7 +136,7 @@ def test_step_print_goes_to_stderr_in_process(cli, write_flow, plugin_path: Path
 def test_mask_filter_masks_message_arguments_and_tracebacks() -> None:
     import logging
 
-    from aetherflow.cli.app import MaskFilter
+    from aetherflow.cli.support import MaskFilter
 
     f = MaskFilter()
     rec = logging.LogRecord("thirdparty", logging.WARNING, __file__, 1, "token %s", ("SEKRET",), None)
@@ -160,7 +160,7 @@ def test_mask_filter_masks_message_arguments_and_tracebacks() -> None:
 def test_setup_logging_keeps_foreign_root_handlers_and_does_not_stack_its_own() -> None:
     import logging
 
-    from aetherflow.cli.app import setup_logging
+    from aetherflow.cli.support import setup_logging
 
     root = logging.getLogger()
     foreign = logging.NullHandler()
