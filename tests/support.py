@@ -73,3 +73,27 @@ def cache_entries(home: Path) -> list[Path]:
     d = home / "cache" / "valid"
     return sorted(d.iterdir()) if d.is_dir() else []
 
+
+# runs aetherflow.cli.main in a fresh interpreter, then reports its exit code and the modules it
+# loaded (a real process: which modules one CLI process imports is the point)
+_MAIN_PROBE = """
+import json, sys
+from aetherflow.cli import main
+try:
+    main(sys.argv[1:])
+    code = 0
+except SystemExit as exc:
+    code = exc.code
+sys.stdout.write("\\n" + json.dumps({"exit": code, "modules": sorted(sys.modules)}) + "\\n")
+"""
+
+
+def probe_main(*args: str) -> tuple[int, set[str], str, str]:
+    """``aetherflow ARGS`` through ``aetherflow.cli.main`` in a fresh interpreter: its exit code,
+    every module it imported, its stdout (without the probe's own line) and its stderr."""
+    proc = subprocess.run([sys.executable, "-c", _MAIN_PROBE, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out, _, doc = proc.stdout.rstrip("\n").rpartition("\n")
+    info = json.loads(doc)
+    return info["exit"], set(info["modules"]), out, proc.stderr
+

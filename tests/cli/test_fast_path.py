@@ -4,13 +4,11 @@ and typer for everything else (help, errors). Real subprocesses for what a proce
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import probe_main
 
 from aetherflow.cli import fast
 
@@ -130,22 +128,10 @@ def test_shell_completion_goes_to_typer() -> None:
     assert fast.parse(["run", "f.yaml"], {"_AETHERFLOW_COMPLETE": "bash_complete"}) is None
 
 
-PROBE = """
-import json, sys
-from aetherflow.cli import main
-try:
-    main(sys.argv[1:])
-    code = 0
-except SystemExit as exc:
-    code = exc.code
-sys.stdout.write("\\n" + json.dumps({"exit": code, "typer": "typer" in sys.modules}) + "\\n")
-"""
-
-
 def probe(*args: str) -> tuple[int, bool, str]:
-    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
-    doc = json.loads(proc.stdout.rstrip("\n").rsplit("\n", 1)[-1])
-    return doc["exit"], doc["typer"], proc.stderr
+    """The exit code of one CLI process, whether it imported typer, and its stderr."""
+    code, modules, _, err = probe_main(*args)
+    return code, "typer" in modules, err
 
 
 def test_a_plain_run_and_its_resume_do_not_import_typer(home: Path, write_flow) -> None:
@@ -177,12 +163,9 @@ def test_validate_without_typer_prints_the_same(home: Path, write_flow, cli) -> 
     good = write_flow(ONE_STEP, name="good.yaml")
     bad = write_flow(ONE_STEP.replace("type: noop", "type: nope"), name="bad.yaml")
     for flow, expected in ((good, 0), (bad, 2)):
-        proc = subprocess.run([sys.executable, "-c", PROBE, "validate", str(flow)], capture_output=True, text=True,
-                              timeout=120)
-        out, doc = proc.stdout.rstrip("\n").rsplit("\n", 1) if "\n" in proc.stdout.strip() else ("", proc.stdout)
-        info = json.loads(doc)
-        assert (info["exit"], info["typer"]) == (expected, False), proc.stderr
+        code, modules, out, err = probe_main("validate", str(flow))
+        assert (code, "typer" in modules) == (expected, False), err
         typer_res = cli("validate", str(flow))  # the typer command, in-process
         assert typer_res.exit_code == expected
         assert out.strip() == typer_res.stdout.strip()
-        assert proc.stderr.strip() == typer_res.stderr.strip()
+        assert err.strip() == typer_res.stderr.strip()

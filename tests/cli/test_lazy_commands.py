@@ -4,12 +4,10 @@ point is which modules one CLI process imports, which an in-process runner canno
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import probe_main
 
 ONE_STEP = """
 version: 1
@@ -24,25 +22,10 @@ jobs:
 
 COMMAND_MODULES = {"aetherflow.cli.runcmd", "aetherflow.cli.inspect", "aetherflow.cli.runs"}
 
-# runs aetherflow.cli.main in this process, then reports its exit code and the cli modules loaded
-PROBE = """
-import json, sys
-from aetherflow.cli import main
-try:
-    main(sys.argv[1:])
-    code = 0
-except SystemExit as exc:
-    code = exc.code
-sys.stdout.write("\\n" + json.dumps({"exit": code, "modules": sorted(
-    m for m in sys.modules if m.startswith("aetherflow.cli"))}) + "\\n")
-"""
-
-
 def probe(*args: str) -> tuple[int, set[str]]:
-    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = json.loads(proc.stdout.rstrip("\n").rsplit("\n", 1)[-1])
-    return doc["exit"], set(doc["modules"])
+    """The exit code and the ``aetherflow.cli`` modules of one CLI process."""
+    code, modules, _, _ = probe_main(*args)
+    return code, {m for m in modules if m.startswith("aetherflow.cli")}
 
 
 def help_commands(text: str) -> list[str]:

@@ -124,7 +124,9 @@ def test_a_field_without_default_after_one_with_is_refused() -> None:
 
 
 def test_a_run_defines_no_dataclass_of_ours(home, write_flow) -> None:
-    """(filelock imports dataclasses for its own use; none of aetherflow's classes is one)"""
+    """A noop run defines its records with aetherflow.records: no class of ours is a dataclass.
+    (filelock imports dataclasses for its own use; the process step, imported only when a flow
+    uses it, keeps one stdlib dataclass, as built-in steps use only api, process and workspace.)"""
     flow = write_flow("version: 1\nflow:\n  id: one\njobs:\n  - id: j\n    steps:\n      - {id: s, type: noop}\n")
     code = ("import sys\nfrom aetherflow.cli import main\ntry:\n    main(['run', sys.argv[1], '-q'])\n"
             "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
