@@ -97,3 +97,14 @@ def probe_main(*args: str) -> tuple[int, set[str], str, str]:
     info = json.loads(doc)
     return info["exit"], set(info["modules"]), out, proc.stderr
 
+
+def example_installed() -> bool:
+    """The example plugin package (plugins/aetherflow-example) is installed with its entry point."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("aetherflow-example")
+    except metadata.PackageNotFoundError:
+        return False
+    return any(ep.group == "aetherflow.plugins" for ep in dist.entry_points)
+

@@ -10,16 +10,13 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support import cache_entries as markers
-from support import messages, traced
+from support import messages, probe_main, traced
 
 from aetherflow.spec.cache import ValidationCache, flow_schema_bytes
 from aetherflow.spec.loader import load_yaml
@@ -52,17 +49,9 @@ def test_repeat_run_uses_the_marker_and_skips_jsonschema(home: Path, write_flow:
 
 def test_hit_in_process_leaves_jsonschema_unimported(home: Path, write_flow: Callable[..., Path]) -> None:
     flow = write_flow(ONE_STEP)
-    code = textwrap.dedent(f"""
-        import sys
-        from aetherflow.cli import main
-        try:
-            main(["run", {str(flow)!r}, "-q"])
-        except SystemExit as exc:
-            assert exc.code in (0, None), exc.code
-        print("jsonschema" in sys.modules)
-    """)
-    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120) for _ in range(2)]
-    assert [o.stdout.strip().splitlines()[-1] for o in outs] == ["True", "False"], [o.stderr for o in outs]
+    outs = [probe_main("run", str(flow), "-q") for _ in range(2)]
+    assert [code for code, _, _, _ in outs] == [0, 0], [err for _, _, _, err in outs]
+    assert ["jsonschema" in mods for _, mods, _, _ in outs] == [True, False]
 
 
 def test_editing_the_flow_misses_the_cache(home: Path, write_flow: Callable[..., Path]) -> None:

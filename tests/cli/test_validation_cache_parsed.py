@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from support import cache_entries as entries
-from support import messages, traced
+from support import messages, probe_main, traced
 
 from aetherflow.spec.cache import ValidationCache
 from aetherflow.spec.loader import Positions, load_yaml
@@ -60,18 +60,9 @@ def without_times(doc: Any) -> Any:
 
 def test_hit_in_a_fresh_process_imports_no_yaml(home: Path, write_flow: Callable[..., Path]) -> None:
     flow = write_flow(ONE_STEP)
-    code = textwrap.dedent(f"""
-        import sys
-        from aetherflow.cli import main
-        try:
-            main(["run", {str(flow)!r}, "-q"])
-        except SystemExit as exc:
-            assert exc.code in (0, None), exc.code
-        print("yaml" in sys.modules, "jsonschema" in sys.modules)
-    """)
-    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-            for _ in range(2)]
-    assert [o.stdout.strip().splitlines()[-1] for o in outs] == ["True True", "False False"], [o.stderr for o in outs]
+    outs = [probe_main("run", str(flow), "-q") for _ in range(2)]
+    assert [code for code, _, _, _ in outs] == [0, 0], [err for _, _, _, err in outs]
+    assert [("yaml" in mods, "jsonschema" in mods) for _, mods, _, _ in outs] == [(True, True), (False, False)]
     [entry] = entries(home)
     assert stat.S_IMODE(entry.stat().st_mode) == 0o600
     assert entry.read_bytes().startswith(b"aetherflow-valid 1 ")

@@ -21,11 +21,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import example_installed
 
 PROBE = textwrap.dedent("""
     import json, os, sys
@@ -48,14 +48,6 @@ class Ping(Step):
     def run(self, ctx, inputs):
         return StepResult(STEP_SUCCESS, {{}})
 """
-
-
-def example_installed() -> bool:
-    try:
-        dist = metadata.distribution("aetherflow-example")
-    except metadata.PackageNotFoundError:
-        return False
-    return any(ep.group == "aetherflow.plugins" for ep in dist.entry_points)
 
 
 pytestmark = pytest.mark.skipif(

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from support import example_installed
 
 GOOD_PLUGIN = """
 from aetherflow.api import STEP_SUCCESS, Step, StepError, StepResult, register_step
@@ -75,14 +76,6 @@ def plugin_dir(tmp_path: Path) -> Callable[..., Path]:
         return d
 
     return make
-
-
-def example_installed() -> bool:
-    try:
-        dist = metadata.distribution("aetherflow-example")
-    except metadata.PackageNotFoundError:
-        return False
-    return any(ep.group == "aetherflow.plugins" for ep in dist.entry_points)
 
 
 needs_example = pytest.mark.skipif(
