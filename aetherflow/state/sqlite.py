@@ -43,7 +43,7 @@ from aetherflow.state.store import (
     WaitRecord,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ACTIVE_STATUSES = ("RUNNING", "WAITING")
 #: job rows written without their own fsync: resume derives them from the step records
 _LAZY_JOB_STATUSES = frozenset({"RUNNING", "SUCCESS"})
@@ -167,6 +167,28 @@ _MIGRATIONS: tuple[str, ...] = (
     # sorting every run of that status
     """
     CREATE INDEX runs_status_created ON runs(status, created_at DESC);
+    """,
+    # version 3: history keyed by (run_id, id) in one b-tree, ids counted per run. The rowid
+    # table with AUTOINCREMENT and its (run_id, id) index made every history row write three
+    # pages (table, index, sqlite_sequence); now it writes one. Old ids are kept (per run they
+    # are increasing, so the order is unchanged) and new ones continue above them.
+    """
+    CREATE TABLE history_v3 (
+        run_id TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        event TEXT NOT NULL,
+        flow_id TEXT,
+        job_id TEXT,
+        step_id TEXT,
+        attempt INTEGER,
+        data TEXT,
+        PRIMARY KEY (run_id, id)
+    ) WITHOUT ROWID;
+    INSERT INTO history_v3 (run_id, id, ts, event, flow_id, job_id, step_id, attempt, data)
+        SELECT run_id, id, ts, event, flow_id, job_id, step_id, attempt, data FROM history;
+    DROP TABLE history;
+    ALTER TABLE history_v3 RENAME TO history;
     """,
 )
 
@@ -333,8 +355,9 @@ class SqliteStore:
         if event is None:
             return
         data = self._mask(_dumps(_thaw(event.data))) if event.data else None
-        db.execute(
-            "INSERT INTO history (run_id, ts, event, flow_id, job_id, step_id, attempt, data) VALUES (?,?,?,?,?,?,?,?)",
+        db.execute(  # the next id of this run: a seek to the end of its key range (we hold the write lock)
+            "INSERT INTO history (run_id, id, ts, event, flow_id, job_id, step_id, attempt, data) "
+            "VALUES (?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM history WHERE run_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             (event.run_id, event.ts, event.name, event.flow_id, event.job_id, event.step_id, event.attempt, data),
         )
 

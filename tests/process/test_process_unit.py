@@ -29,7 +29,7 @@ from aetherflow.api import StepError, StepResult, StepTimeoutError
 from aetherflow.context import CancelToken, StepContext
 from aetherflow.errors import ExitCode, Interrupted
 from aetherflow.model import EMPTY, freeze
-from aetherflow.process import ProcessWatchdog, run_process, spawn
+from aetherflow.process import ProcessWatchdog, run_process, spawn, which
 from aetherflow.steps.process import INPUTS_SCHEMA, OUTPUTS_BUDGET, ExternalProcess
 from aetherflow.workspace import ensure, job_workspace
 
@@ -197,6 +197,48 @@ def test_command_not_found_is_a_step_error(make_ctx: Callable[..., StepContext])
         run_step(make_ctx(), {"command": ["definitely-not-a-command-af"]})
     assert err.value.code == "process.spawn_failed"
     assert "definitely-not-a-command-af" in err.value.message
+
+
+def _tool(path: Path, body: str, mode: int = 0o755) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body)
+    path.chmod(mode)
+    return path
+
+
+def test_which_finds_what_exec_would_run(tmp_path: Path) -> None:
+    """The parent looks the command up as the child's exec would: first executable regular
+    file along PATH, skipping files without x and directories of that name."""
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    _tool(a / "tool", "#!/bin/sh\necho a\n", mode=0o644)  # not executable: exec skips it
+    (b / "tool").mkdir(parents=True)  # a directory: exec skips it
+    real = _tool(c / "tool", "#!/bin/sh\necho c\n")
+    env = {"PATH": f"{a}:{b}:{c}"}
+    assert which("tool", env) == str(real)
+    assert which("no-such-tool-af", env) is None
+    assert which("./tool", env) is None and which(str(real), env) is None  # a slash: no search
+    assert which("tool", {"PATH": f"{a}:relative/dir:{c}"}) is None  # depends on the child's cwd
+    assert which("tool", {"PATH": f":{c}"}) is None  # an empty entry is the cwd too
+    assert which("sh", {}) in ("/bin/sh", "/usr/bin/sh")  # no PATH: the default path
+    res = run_process(["tool"], cwd=tmp_path, env=env)
+    assert (res.returncode, res.stdout) == (0, "c\n")
+
+
+def test_command_that_exec_refuses_falls_back_to_the_search(tmp_path: Path) -> None:
+    """An executable file exec cannot run (no #! line, not a binary: ENOEXEC) is skipped by
+    the child's own PATH search, which then runs the next one; the parent's lookup must not
+    change that."""
+    bad, good = tmp_path / "bad", tmp_path / "good"
+    (bad).mkdir()
+    (bad / "tool").write_bytes(b"\x7fELF garbage")
+    (bad / "tool").chmod(0o755)
+    _tool(good / "tool", "#!/bin/sh\necho good \"$@\"\n")
+    env = {"PATH": f"{bad}:{good}"}
+    assert which("tool", env) == str(bad / "tool")
+    res = run_process(["tool", "x y"], cwd=tmp_path, env=env)
+    assert (res.returncode, res.stdout) == (0, "good x y\n")
+    with pytest.raises(OSError):
+        run_process(["tool"], cwd=tmp_path, env={"PATH": str(bad)})
 
 
 # ---------------------------------------------------------------------------------------------
