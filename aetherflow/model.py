@@ -59,18 +59,28 @@ MASKED_KEYS_FIELD = "__aetherflow_masked__"
 DONE_STEP_STATUSES = frozenset({StepStatus.SUCCESS, StepStatus.SKIPPED})
 
 
+#: exact types returned as they are, before the (slower, ABC) ``Mapping`` check
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 def freeze(value: Any) -> Any:
     """Deep-freeze JSON-like data: dicts become read-only mappings, lists tuples."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
+    if kind is dict or kind is MappingProxyType or isinstance(value, Mapping):
         return MappingProxyType({k: freeze(v) for k, v in value.items()})
     if isinstance(value, (list, tuple)):
-        return tuple(freeze(v) for v in value)
+        return tuple([freeze(v) for v in value])
     return value
 
 
 def thaw(value: Any) -> Any:
     """Inverse of ``freeze``: plain dicts and lists, ready for ``json.dumps``."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
+    if kind is dict or kind is MappingProxyType or isinstance(value, Mapping):
         return {k: thaw(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [thaw(v) for v in value]

@@ -43,6 +43,7 @@ from aetherflow.errors import Interrupted, LockBusyError, StepError, StepTimeout
 from aetherflow.events import Event
 from aetherflow.locks import OsLock, job_lock_key
 from aetherflow.model import (
+    EMPTY,
     MASKED_KEYS_FIELD,
     STEP_SKIPPED,
     STEP_WAITING,
@@ -118,7 +119,7 @@ class Executor:
             job_id=job_id,
             step_id=step_id,
             attempt=attempt,
-            data=freeze(data) if data else freeze({}),
+            data=freeze(data) if data else EMPTY,
         )
 
     def emit(self, name: str, **kw: Any) -> Event:

@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -208,7 +208,15 @@ _RECOVERY_HINT = (
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str, sort_keys=True)
+    """Compact, key-sorted JSON of plain or frozen data (read-only mappings are written as
+    objects, tuples as arrays) without thawing it first; anything else JSON lacks as ``str``."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_plain, sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    return str(value)
 
 
 _EMPTY_MAP = freeze({})
@@ -217,12 +225,6 @@ _EMPTY_MAP = freeze({})
 def _map(text: str | None) -> Any:
     """A stored JSON object, frozen; the common empty one without parsing (10,000 steps on resume)."""
     return _EMPTY_MAP if not text or text == "{}" else freeze(json.loads(text))
-
-
-def _thaw(value: Any) -> Any:
-    from aetherflow.model import thaw
-
-    return thaw(value)
 
 
 class SqliteStore:
@@ -354,7 +356,7 @@ class SqliteStore:
     def _history(self, db: Any, event: Event | None) -> None:
         if event is None:
             return
-        data = self._mask(_dumps(_thaw(event.data))) if event.data else None
+        data = self._mask(_dumps(event.data)) if event.data else None
         db.execute(  # the next id of this run: a seek to the end of its key range (we hold the write lock)
             "INSERT INTO history (run_id, id, ts, event, flow_id, job_id, step_id, attempt, data) "
             "VALUES (?1, (SELECT COALESCE(MAX(id), 0) + 1 FROM history WHERE run_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -384,7 +386,7 @@ class SqliteStore:
         for c in _RUN_COLUMNS:
             v = getattr(run, c)
             if c in _RUN_JSON:
-                v = self._mask(_dumps(_thaw(v)))
+                v = self._mask(_dumps(v))
             values.append(v)
         with self._tx() as db:
             if run.business_key is not None:
@@ -454,7 +456,7 @@ class SqliteStore:
             if k not in _RUN_COLUMNS or k == "run_id":
                 raise ValueError(f"unknown run column {k}")
             if k in _RUN_JSON:
-                v = self._mask(_dumps(_thaw(v)))
+                v = self._mask(_dumps(v))
             elif k in ("error", "cancel_reason") and v is not None:
                 v = self._mask(str(v))
             sets.append(f"{k}=?")
@@ -505,7 +507,7 @@ class SqliteStore:
                     status,
                     self._mask(fields["reason"]) if fields.get("reason") else None,
                     fields.get("outcome"),
-                    self._mask(_dumps(_thaw(outputs))) if outputs else "{}",
+                    self._mask(_dumps(outputs)) if outputs else "{}",
                     fields.get("started_at"),
                     fields.get("finished_at"),
                 ),
@@ -513,7 +515,7 @@ class SqliteStore:
             self._history(db, event)
 
     def _write_step(self, db: Any, run_id: str, w: StepWrite) -> None:
-        outputs = self._mask(_dumps(_thaw(w.outputs))) if w.outputs else "{}"
+        outputs = self._mask(_dumps(w.outputs)) if w.outputs else "{}"
         error = self._mask(w.error) if w.error else None
         reason = self._mask(w.reason) if w.reason else None
         db.execute(
@@ -700,7 +702,7 @@ class SqliteStore:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO received_events (run_id, job_id, step_id, name, data, received_at, consumed) VALUES (?,?,?,?,?,?,0)",
-                (ev.run_id, ev.job_id, ev.step_id, ev.name, self._mask(_dumps(_thaw(ev.data))), ev.received_at),
+                (ev.run_id, ev.job_id, ev.step_id, ev.name, self._mask(_dumps(ev.data)), ev.received_at),
             )
             self._history(db, event)
             return int(cur.lastrowid or 0)
