@@ -64,7 +64,7 @@ class StepType:
     name: str
     cls: type
     meta: StepMeta
-    source: str  # "builtin:aetherflow.steps.control" or "plugin:dist-name (module)"
+    source: str  # "builtin (aetherflow.steps.control)", or where a plugin came from
 
     @property
     def outcomes(self) -> tuple[str, ...]:

@@ -103,7 +103,9 @@ class Preflight:
             if validator is None:
                 from aetherflow.spec.schema import inputs_validator
 
-                validator = self._validators[type_name] = inputs_validator(_plain(st.meta.inputs_schema))
+                validator = self._validators[type_name] = inputs_validator(
+                    _plain(st.meta.inputs_schema), check=not st.source.startswith("builtin (")
+                )
             from aetherflow.spec.schema import validate_inputs
 
             self.issues.extend(

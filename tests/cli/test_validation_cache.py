@@ -1,5 +1,5 @@
 """The validation cache (``$AETHERFLOW_HOME/cache/valid``): a repeated ``run`` / ``resume`` of an
-unchanged, fully valid flow skips the JSON Schema checks and never imports jsonschema (nor yaml:
+unchanged, fully valid flow skips the JSON Schema checks (aetherflow.spec.schema is not even imported; nor yaml:
 the entry keeps the parse, tests in test_validation_cache_parsed.py); anything
 that could change the verdict (the file's bytes, a step type's ``inputs_schema``) misses it; an
 invalid flow is never remembered; ``validate`` never uses it; it can be switched off and it never
@@ -36,7 +36,7 @@ def test_repeat_run_uses_the_marker_and_skips_jsonschema(home: Path, write_flow:
     flow = write_flow(ONE_STEP)
     first, mods = traced("run", str(flow))
     assert first.returncode == 0, messages(first)
-    assert "jsonschema" in mods  # a miss pays for the checks
+    assert "aetherflow.spec.schema" in mods  # a miss pays for the checks
     [marker] = markers(home)
     assert marker.read_bytes().startswith(b"aetherflow-valid ") and len(marker.name) == 64
     for d in (home / "cache", home / "cache" / "valid"):
@@ -51,7 +51,7 @@ def test_hit_in_process_leaves_jsonschema_unimported(home: Path, write_flow: Cal
     flow = write_flow(ONE_STEP)
     outs = [probe_main("run", str(flow), "-q") for _ in range(2)]
     assert [code for code, _, _, _ in outs] == [0, 0], [err for _, _, _, err in outs]
-    assert ["jsonschema" in mods for _, mods, _, _ in outs] == [True, False]
+    assert ["aetherflow.spec.schema" in mods for _, mods, _, _ in outs] == [True, False]
 
 
 def test_editing_the_flow_misses_the_cache(home: Path, write_flow: Callable[..., Path]) -> None:
@@ -60,7 +60,7 @@ def test_editing_the_flow_misses_the_cache(home: Path, write_flow: Callable[...,
     flow.write_text(flow.read_text() + "# only a comment\n")
     proc, mods = traced("run", str(flow))
     assert proc.returncode == 0, messages(proc)
-    assert "jsonschema" in mods
+    assert "aetherflow.spec.schema" in mods
     assert len(markers(home)) == 2
 
 
@@ -156,7 +156,7 @@ def test_changed_plugin_inputs_schema_revalidates(home: Path, tmp_path: Path, wr
     assert traced("run", str(flow), env=env)[0].returncode == 0
     assert len(markers(home)) == 1
     proc, mods = traced("run", str(flow), env=env)
-    assert proc.returncode == 0 and "jsonschema" not in mods  # cached with this plugin
+    assert proc.returncode == 0 and "jsonschema" not in mods and "aetherflow.spec.schema" not in mods  # cached with this plugin
     module.write_text(PLUGIN.replace("TIMES", '{"type": "integer", "minimum": 1}'))
     proc, mods = traced("run", str(flow), env=env)
     assert proc.returncode == 2, messages(proc)
@@ -183,7 +183,7 @@ def test_resume_uses_the_cache(home: Path, tmp_path: Path, write_flow: Callable[
     gate.touch()
     proc, mods = traced("resume", "r1", env=env)
     assert proc.returncode == 0, messages(proc)
-    assert "jsonschema" not in mods
+    assert "jsonschema" not in mods and "aetherflow.spec.schema" not in mods
 
 
 def test_switched_off_writes_nothing(home: Path, write_flow: Callable[..., Path], cli: Callable[..., Any],
@@ -200,7 +200,7 @@ def test_switched_off_ignores_existing_markers(home: Path, write_flow: Callable[
     flow = write_flow(ONE_STEP)
     assert traced("run", str(flow))[0].returncode == 0
     proc, mods = traced("run", str(flow), env={"AETHERFLOW_VALIDATION_CACHE": "0"})
-    assert proc.returncode == 0 and "jsonschema" in mods
+    assert proc.returncode == 0 and "aetherflow.spec.schema" in mods
 
 
 def test_unwritable_cache_does_not_fail_the_run(home: Path, write_flow: Callable[..., Path],
@@ -222,7 +222,7 @@ def test_validate_never_uses_or_writes_the_cache(home: Path, write_flow: Callabl
     assert markers(home) == []
     assert traced("run", str(flow))[0].returncode == 0
     proc, mods = traced("validate", str(flow))
-    assert proc.returncode == 0 and "jsonschema" in mods  # the full check, marker or not
+    assert proc.returncode == 0 and "aetherflow.spec.schema" in mods  # the full check, marker or not
 
 
 # --------------------------------------------------------------------- the cache on its own

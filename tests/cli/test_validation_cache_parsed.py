@@ -62,7 +62,7 @@ def test_hit_in_a_fresh_process_imports_no_yaml(home: Path, write_flow: Callable
     flow = write_flow(ONE_STEP)
     outs = [probe_main("run", str(flow), "-q") for _ in range(2)]
     assert [code for code, _, _, _ in outs] == [0, 0], [err for _, _, _, err in outs]
-    assert [("yaml" in mods, "jsonschema" in mods) for _, mods, _, _ in outs] == [(True, True), (False, False)]
+    assert [("yaml" in mods, "aetherflow.spec.schema" in mods) for _, mods, _, _ in outs] == [(True, True), (False, False)]
     [entry] = entries(home)
     assert stat.S_IMODE(entry.stat().st_mode) == 0o600
     assert entry.read_bytes().startswith(b"aetherflow-valid 1 ")
@@ -117,7 +117,7 @@ def test_hit_runs_exactly_what_a_miss_runs(home: Path, write_flow: Callable[...,
     flow = write_flow(SAME)
     miss, _ = traced("run", str(flow), "--run-id", "miss")
     hit, mods = traced("run", str(flow), "--run-id", "hit")
-    assert "yaml" not in mods and "jsonschema" not in mods, messages(hit)
+    assert "yaml" not in mods and "aetherflow.spec.schema" not in mods, messages(hit)
     assert miss.returncode == hit.returncode == 1, (messages(miss), messages(hit))
     assert miss.stdout.replace("miss", "RUN") == hit.stdout.replace("hit", "RUN")
     assert messages(miss) == [ln.replace("hit", "miss") for ln in messages(hit)]
@@ -206,7 +206,7 @@ def test_resume_of_a_hit_imports_no_yaml(home: Path, tmp_path: Path, write_flow:
     gate.touch()
     proc, mods = traced("resume", "r1", env=env)
     assert proc.returncode == 0, messages(proc)
-    assert "yaml" not in mods and "jsonschema" not in mods
+    assert "yaml" not in mods and "aetherflow.spec.schema" not in mods
 
 
 # --------------------------------------------------------------------- unusable entries are misses
@@ -247,7 +247,7 @@ def test_unusable_entry_is_a_miss_and_is_rewritten(home: Path, write_flow: Calla
     SPOILERS[how](entry)
     proc, mods = traced("run", str(flow))
     assert proc.returncode == 0 and messages(proc) == [], messages(proc)
-    assert "yaml" in mods and "jsonschema" in mods  # parsed and checked again
+    assert "yaml" in mods and "aetherflow.spec.schema" in mods  # parsed and checked again
     assert entries(home) == [entry] and entry.read_bytes() == good
     proc, mods = traced("run", str(flow))
     assert proc.returncode == 0 and "yaml" not in mods
