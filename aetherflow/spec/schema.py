@@ -9,7 +9,11 @@ Contract
 
 ``SchemaValidator(schema, *, prefix="schema", templates=False, check=True)``
     Compiles a Draft 2020-12 validator once (formats are not checked); the caller keeps the
-    object for as long as it needs it. ``validate(data, *, file, positions, base_path=())``
+    object for as long as it needs it. A document is first checked by the yes/no check of
+    ``spec.quickcheck`` (no jsonschema import); jsonschema is imported and compiled only for a
+    document that fails it, or for a schema it does not cover, and its errors are what is
+    reported. ``check=True`` validates the schema itself first (jsonschema, at once).
+    ``validate(data, *, file, positions, base_path=())``
     returns every problem as an :class:`~aetherflow.errors.Issue`: deduplicated by (code, path)
     and sorted by line and column. ``positions`` come from ``spec.loader.load_yaml``; without
     them issues carry only the file and the JSON path.
