@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import ctypes
 import functools
 import os
 import selectors
@@ -137,6 +136,8 @@ def interrupted(reason: str | None, message: str) -> Interrupted:
 def _prctl() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # only for this fallback (no watchdog): 1-2 ms to import
+
     try:
         fn = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
