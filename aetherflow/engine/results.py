@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,8 +10,9 @@ from aetherflow.model import MASKED_KEYS_FIELD, Masked, RetrySpec, StepResult
 from aetherflow.state.store import JobRecord, StepRecord, WaitRecord
 
 
-def backoff_delay(retry: RetrySpec, attempt: int, rng: Callable[[], float] = random.random) -> float:
-    """Delay before attempt ``attempt + 1``. Jitter keeps 50-100 % of the computed delay."""
+def backoff_delay(retry: RetrySpec, attempt: int, rng: Callable[[], float] | None = None) -> float:
+    """Delay before attempt ``attempt + 1``. Jitter keeps 50-100 % of the computed delay
+    (``rng`` default ``random.random``, imported only when a step is retried)."""
     base = retry.initial_delay_seconds
     if retry.backoff == "exponential":
         delay = base * (2 ** (attempt - 1))
@@ -22,6 +22,10 @@ def backoff_delay(retry: RetrySpec, attempt: int, rng: Callable[[], float] = ran
         delay = base
     delay = min(delay, retry.max_delay_seconds)
     if retry.jitter and delay > 0:
+        if rng is None:
+            import random
+
+            rng = random.random
         delay *= 0.5 + rng() / 2
     return delay
 
