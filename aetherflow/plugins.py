@@ -10,24 +10,24 @@ does not stop anything that does not need it; a duplicate step or connector name
 Entry point cache
 -----------------
 Given a ``cache_dir``, the entry point scan (``_scan_entry_points``: listing every ``sys.path``
-directory and reading the metadata of the distributions there) is remembered in ``cache_dir/entry-points.json`` (``0600``, directories
-``0700``, written atomically) and a later load with the same key skips both. The key is the cache
-format, the aetherflow version, the interpreter (``sys.executable``, ``sys.version``,
-``sys.prefix``) and, for each ``sys.path`` entry in order, the entry, its absolute path and
-``os.stat`` of it (``st_mtime_ns``, ``st_ctime_ns``, ``st_ino``, ``st_size``; a marker when it
-cannot be stat'ed). Installers create and remove ``*.dist-info`` directories, which changes the
-mtime of the directory holding them, so installing, removing or upgrading a distribution changes
-the key. ``*.egg-info`` (and an ``.egg``'s ``EGG-INFO``), which ``setup.py develop`` rewrites in
-place, are watched individually: the stat of the directory, its ``entry_points.txt`` and
-``PKG-INFO`` are part of the key too. Not cached: when a finder other than ``PathFinder`` on
-``sys.meta_path`` provides distributions, when a ``sys.path`` entry is not a string, when an
-entry point value does not parse, or when a stat'ed mtime is less than two seconds old or in the
-future (on a filesystem with coarse timestamps a further change could keep it). The stats are
-taken before the scan, so a change racing the scan changes the key of the next load. On a hit
-each entry point is loaded the way ``EntryPoint.load`` does (``import_module``, then ``getattr``
-along the attribute path), and errors are reported as for a scanned one. Best effort: an
-unreadable, corrupt or foreign (other owner, group/world-writable) cache file is a miss, a
-failed write is ignored; deleting the file is always safe.
+directory and reading the metadata of the distributions there) is remembered in
+``cache_dir/entry-points.json`` (``0600``, directories ``0700``, written atomically) and a later
+load with the same key skips it. The key is the cache format, the aetherflow version, the
+interpreter (``sys.executable``, ``sys.version``, ``sys.prefix``) and, for each ``sys.path`` entry
+in order, the entry, its absolute path and ``os.stat`` of it (``st_mtime_ns``, ``st_ctime_ns``,
+``st_ino``, ``st_size``; a marker when it cannot be stat'ed). Installers create and remove
+``*.dist-info`` directories, which changes the mtime of the directory holding them, so installing,
+removing or upgrading a distribution changes the key. ``*.egg-info`` (and an ``.egg``'s
+``EGG-INFO``), which ``setup.py develop`` rewrites in place, are watched individually: the stat of
+the directory, its ``entry_points.txt`` and ``PKG-INFO`` are part of the key too. Not cached: when
+a finder other than ``PathFinder`` on ``sys.meta_path`` provides distributions, when a ``sys.path``
+entry is not a string, when an entry point value does not parse, or when a stat'ed mtime is less
+than two seconds old or in the future (on a filesystem with coarse timestamps a further change
+could keep it). The stats are taken before the scan, so a change racing the scan changes the key of
+the next load. On a hit each entry point is loaded the way ``EntryPoint.load`` does
+(``import_module``, then ``getattr`` along the attribute path), and errors are reported as for a
+scanned one. Best effort: an unreadable, corrupt or foreign (other owner, group/world-writable)
+cache file is a miss, a failed write is ignored; deleting the file is always safe.
 """
 
 from __future__ import annotations
@@ -158,6 +158,14 @@ def _entry_points() -> list[Any]:
     return list(entry_points(group=GROUP))
 
 
+def _foreign_distribution_finder() -> bool:
+    """A finder other than ``PathFinder`` on ``sys.meta_path`` provides distributions: neither
+    the scan nor the cache can see into it."""
+    from importlib.machinery import PathFinder
+
+    return any(f is not PathFinder and getattr(f, "find_distributions", None) is not None for f in sys.meta_path)
+
+
 def _normalize(name: str) -> str:
     """A distribution name as importlib.metadata compares them (PEP 503, dashes as underscores)."""
     return re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
@@ -172,9 +180,7 @@ def _scan_entry_points() -> list[CachedEntryPoint] | None:
     another distribution finder on ``sys.meta_path``, a file (zip) or an ``.egg`` on
     ``sys.path``, a metadata directory whose suffix is not lower case, an entry line it rejects,
     a file that is not UTF-8."""
-    from importlib.machinery import PathFinder
-
-    if any(f is not PathFinder and getattr(f, "find_distributions", None) is not None for f in sys.meta_path):
+    if _foreign_distribution_finder():
         return None
     seen: set[str] = set()
     found: list[CachedEntryPoint] = []
@@ -292,10 +298,8 @@ def _stat(path: str) -> list[int]:
 
 def _path_key() -> dict[str, Any] | None:
     """The key for the current interpreter and ``sys.path``; ``None`` when it cannot be cached."""
-    from importlib.machinery import PathFinder
-
-    if any(f is not PathFinder and getattr(f, "find_distributions", None) is not None for f in sys.meta_path):
-        return None  # a finder we cannot see into provides distributions
+    if _foreign_distribution_finder():
+        return None
     if not all(isinstance(entry, str) for entry in sys.path):
         return None
     # "" and relative entries are relative to the working directory, as for the import system

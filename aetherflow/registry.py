@@ -67,6 +67,11 @@ class StepType:
     source: str  # "builtin (aetherflow.steps.control)", or where a plugin came from
 
     @property
+    def builtin(self) -> bool:
+        """Shipped with aetherflow (``plugins.load`` gives built-ins the source ``builtin (module)``)."""
+        return self.source.startswith("builtin (")
+
+    @property
     def outcomes(self) -> tuple[str, ...]:
         extra = tuple(o for o in self.meta.outcomes if o not in DEFAULT_OUTCOMES)
         return DEFAULT_OUTCOMES + extra

@@ -104,7 +104,7 @@ class Preflight:
                 from aetherflow.spec.schema import inputs_validator
 
                 validator = self._validators[type_name] = inputs_validator(
-                    _plain(st.meta.inputs_schema), check=not st.source.startswith("builtin (")
+                    _plain(st.meta.inputs_schema), check=not st.builtin
                 )
             from aetherflow.spec.schema import validate_inputs
 
@@ -136,7 +136,7 @@ def inputs_fingerprint(registry: Registry) -> bytes | None:
     ``inputs_schema`` of every step type registered by a plugin (canonical JSON) and, for the
     built-in step modules (imported only when used), their files' size and mtime, so an edited
     built-in re-validates too. ``None`` if a schema cannot be serialised (nothing is cached)."""
-    schemas = {name: st.meta.inputs_schema for name, st in registry.loaded_steps.items() if not st.source.startswith("builtin")}
+    schemas = {name: st.meta.inputs_schema for name, st in registry.loaded_steps.items() if not st.builtin}
     try:
         text = json.dumps(schemas, sort_keys=True, default=_canonical, ensure_ascii=False)
     except (TypeError, ValueError):  # keys of mixed types, a cycle

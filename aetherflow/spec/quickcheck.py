@@ -44,6 +44,14 @@ _IGNORED = frozenset({
 })
 
 
+_OBJECT = frozenset({"properties", "patternProperties", "additionalProperties", "required", "dependentRequired",
+                     "propertyNames", "minProperties", "maxProperties"})
+_ARRAY = frozenset({"items", "minItems", "maxItems", "uniqueItems"})
+_STRING = frozenset({"minLength", "maxLength", "pattern"})
+_NUMBER = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+_KNOWN = _OBJECT | _ARRAY | _STRING | _NUMBER | {"type", "enum", "const", "allOf", "anyOf", "oneOf", "not"}
+
+
 class _Unsupported(Exception):
     pass
 
@@ -107,8 +115,10 @@ def _compile(schema: Any) -> Check:
         return lambda x: False
     if not isinstance(schema, dict):
         raise _Unsupported(type(schema).__name__)
+    keys = schema.keys() - _IGNORED
+    if keys - _KNOWN:
+        raise _Unsupported(", ".join(sorted(keys - _KNOWN)))
     checks: list[Check] = []
-    keys = set(schema) - _IGNORED
     if "type" in keys:
         checks.append(_type(schema["type"]))
     if "enum" in keys:
@@ -117,24 +127,15 @@ def _compile(schema: Any) -> Check:
     if "const" in keys:
         const = schema["const"]
         checks.append(lambda x: _equal(x, const))
-    object_keys = {"properties", "patternProperties", "additionalProperties", "required", "dependentRequired",
-                   "propertyNames", "minProperties", "maxProperties"}
-    if keys & object_keys:
+    if keys & _OBJECT:
         checks.append(_object(schema))
-    array_keys = {"items", "minItems", "maxItems", "uniqueItems"}
-    if keys & array_keys:
+    if keys & _ARRAY:
         checks.append(_array(schema))
-    string_keys = {"minLength", "maxLength", "pattern"}
-    if keys & string_keys:
+    if keys & _STRING:
         checks.append(_string(schema))
-    number_keys = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
-    if keys & number_keys:
+    if keys & _NUMBER:
         checks.append(_number(schema))
     checks.extend(_combinators(schema))
-    unknown = keys - {"type", "enum", "const", "allOf", "anyOf", "oneOf", "not"} - object_keys - array_keys \
-        - string_keys - number_keys
-    if unknown:
-        raise _Unsupported(", ".join(sorted(unknown)))
     if not checks:
         return lambda x: True
     if len(checks) == 1:
@@ -232,11 +233,9 @@ def _string(schema: dict[str, Any]) -> Check:
 
 
 def _number(schema: dict[str, Any]) -> Check:
-    bounds = [(schema.get(k), k) for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")]
-    for bound, _ in bounds:
-        if bound is not None and not _is_number(bound):
-            raise _Unsupported("a non-numeric bound")
-    lo, hi, xlo, xhi = (b for b, _ in bounds)
+    lo, hi, xlo, xhi = (schema.get(k) for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"))
+    if any(b is not None and not _is_number(b) for b in (lo, hi, xlo, xhi)):
+        raise _Unsupported("a non-numeric bound")
 
     def check(x: Any) -> bool:
         if not _is_number(x):

@@ -210,10 +210,10 @@ _RECOVERY_HINT = (
 def _dumps(value: Any) -> str:
     """Compact, key-sorted JSON of plain or frozen data (read-only mappings are written as
     objects, tuples as arrays) without thawing it first; anything else JSON lacks as ``str``."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_plain, sort_keys=True)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default, sort_keys=True)
 
 
-def _plain(value: Any) -> Any:
+def _json_default(value: Any) -> Any:
     if isinstance(value, Mapping):
         return dict(value)
     return str(value)
