@@ -128,23 +128,33 @@ class StepCaller:
             progress=self._progress_reporter(job.id, step.id, attempt),
         )
         # the step gets its own plain copy (lists and dicts, as aetherflow-core steps expect)
-        if st.meta.inline or self._returns_at_once(st, step, inputs):
+        if self._in_job_thread(st, step, inputs):
             return self._call_inline(st, step.id, job.id, thaw(inputs), ctx)
         return self._call_in_worker(st, step.id, job.id, thaw(inputs), ctx, step.timeout_seconds)
 
-    def _returns_at_once(self, st: StepType, step: StepSpec, inputs: Any) -> bool:
-        """A step type that is inline only for some inputs says so with a static method
-        ``returns_at_once(inputs, inline_type)`` (``with_lock`` around inline steps, not waiting
-        for its lock): such a call is not worth a hand-off to the worker thread. Never with
-        ``timeout_seconds``, which only the worker thread can enforce."""
+    def _in_job_thread(self, st: StepType, step: StepSpec, inputs: Any) -> bool:
+        """Whether the call stays in the job's thread. The worker thread is there so that
+        ``timeout_seconds`` and a signal can stop *waiting* for a step; a step that cannot keep
+        them waiting does not need it, and the hand-off costs two thread wake-ups a step.
+
+        - ``inline`` step types return at once.
+        - A step class with ``supervises_itself = True`` watches ``ctx.cancel`` and
+          ``ctx.deadline`` itself and returns soon after either fires (``external.process``: its
+          supervision loop kills the process group), with or without ``timeout_seconds``.
+        - A step type that may stay here only for some inputs says so with a static method
+          ``returns_at_once(inputs, in_job_thread)`` (``with_lock`` not waiting for its lock,
+          around steps that may stay here); never asked with ``timeout_seconds``, which only
+          the worker thread can enforce on such a step."""
+        if st.meta.inline or getattr(st.cls, "supervises_itself", False) is True:
+            return True
         check = getattr(st.cls, "returns_at_once", None)
         if check is None or step.timeout_seconds:
             return False
-        return bool(check(inputs, self._inline_type))
+        return bool(check(inputs, self._type_in_job_thread))
 
-    def _inline_type(self, name: str) -> bool:
+    def _type_in_job_thread(self, name: str) -> bool:
         found = self.ex.svc.registry.step(name)
-        return found is not None and found.meta.inline
+        return found is not None and (found.meta.inline or getattr(found.cls, "supervises_itself", False) is True)
 
     def _progress_reporter(self, job_id: str, step_id: str, attempt: int) -> Callable[[str], None]:
         """``ctx.progress``: a transient ``step.progress`` event to observers (not the store),

@@ -217,17 +217,19 @@ class WithLock(Step):
     Outputs are the (last) nested step's outputs plus `lock_key` and `lock_wait_seconds`."""
 
     @staticmethod
-    def returns_at_once(inputs: Mapping[str, Any], inline_type: Callable[[str], bool]) -> bool:
-        """The engine asks this (``engine/calls.py``): these inputs never block, so the call may
-        stay in the job's thread. True when the lock is not waited for (``wait_seconds`` 0, the
-        default) and every nested step is of an inline type (``inline_type(name)``)."""
+    def returns_at_once(inputs: Mapping[str, Any], in_job_thread: Callable[[str], bool]) -> bool:
+        """The engine asks this (``engine/calls.py``): with these inputs nothing waits in a way
+        a signal cannot stop, so the call may stay in the job's thread. True when the lock is
+        not waited for (``wait_seconds`` 0, the default) and every nested step is of a type that
+        may itself stay there (``in_job_thread(name)``: inline, or stopping by itself on a
+        cancel, as ``external.process`` does)."""
         try:
             if float(inputs.get("wait_seconds") or 0) > 0:
                 return False
             specs = _nested_specs(inputs)
         except (TypeError, ValueError, StepError):
             return False
-        return bool(specs) and all(isinstance(s, Mapping) and inline_type(str(s.get("type"))) for s in specs)
+        return bool(specs) and all(isinstance(s, Mapping) and in_job_thread(str(s.get("type"))) for s in specs)
 
     def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
         if ctx.locks is None or ctx.invoke is None:

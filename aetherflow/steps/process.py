@@ -190,6 +190,10 @@ class ExternalProcess(Step):
     """Run an external command in its own process group, with timeout, capture and checks."""
 
     required_inputs = frozenset({"command"})
+    #: the engine may call it in the job's thread (engine/calls.py): the supervision loop
+    #: watches ctx.cancel and ctx.deadline and kills the process group when either fires, and
+    #: the pause between inner attempts is a ctx.cancel.wait
+    supervises_itself = True
 
     def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
         plan = _plan(ctx, inputs)
