@@ -508,6 +508,34 @@ def judge(r: Result, engine: Result | None) -> None:
         r.verdict = "FAIL"
 
 
+def process_bounds(rows: list[Result], core_rows: dict[str, Result], child: float) -> list[dict[str, float | str]]:
+    """For each pass that timed the 1-step run, 100 no-op steps and 100 ``external.process``
+    steps: the fastest the process scenario could be if a process step cost only what a no-op
+    step costs (recording it, calling it, recording its result) plus spawning and reaping
+    ``true`` from Python (``child``), and the best ratio to aetherflow-core that would give."""
+    by_name = {r.name: r for r in rows}
+    out: list[dict[str, float | str]] = []
+    for tag in ("", " [tmpfs]"):
+        fixed = by_name.get(_title("run_1") + tag)
+        noop = by_name.get(_title("run_100") + tag)
+        proc = by_name.get(_title("process_100") + tag)
+        core = core_rows.get(_title("process_100") + tag)
+        if fixed is None or noop is None or proc is None or noop.per_unit_ms is None:
+            continue
+        floor = fixed.median + proc.units * (noop.per_unit_ms / 1e3 + child)
+        row: dict[str, float | str] = {"scenario": proc.name, "floor": floor, "measured": proc.median,
+                                       "noop_step_ms": noop.per_unit_ms, "child_ms": child * 1e3}
+        if core is not None:
+            row["core"] = core.median
+            row["best_ratio"] = core.median / floor
+        out.append(row)
+    return out
+
+
+def _title(key: str) -> str:
+    return next(s.title for s in SCENARIOS if s.key == key)
+
+
 # ------------------------------------------------------------------------------------- report
 
 
@@ -708,12 +736,23 @@ def main(argv: list[str] | None = None) -> int:
             print()
         else:
             print(f"aetherflow-core comparison {core_note}")
+        bounds = process_bounds(ours_rows, core_rows, child)
+        if bounds:
+            print("floor of the external.process scenario: the 1-step run plus, per step, a no-op step and")
+            print("spawning `true` from Python (what no process step can go below)")
+            for b in bounds:
+                line = (f"  {b['scenario']}: floor {fmt_s(float(b['floor']))} ({b['noop_step_ms']:.2f} + {b['child_ms']:.2f} ms"
+                        f" a step), measured {fmt_s(float(b['measured']))}")
+                if "best_ratio" in b:
+                    line += f"; at the floor the ratio to aetherflow-core would be {float(b['best_ratio']):.2f}x"
+                print(line)
+            print()
         if args.json:
             RESULTS.mkdir(parents=True, exist_ok=True)
             doc = {"machine": info, "commit_ms": commit * 1e3, "commit_tmpfs_ms": commit_shm and commit_shm * 1e3,
                    "child_true_ms": child * 1e3, "repetitions": {"light": light, "heavy": heavy},
                    "comparison": core_note, "aetherflow": ours_note, "results": [asdict(r) | {"median": r.median} for r in ours_rows],
-                   "core": ratios, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                   "core": ratios, "process_floor": bounds, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             (RESULTS / "latest.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
             print(f"wrote {RESULTS / 'latest.json'}")
         if failed:
