@@ -1,3 +1,3 @@
-from aetherflow.cli import main
+from aetherflow.cli import entry
 
-main()
+entry()
