@@ -78,11 +78,13 @@ def spawn(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> Sample:
 
 
 def child_cost(n: int = 40) -> float:
-    """Median wall time to spawn and reap `true`: the child's own run time, from Python."""
+    """Median wall time to spawn and reap `true`: the child's own run time, from Python. The
+    program is looked up first (as aetherflow does), so the child's own PATH search is not in it."""
+    argv = [shutil.which("true") or "true"]
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        subprocess.run(["true"], check=True)
+        subprocess.run(argv, check=True)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -511,8 +513,8 @@ def judge(r: Result, engine: Result | None) -> None:
 def process_bounds(rows: list[Result], core_rows: dict[str, Result], child: float) -> list[dict[str, float | str]]:
     """For each pass that timed the 1-step run, 100 no-op steps and 100 ``external.process``
     steps: the fastest the process scenario could be if a process step cost only what a no-op
-    step costs (recording it, calling it, recording its result) plus spawning and reaping
-    ``true`` from Python (``child``), and the best ratio to aetherflow-core that would give."""
+    step costs (recording it durably, calling it, recording its result) plus spawning and
+    reaping ``true`` from Python (``child``), and the best ratio to aetherflow-core that allows."""
     by_name = {r.name: r for r in rows}
     out: list[dict[str, float | str]] = []
     for tag in ("", " [tmpfs]"):
@@ -522,7 +524,8 @@ def process_bounds(rows: list[Result], core_rows: dict[str, Result], child: floa
         core = core_rows.get(_title("process_100") + tag)
         if fixed is None or noop is None or proc is None or noop.per_unit_ms is None:
             continue
-        floor = fixed.median + proc.units * (noop.per_unit_ms / 1e3 + child)
+        # the 1-step run holds one no-op step already: the process run replaces it
+        floor = fixed.median + (proc.units - 1) * noop.per_unit_ms / 1e3 + proc.units * child
         row: dict[str, float | str] = {"scenario": proc.name, "floor": floor, "measured": proc.median,
                                        "noop_step_ms": noop.per_unit_ms, "child_ms": child * 1e3}
         if core is not None:
@@ -738,8 +741,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"aetherflow-core comparison {core_note}")
         bounds = process_bounds(ours_rows, core_rows, child)
         if bounds:
-            print("floor of the external.process scenario: the 1-step run plus, per step, a no-op step and")
-            print("spawning `true` from Python (what no process step can go below)")
+            print("floor of the external.process scenario: a process step records what a no-op step records")
+            print("and starts the command, so it cannot cost less than a no-op step plus spawning `true`")
             for b in bounds:
                 line = (f"  {b['scenario']}: floor {fmt_s(float(b['floor']))} ({b['noop_step_ms']:.2f} + {b['child_ms']:.2f} ms"
                         f" a step), measured {fmt_s(float(b['measured']))}")
