@@ -115,6 +115,34 @@ def test_replace_copy_pickle_match() -> None:
             assert (a, b) == (4, 5)
 
 
+def test_the_first_call_checks_arguments_like_every_later_one() -> None:
+    """``__init__`` is generated at the first instance: that first call already refuses what
+    every later one refuses, and afterwards the class carries the generated signature."""
+    import inspect
+
+    @record(frozen=True, kw_only=True)
+    class Fresh:
+        a: int
+        b: str = "x"
+
+    class Plain(Fresh):  # not a record: inherits the record's __init__
+        pass
+
+    with pytest.raises(TypeError, match="required keyword-only argument: 'a'"):
+        Fresh()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'c'"):
+        Fresh(a=1, c=2)
+    assert Fresh(a=1) == Fresh(a=1, b="x") and Plain(a=2).a == 2
+    assert str(inspect.signature(Fresh)) == "(*, a, b='x')"
+    assert Fresh.__init__.__qualname__.endswith("Fresh.__init__")
+
+    @record
+    class Other:
+        x: int
+
+    assert Plain.__init__ is Fresh.__init__ and Other(3).x == 3  # each record compiles its own
+
+
 def test_a_field_without_default_after_one_with_is_refused() -> None:
     with pytest.raises(TypeError, match="without a default"):
         @record
