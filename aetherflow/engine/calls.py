@@ -4,7 +4,6 @@ thread, honour cancel and ``timeout_seconds``, check the result, run nested step
 from __future__ import annotations
 
 import json
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +26,8 @@ class _Worker:
     """One daemon thread running step calls; replaced when a call is abandoned (timeout)."""
 
     def __init__(self) -> None:
+        import queue  # only flows with a step that needs this thread import it
+
         self._q: queue.SimpleQueue[tuple[Callable[[], Any], dict[str, Any], threading.Event, threading.Event] | None] = (
             queue.SimpleQueue()
         )
