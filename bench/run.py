@@ -283,6 +283,7 @@ class Result:
     note: str = ""
     commits_per_unit: float | None = None
     commit_ms: float | None = None  # cost of one synchronous=FULL commit, probed before the scenario
+    child_ms: float | None = None  # spawning and reaping `true`, probed before the scenario (when subtracted)
 
     @property
     def median(self) -> float:
@@ -482,6 +483,7 @@ def finish(r: Result, sc: Scenario, fixed: Result | None, child: float) -> None:
         per = (r.median - fixed.median) / sc.units
         if sc.subtract_child:
             per -= child
+            r.child_ms = child * 1e3
             r.note = f"child `true` {child * 1e3:.2f} ms subtracted"
         r.per_unit_ms = per * 1e3
 
@@ -510,11 +512,12 @@ def judge(r: Result, engine: Result | None) -> None:
         r.verdict = "FAIL"
 
 
-def process_bounds(rows: list[Result], core_rows: dict[str, Result], child: float) -> list[dict[str, float | str]]:
+def process_bounds(rows: list[Result], core_rows: dict[str, Result]) -> list[dict[str, float | str]]:
     """For each pass that timed the 1-step run, 100 no-op steps and 100 ``external.process``
     steps: the fastest the process scenario could be if a process step cost only what a no-op
     step costs (recording it durably, calling it, recording its result) plus spawning and
-    reaping ``true`` from Python (``child``), and the best ratio to aetherflow-core that allows."""
+    reaping ``true`` from Python (probed next to the scenario), and the best ratio to
+    aetherflow-core that allows."""
     by_name = {r.name: r for r in rows}
     out: list[dict[str, float | str]] = []
     for tag in ("", " [tmpfs]"):
@@ -522,8 +525,9 @@ def process_bounds(rows: list[Result], core_rows: dict[str, Result], child: floa
         noop = by_name.get(_title("run_100") + tag)
         proc = by_name.get(_title("process_100") + tag)
         core = core_rows.get(_title("process_100") + tag)
-        if fixed is None or noop is None or proc is None or noop.per_unit_ms is None:
+        if fixed is None or noop is None or proc is None or noop.per_unit_ms is None or proc.child_ms is None:
             continue
+        child = proc.child_ms / 1e3
         # the 1-step run holds one no-op step already: the process run replaces it
         floor = fixed.median + (proc.units - 1) * noop.per_unit_ms / 1e3 + proc.units * child
         row: dict[str, float | str] = {"scenario": proc.name, "floor": floor, "measured": proc.median,
@@ -677,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f" (on tmpfs {commit_shm * 1e3:.3f} ms)" if commit_shm is not None else ""))
         print(f"aetherflow: {ours_note}")
         print(f"repetitions: {light} (heavy scenarios {heavy}); comparison: {core_note}")
-        print(f"`true` as a child costs {child * 1e3:.2f} ms")
+        print(f"`true` as a child costs {child * 1e3:.2f} ms at start (probed again next to the process scenario)")
         print()
 
         ours_rows: list[Result] = []
@@ -693,6 +697,8 @@ def main(argv: list[str] | None = None) -> int:
                 use = [i for i in impls if not i.core or sc.core_ok]
                 if sc.unit:  # fsync latency drifts on a shared disk: probe it next to each scenario
                     cost = commit_cost(base)
+                if sc.subtract_child:  # and so does the cost of a child process
+                    child = child_cost(10 if args.smoke else 100)
                 print(f"  {sc.key}{tag}: {n} x {', '.join(i.name for i in use)}", file=sys.stderr, flush=True)
                 try:
                     res = measure(sc, use, n, base, tag)
@@ -739,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
             print()
         else:
             print(f"aetherflow-core comparison {core_note}")
-        bounds = process_bounds(ours_rows, core_rows, child)
+        bounds = process_bounds(ours_rows, core_rows)
         if bounds:
             print("floor of the external.process scenario: a process step records what a no-op step records")
             print("and starts the command, so it cannot cost less than a no-op step plus spawning `true`")
