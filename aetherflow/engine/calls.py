@@ -57,6 +57,11 @@ class _Worker:
         self._q.put(None)
 
 
+def _always_in_job_thread(st: StepType) -> bool:
+    """Inline step types, and those that stop by themselves on a cancel or their deadline."""
+    return st.meta.inline or getattr(st.cls, "supervises_itself", False) is True
+
+
 class StepCaller:
     """Calls steps for one executor. One worker thread per job thread, reused for every step."""
 
@@ -146,7 +151,7 @@ class StepCaller:
           ``returns_at_once(inputs, in_job_thread)`` (``with_lock`` not waiting for its lock,
           around steps that may stay here); never asked with ``timeout_seconds``, which only
           the worker thread can enforce on such a step."""
-        if st.meta.inline or getattr(st.cls, "supervises_itself", False) is True:
+        if _always_in_job_thread(st):
             return True
         check = getattr(st.cls, "returns_at_once", None)
         if check is None or step.timeout_seconds:
@@ -155,7 +160,7 @@ class StepCaller:
 
     def _type_in_job_thread(self, name: str) -> bool:
         found = self.ex.svc.registry.step(name)
-        return found is not None and (found.meta.inline or getattr(found.cls, "supervises_itself", False) is True)
+        return found is not None and _always_in_job_thread(found)
 
     def _progress_reporter(self, job_id: str, step_id: str, attempt: int) -> Callable[[str], None]:
         """``ctx.progress``: a transient ``step.progress`` event to observers (not the store),
