@@ -3,7 +3,8 @@ worker thread (engine/calls.py ``_in_job_thread``): its supervision loop watches
 and the step's deadline itself. These tests pin what that must not change: the step-level
 ``timeout_seconds`` (and "the smaller wins" with the input of the same name) kills the whole
 process tree and fails the step, and a SIGTERM stops a command running inside ``with_lock``,
-records INTERRUPTED and releases the lock. Real ``python -m aetherflow`` processes throughout.
+records INTERRUPTED and releases the lock; and what it changes: a SIGTERM now waits out a long
+``kill_grace_seconds`` before the runner exits. Real ``python -m aetherflow`` processes throughout.
 """
 
 from __future__ import annotations
@@ -125,3 +126,40 @@ def test_sigterm_stops_a_command_inside_with_lock_and_frees_the_lock(
     guarded = step_doc(doc, "j", "guarded")
     assert (guarded["status"], guarded["error"]) == ("FAILED", "interrupted (SIGTERM)")
     assert json.loads(af("locks", "list", "--json").stdout)["locks"] == []
+
+
+def test_sigterm_waits_out_the_commands_kill_grace_before_recording_interrupted(
+    af, write_flow: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command that ignores SIGTERM gets its whole ``kill_grace_seconds`` (longer here than the
+    8 s the engine grants a Python step) and then SIGKILL, all before the run is recorded
+    INTERRUPTED and its locks are released: when the runner has exited, nothing of the step runs
+    on that a ``resume`` could overlap."""
+    pid_file = tmp_path / "pid"
+    monkeypatch.setenv("PID_FILE", str(pid_file))
+    flow = write_flow("""
+        version: 1
+        flow: {id: stubborn}
+        jobs:
+          - id: j
+            steps:
+              - {id: s, type: external.process, inputs: {kill_grace_seconds: 9,
+                 command: [sh, -c, 'trap "" TERM; echo $$ > "$PID_FILE.tmp"; mv "$PID_FILE.tmp" "$PID_FILE"; while true; do sleep 0.1; done']}}
+        """)
+    err = tmp_path / "runner.err"
+    with open(err, "wb") as fh:
+        runner = subprocess.Popen([sys.executable, "-m", "aetherflow", "run", str(flow), "--run-id", "st1"],
+                                  stdout=subprocess.DEVNULL, stderr=fh)
+    try:
+        wait_until(pid_file.exists, what="the command to start")
+        shell = int(pid_file.read_text())
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=60) == 143, err.read_text()
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert not alive(shell), "the command outlived the runner"
+    doc = show(af, "st1")
+    assert doc["run"]["status"] == "INTERRUPTED"
+    assert step_doc(doc, "j", "s")["error"] == "interrupted (SIGTERM)"
