@@ -697,8 +697,8 @@ def main(argv: list[str] | None = None) -> int:
                 use = [i for i in impls if not i.core or sc.core_ok]
                 if sc.unit:  # fsync latency drifts on a shared disk: probe it next to each scenario
                     cost = commit_cost(base)
-                if sc.subtract_child:  # and so does the cost of a child process
-                    child = child_cost(10 if args.smoke else 100)
+                # and so does the cost of a child process
+                child_here = child_cost(10 if args.smoke else 100) if sc.subtract_child else child
                 print(f"  {sc.key}{tag}: {n} x {', '.join(i.name for i in use)}", file=sys.stderr, flush=True)
                 try:
                     res = measure(sc, use, n, base, tag)
@@ -710,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {' / '.join(f'{k}: {fmt_s(v.median)}' for k, v in res.items())}", file=sys.stderr, flush=True)
                 if sc.key == "run_1":
                     fixed = ours_r
-                finish(ours_r, sc, fixed, child)
+                finish(ours_r, sc, fixed, child_here)
                 ours_r.commit_ms = cost * 1e3
                 ours_rows.append(ours_r)
                 for impl in use:

@@ -24,3 +24,29 @@ def test_bench_smoke_prints_the_table(tmp_path: Path) -> None:
     assert len(rows) == 3, proc.stdout
     assert "comparison skipped" in proc.stdout
     assert not list(tmp_path.glob("aetherflow-bench-*")), "the bench leaves no temporary homes behind"
+
+
+def test_the_process_floor_adds_no_op_steps_and_spawns_to_the_one_step_run() -> None:
+    """The floor printed for the external.process scenario: the 1-step run, plus 99 no-op steps
+    (the 1-step run has one already) and 100 spawns of `true`, for each pass that has all three."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("aetherflow_bench", ROOT / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["aetherflow_bench"] = bench  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(bench)
+        title = {s.key: s.title for s in bench.SCENARIOS}
+        one = bench.Result(title["run_1"], "aetherflow", [0.080], [1])
+        noop = bench.Result(title["run_100"], "aetherflow", [0.130], [1], unit="step", units=99, per_unit_ms=0.5)
+        proc = bench.Result(title["process_100"], "aetherflow", [0.240], [1], unit="step", units=100,
+                            per_unit_ms=1.0, child_ms=0.6)
+        core = {title["process_100"]: bench.Result(title["process_100"], "core", [0.600], [1])}
+        (disk,) = bench.process_bounds([one, noop, proc], core)
+        floor = 0.080 + 99 * 0.0005 + 100 * 0.0006
+        assert abs(disk["floor"] - floor) < 1e-9
+        assert abs(disk["best_ratio"] - 0.600 / floor) < 1e-9
+        assert bench.process_bounds([one, proc], core) == []  # no no-op row: no floor
+    finally:
+        del sys.modules["aetherflow_bench"]
