@@ -55,7 +55,7 @@ def test_step_timeout_kills_the_command_tree_and_fails_the_step(
     assert res.exit_code == 1, res.stderr
     assert "Traceback" not in res.stderr
     shell, sleeper = _pids(pid_file)
-    # the run ends only after the group is gone: nothing of the command outlives the step
+    # nothing of the command outlives the step (the grandchild included)
     wait_until(lambda: not alive(shell) and not alive(sleeper), timeout=10, what="the process group to die")
     doc = show(af, "t1")
     slow = step_doc(doc, "j", "slow")
