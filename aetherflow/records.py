@@ -140,8 +140,7 @@ def _build(cls: type, frozen: bool, kw_only: bool) -> type:
     if kw_only and params:
         params.insert(0, "*")
     src = "\n".join([f"def __init__(self, {', '.join(params)}):", *(lines or ["  pass"])])
-    built: list[type] = []  # the class, once made below
-    made: dict[str, Any] = {"__init__": _deferred_init(built, src, glb, f"{cls.__qualname__}.__init__")}
+    made: dict[str, Any] = {"__init__": _deferred_init(src, glb, f"{cls.__qualname__}.__init__")}
     # the other methods are shared by every record: they read the field names from the class
     made.update(__repr__=_repr, __eq__=_eq, __getstate__=_getstate, __setstate__=_setstate)
     if frozen:
@@ -162,22 +161,22 @@ def _build(cls: type, frozen: bool, kw_only: bool) -> type:
     ns["__match_args__"] = () if kw_only else names
     new = type(cls)(cls.__name__, cls.__bases__, ns)
     new.__qualname__ = cls.__qualname__
-    built.append(new)
     return new
 
 
-def _deferred_init(built: list[type], src: str, glb: dict[str, Any], qualname: str) -> Callable[..., None]:
+def _deferred_init(src: str, glb: dict[str, Any], qualname: str) -> Callable[..., None]:
     """The record's ``__init__`` until its first call, which compiles the generated one, puts it
-    on the class and calls it. Compiling is most of what defining a record costs, and a command
-    builds instances of about half the records it defines."""
+    on the record class that holds this stub and calls it. Compiling is most of what defining a
+    record costs, and a command builds instances of about half the records it defines."""
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         made: dict[str, Any] = {}
         exec(src, glb, made)  # noqa: S102 - our own generated source, as dataclasses does
         init = made["__init__"]
         init.__qualname__ = qualname
-        if built and built[0].__dict__.get("__init__") is __init__:
-            type.__setattr__(built[0], "__init__", init)
+        owner = next((k for k in type(self).__mro__ if k.__dict__.get("__init__") is __init__), None)
+        if owner is not None:
+            type.__setattr__(owner, "__init__", init)
         init(self, *args, **kwargs)
 
     __init__.__qualname__ = qualname
