@@ -13,7 +13,6 @@ from pathlib import Path
 
 PLUGIN = '''
 import atexit
-import os
 import sys
 
 from aetherflow.api import STEP_SUCCESS, Step, StepResult, register_step
@@ -31,9 +30,8 @@ class Goodbye(Step):
 '''
 
 
-def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "aetherflow", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "aetherflow", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_atexit_handlers_and_buffered_output_survive_the_exit(home: Path, tmp_path: Path) -> None:

@@ -23,6 +23,14 @@ from support import alive, show, step_doc, wait_until
 SLEEPER = """[sh, -c, 'sleep 60 & echo "$$ $!" > "$PID_FILE.tmp"; mv "$PID_FILE.tmp" "$PID_FILE"; wait']"""
 
 
+def _stop(runner: subprocess.Popen[str]) -> str:
+    """SIGTERM a background runner (the ``spawn`` fixture's), expect exit 143; its stderr."""
+    runner.send_signal(signal.SIGTERM)
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 143, err
+    return err
+
+
 def _pids(path: Path) -> tuple[int, int]:
     wait_until(path.exists, what="the command to write its pids")
     shell, sleeper = (int(x) for x in path.read_text().split())
@@ -89,7 +97,7 @@ def test_commands_are_started_by_the_jobs_thread(af, write_flow: Callable[..., P
 
 
 def test_sigterm_stops_a_command_inside_with_lock_and_frees_the_lock(
-    af, write_flow: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    af, spawn, write_flow: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pid_file = tmp_path / "pids"
     monkeypatch.setenv("PID_FILE", str(pid_file))
@@ -105,21 +113,12 @@ def test_sigterm_stops_a_command_inside_with_lock_and_frees_the_lock(
                   lock_key: nightly
                   step: {{type: external.process, inputs: {{command: {SLEEPER}, kill_grace_seconds: 1}}}}
         """)
-    err = tmp_path / "runner.err"
-    with open(err, "wb") as fh:
-        runner = subprocess.Popen([sys.executable, "-m", "aetherflow", "run", str(flow), "--run-id", "lk1"],
-                                  stdout=subprocess.DEVNULL, stderr=fh)
-    try:
-        shell, sleeper = _pids(pid_file)
-        listed = json.loads(af("locks", "list", "--json").stdout)["locks"]
-        assert sorted((lk["kind"], lk["run_id"]) for lk in listed) == [("run", "lk1"), ("with_lock", "lk1")]
-        runner.send_signal(signal.SIGTERM)
-        assert runner.wait(timeout=60) == 143, err.read_text()
-    finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait()
-    assert "Traceback" not in err.read_text()
+    runner = spawn("run", flow, "--run-id", "lk1")
+    shell, sleeper = _pids(pid_file)
+    listed = json.loads(af("locks", "list", "--json").stdout)["locks"]
+    assert sorted((lk["kind"], lk["run_id"]) for lk in listed) == [("run", "lk1"), ("with_lock", "lk1")]
+    err = _stop(runner)
+    assert "Traceback" not in err
     wait_until(lambda: not alive(shell) and not alive(sleeper), timeout=10, what="the process group to die")
     doc = show(af, "lk1")
     assert doc["run"]["status"] == "INTERRUPTED"
@@ -129,7 +128,7 @@ def test_sigterm_stops_a_command_inside_with_lock_and_frees_the_lock(
 
 
 def test_sigterm_waits_out_the_commands_kill_grace_before_recording_interrupted(
-    af, write_flow: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    af, spawn, write_flow: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A command that ignores SIGTERM gets its whole ``kill_grace_seconds`` (longer here than the
     8 s the engine grants a Python step) and then SIGKILL, all before the run is recorded
@@ -146,19 +145,10 @@ def test_sigterm_waits_out_the_commands_kill_grace_before_recording_interrupted(
               - {id: s, type: external.process, inputs: {kill_grace_seconds: 9,
                  command: [sh, -c, 'trap "" TERM; echo $$ > "$PID_FILE.tmp"; mv "$PID_FILE.tmp" "$PID_FILE"; while true; do sleep 0.1; done']}}
         """)
-    err = tmp_path / "runner.err"
-    with open(err, "wb") as fh:
-        runner = subprocess.Popen([sys.executable, "-m", "aetherflow", "run", str(flow), "--run-id", "st1"],
-                                  stdout=subprocess.DEVNULL, stderr=fh)
-    try:
-        wait_until(pid_file.exists, what="the command to start")
-        shell = int(pid_file.read_text())
-        runner.send_signal(signal.SIGTERM)
-        assert runner.wait(timeout=60) == 143, err.read_text()
-    finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait()
+    runner = spawn("run", flow, "--run-id", "st1")
+    wait_until(pid_file.exists, what="the command to start")
+    shell = int(pid_file.read_text())
+    _stop(runner)
     assert not alive(shell), "the command outlived the runner"
     doc = show(af, "st1")
     assert doc["run"]["status"] == "INTERRUPTED"
