@@ -13,11 +13,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aetherflow.model import empty_map
-from aetherflow.records import field, record
 from aetherflow.workspace import JobWorkspace
 
 
@@ -110,7 +110,7 @@ class MaskingAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.logger.log(level, msg, **kwargs)
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepContext:
     run_id: str
     flow_id: str

@@ -21,9 +21,8 @@ This module imports nothing but the standard library.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import ClassVar
-
-from aetherflow.records import record
 
 
 class ExitCode(enum.IntEnum):
@@ -40,7 +39,7 @@ class ExitCode(enum.IntEnum):
     SIGTERM = 143
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     """Where something is in a file: 1-based line and column, and a JSON path."""
 
@@ -57,7 +56,7 @@ class Location:
         return ":".join(parts)
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Issue:
     """One validation finding. ``code`` is a stable dotted name (docs/error-codes.md)."""
 

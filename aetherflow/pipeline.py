@@ -12,6 +12,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,6 @@ from aetherflow.errors import (
 )
 from aetherflow.events import Event, Fanout
 from aetherflow.model import MASKED_KEYS_FIELD, FlowSpec, RunStatus, freeze, thaw
-from aetherflow.records import field, record
 from aetherflow.state.store import LockRecord, ReceivedEvent, RunRecord
 
 log = logging.getLogger("aetherflow")
@@ -42,7 +42,7 @@ log = logging.getLogger("aetherflow")
 # settings derived from the environment (the CLI passes env in)
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     env: Mapping[str, str]
     state: str | None = None  # --state
@@ -262,7 +262,7 @@ def lock_dir_of(store: Any) -> Path:
 # runs
 
 
-@record(kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RunRequest:
     flow_path: str
     run_id: str | None = None
@@ -281,7 +281,7 @@ class RunRequest:
     due_only: bool = False  # claim only if still WAITING and due (resume --due)
 
 
-@record
+@dataclass(slots=True)
 class RunOutcome:
     run_id: str
     flow_id: str
@@ -789,7 +789,7 @@ def _not_waiting(run_id: str, status: str, event: str | None) -> UsageError:
 
 def _masked_event(ev: Event, redactor: Any) -> Event:
     """The event with secrets masked in its data (observers and the events log never see one)."""
-    from aetherflow.records import replace
+    from dataclasses import replace
 
     if not ev.data:
         return ev

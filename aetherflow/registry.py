@@ -8,11 +8,11 @@ registry: the CLI builds one per process, tests build their own.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
 from aetherflow.errors import PluginError
-from aetherflow.records import record
 
 T = TypeVar("T", bound=type)
 
@@ -24,7 +24,7 @@ DECODER_MARK = "__aetherflow_decoder__"
 DEFAULT_OUTCOMES = ("success", "skipped")
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepMeta:
     name: str
     inputs_schema: Mapping[str, Any] | None = None
@@ -38,7 +38,7 @@ class StepMeta:
     inline: bool = False
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectorMeta:
     kind: str
     driver: str
@@ -57,7 +57,7 @@ def _summary(doc: str | None) -> str | None:
     return None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepType:
     """A registered step type: its class, metadata and where it came from."""
 
@@ -104,7 +104,7 @@ class StepType:
         return len(params) == 0
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectorType:
     kind: str
     driver: str

@@ -32,11 +32,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aetherflow.errors import Location, TemplateError
 from aetherflow.model import Masked, thaw
-from aetherflow.records import record
 
 __all__ = [
     "MISSING",
@@ -98,7 +98,7 @@ class TemplateSyntaxError(TemplateError):
         self.offset = offset
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Token:
     """One ``{{ PATH[:DEFAULT] }}``: the split path, the default (or None) and the raw text."""
 
@@ -111,7 +111,7 @@ class Token:
         return ".".join(self.path)
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Template:
     """A compiled string: literal parts (escapes already applied) and tokens, in order."""
 

@@ -9,10 +9,10 @@ job and every job downstream of it. Nothing in the step loop asks "are we resumi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from aetherflow.errors import UsageError
 from aetherflow.model import DONE_STEP_STATUSES, FlowSpec, JobStatus
-from aetherflow.records import field, record
 from aetherflow.state.store import JobRecord, StepRecord
 
 
@@ -103,7 +103,7 @@ def parse_reruns(flow: FlowSpec, reruns: Sequence[str]) -> dict[str, str]:
     return out
 
 
-@record
+@dataclass(slots=True)
 class Plan:
     order: tuple[str, ...]
     selected: frozenset[str]

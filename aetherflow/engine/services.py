@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,11 @@ from aetherflow.context import CancelToken
 from aetherflow.engine.plan import Plan
 from aetherflow.events import Event
 from aetherflow.model import FlowSpec, RunStatus
-from aetherflow.records import field, record
 from aetherflow.registry import Registry
 from aetherflow.state.store import RunRecord, WaitRecord
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Services:
     store: Any  # StateStore (sqlite.SqliteStore has set_steps, remove_wait too)
     registry: Registry
@@ -33,7 +33,7 @@ class Services:
     should_cancel: Callable[[], str | None] = lambda: None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunInputs:
     flow: FlowSpec
     run: RunRecord
@@ -47,7 +47,7 @@ class RunInputs:
     mask_outputs: Callable[[Mapping[str, Any]], tuple[dict[str, Any], tuple[str, ...]]]
 
 
-@record
+@dataclass(slots=True)
 class RunResult:
     status: RunStatus
     jobs: dict[str, str] = field(default_factory=dict)

@@ -8,14 +8,14 @@ transaction and appends the given history ``Event`` in that same transaction.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aetherflow.events import Event
 from aetherflow.model import empty_map
-from aetherflow.records import field, record
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
     run_id: str
     flow_id: str
@@ -43,7 +43,7 @@ class RunRecord:
     profile: str | None = None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobRecord:
     run_id: str
     job_id: str
@@ -55,7 +55,7 @@ class JobRecord:
     finished_at: float | None = None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepRecord:
     run_id: str
     job_id: str
@@ -71,7 +71,7 @@ class StepRecord:
     finished_at: float | None = None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptRecord:
     run_id: str
     job_id: str
@@ -84,7 +84,7 @@ class AttemptRecord:
     finished_at: float | None = None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WaitRecord:
     run_id: str
     job_id: str
@@ -95,7 +95,7 @@ class WaitRecord:
     created_at: float = 0.0
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReceivedEvent:
     id: int
     run_id: str
@@ -107,7 +107,7 @@ class ReceivedEvent:
     consumed: bool = False
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LockRecord:
     name: str
     run_id: str | None
@@ -117,7 +117,7 @@ class LockRecord:
     kind: str
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepWrite:
     """One step state change (the engine builds these; the store persists them)."""
 
