@@ -12,7 +12,7 @@ import typer
 from aetherflow.cli import options as o
 from aetherflow.cli.app import root_app
 from aetherflow.cli.support import guarded, process_env, stderr, stdout
-from aetherflow.errors import ExitCode, UsageError
+from aetherflow.errors import ExitCode, SpecError, UsageError
 
 steps_app = typer.Typer(help="Registered step types (built-in and plugins).\n\nExample: aetherflow steps list", no_args_is_help=True)
 root_app.add_typer(steps_app, name="steps")
@@ -42,9 +42,36 @@ def validate_cmd(
 
     Example: aetherflow validate flows/daily.yaml
     """
-    from aetherflow.cli.validate import validate_command
+    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path)
 
-    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path, state=state)
+
+def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str] | None = None) -> None:
+    """Check ``flow`` and print every issue (exit 2) or one ``ok`` line."""
+    from aetherflow import render
+    from aetherflow.pipeline import check_flow, load_registry, settings_from_env
+
+    with guarded(as_json):
+        loaded_plugins = load_registry(settings_from_env(process_env(), plugin_paths=tuple(plugin_path or ())))
+        for err in loaded_plugins.errors:
+            stderr(f"warning: plugin failed to import: {err}")
+        try:
+            loaded, issues = check_flow(flow, loaded_plugins)
+        except SpecError as exc:
+            issues = list(exc.issues)
+            loaded = None
+        if as_json:
+            doc: dict[str, Any] = {"ok": not issues, "file": flow, "issues": [i.as_dict() for i in issues]}
+            if loaded is not None:
+                doc["flow_id"] = loaded.flow.id
+                doc["jobs"] = len(loaded.flow.jobs)
+                doc["steps"] = sum(len(j.steps) for j in loaded.flow.jobs)
+            stdout(render.dumps(doc))
+        if issues:
+            stderr(render.issues_text(issues))
+            raise SystemExit(int(ExitCode.USAGE))
+        if not as_json:
+            f = loaded.flow
+            stdout(f"{flow}: ok (flow {f.id}, {len(f.jobs)} job(s), {sum(len(j.steps) for j in f.jobs)} step(s))")
 
 
 @root_app.command("schema")

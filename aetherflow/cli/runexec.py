@@ -1,7 +1,6 @@
-"""`run` and `resume` without typer: what the commands do once their arguments are parsed.
-``cli/runcmd.py`` (the typer commands) and ``cli/fast.py`` (the same arguments parsed without
-typer, for start-up time) both call :func:`run_command` and :func:`resume_command` with the
-parameters of the typer command functions, by name. Each ends with ``SystemExit(code)``."""
+"""What `run` and `resume` (and `resume --due`) do once typer has parsed their arguments
+(``cli/runcmd.py`` declares the commands and calls :func:`run_command` and
+:func:`resume_command`). Each ends with ``SystemExit(code)``."""
 
 from __future__ import annotations
 
