@@ -3,7 +3,6 @@
 # No `from __future__ import annotations` here: typer reads the command signatures, and string
 # annotations are evaluated again on each read (several per command); real ones are built once.
 
-import re
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
@@ -195,19 +194,19 @@ def show_doc(store: Any, rec: Any) -> dict[str, Any]:
     return {"run": run, "jobs": job_docs, "waits": waits}
 
 
-_AGE = re.compile(r"^(\d+)([smhdw])$")
-
-
 def parse_age(text: str) -> float:
-    m = _AGE.match(text.strip())
-    if not m:
-        raise UsageError(f"--older-than {text!r}: use e.g. 30d, 12h, 90m", code="usage.age")
-    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    from aetherflow.durations import EXAMPLES, parse_duration
+
+    seconds = parse_duration(text, unit_required=True)
+    if seconds is None:
+        raise UsageError(f"--older-than {text!r}: use a number and a unit, {EXAMPLES.removeprefix('e.g. 90, ')}",
+                         code="usage.age")
+    return seconds
 
 
 @runs_app.command("prune")
 def runs_prune(
-    older_than: Annotated[str, typer.Option("--older-than", help="Age cut-off, e.g. 30d.")],
+    older_than: Annotated[str, typer.Option("--older-than", help="Age cut-off with a unit (ms, s, m, h, d, w), e.g. 30d or 1.5d.")],
     yes: Annotated[bool, typer.Option("--yes", help="Really delete (otherwise only list).")] = False,
     state: o.State = None,
     as_json: o.Json = False,
