@@ -43,6 +43,7 @@ __all__ = [
     "Template",
     "TemplateSyntaxError",
     "Token",
+    "base_scope",
     "lookup",
     "parse",
     "render",
@@ -133,6 +134,27 @@ class Template:
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
+
+
+def base_scope(
+    *,
+    env: Mapping[str, str],
+    flow_id: str,
+    params: Mapping[str, Any] | None = None,
+    secrets: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The roots every template of a run may read (the one place they are put together):
+    ``env``, ``flow_id``, ``params`` (empty before they are resolved), ``secrets`` (when
+    resolved), and with ``run`` (its ``id`` first) ``run`` and ``run_id``. The engine adds
+    ``jobs``, ``job``, ``steps``, ``workspace`` and ``result`` where they exist."""
+    scope: dict[str, Any] = {"env": env, "flow_id": flow_id, "params": {} if params is None else params}
+    if secrets is not None:
+        scope["secrets"] = secrets
+    if run is not None:
+        scope["run"] = run
+        scope["run_id"] = run["id"]
+    return scope
 
 
 def parse(text: str) -> Template | str:

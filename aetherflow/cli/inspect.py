@@ -19,7 +19,7 @@ root_app.add_typer(steps_app, name="steps")
 
 
 def _settings(plugin_path: list[str] | None, state: str | None = None) -> Any:
-    from aetherflow.pipeline import settings_from_env
+    from aetherflow.settings import settings_from_env
 
     return settings_from_env(process_env(), plugin_paths=tuple(plugin_path or ()), state=state)
 
@@ -48,10 +48,10 @@ def validate_cmd(
 def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str] | None = None) -> None:
     """Check ``flow`` and print every issue (exit 2) or one ``ok`` line."""
     from aetherflow import render
-    from aetherflow.pipeline import check_flow, load_registry, settings_from_env
+    from aetherflow.prepare import check_flow, load_plugins
 
     with guarded(as_json):
-        loaded_plugins = load_registry(settings_from_env(process_env(), plugin_paths=tuple(plugin_path or ())))
+        loaded_plugins = load_plugins(_settings(plugin_path))
         for err in loaded_plugins.errors:
             stderr(f"warning: plugin failed to import: {err}")
         try:
@@ -69,7 +69,7 @@ def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str]
         if issues:
             stderr(render.issues_text(issues))
             raise SystemExit(int(ExitCode.USAGE))
-        if not as_json:
+        if not as_json and loaded is not None:
             f = loaded.flow
             stdout(f"{flow}: ok (flow {f.id}, {len(f.jobs)} job(s), {sum(len(j.steps) for j in f.jobs)} step(s))")
 
@@ -91,9 +91,9 @@ def schema_cmd(
             raise UsageError(f"unknown schema {which!r}: use flow or profiles")
         schema = load_schema(which)
         if which == "flow":
-            from aetherflow.pipeline import load_registry
+            from aetherflow.prepare import load_plugins
 
-            loaded = load_registry(_settings(plugin_path))
+            loaded = load_plugins(_settings(plugin_path))
             schema = merge_step_schemas(schema, loaded.registry)
         stdout(json.dumps(schema, indent=2, ensure_ascii=False))
 
@@ -182,14 +182,16 @@ def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False, state:
     Example: aetherflow steps list
     """
     from aetherflow import render
-    from aetherflow.pipeline import load_registry
+    from aetherflow.prepare import load_plugins
 
     with guarded(as_json):
-        loaded = load_registry(_settings(plugin_path))
+        loaded = load_plugins(_settings(plugin_path))
         _plugin_warnings(loaded)
         reg = loaded.registry
-        rows = [{"type": n, "source": st.source, "outcomes": list(st.outcomes), "description": st.meta.description}
-                for n, st in sorted(reg.steps.items())]
+        rows: list[dict[str, Any]] = [
+            {"type": n, "source": st.source, "outcomes": list(st.outcomes), "description": st.meta.description}
+            for n, st in sorted(reg.steps.items())
+        ]
         if as_json:
             stdout(render.dumps({"steps": rows, "connectors": sorted(reg.connectors),
                                  "plugins": [{"name": p.name, "source": p.source, "error": p.error} for p in loaded.plugins]}))
@@ -210,10 +212,10 @@ def steps_show(
     Example: aetherflow steps show external.process
     """
     from aetherflow.model import thaw
-    from aetherflow.pipeline import load_registry
+    from aetherflow.prepare import load_plugins
 
     with guarded():
-        reg = load_registry(_settings(plugin_path)).registry
+        reg = load_plugins(_settings(plugin_path)).registry
         st = reg.step(type_name)
         if st is None:
             import difflib
@@ -244,13 +246,11 @@ def explain_cmd(
     """
     from aetherflow import render
     from aetherflow.doctor import explain
-    from aetherflow.pipeline import RunRequest
     from aetherflow.resolve import parse_param_args
 
     with guarded(as_json):
-        req = RunRequest(flow_path=flow, profile=profile, profiles_file=profiles, env_files=tuple(env_file or ()),
-                         params=parse_param_args(param or []))
-        doc = explain(_settings(None, state), req)
+        doc = explain(_settings(None, state), flow, params=parse_param_args(param or []), env_files=tuple(env_file or ()),
+                      profile=profile, profiles_file=profiles)
         if as_json:
             stdout(render.dumps(doc))
             return

@@ -7,8 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from aetherflow.errors import LockBusyError
-from aetherflow.locks import OsLock, user_lock_key
-from aetherflow.state.store import LockRecord
+from aetherflow.state.store import Lock, LockRecord, user_lock_key
 
 if TYPE_CHECKING:
     from aetherflow.engine.run import Executor
@@ -25,12 +24,12 @@ class LockService:
 
     def __init__(self, ex: Executor) -> None:
         self._ex = ex
-        self._idle: dict[tuple[int, str], OsLock] = {}
+        self._idle: dict[tuple[int, str], Lock] = {}
 
-    def acquire(self, key: str, wait_seconds: float, *, job_id: str, step_id: str) -> OsLock:
+    def acquire(self, key: str, wait_seconds: float, *, job_id: str, step_id: str) -> Lock:
         ex = self._ex
         name = user_lock_key(key)
-        lock = self._idle.pop((threading.get_ident(), name), None) or OsLock(ex.svc.lock_dir, name)
+        lock = self._idle.pop((threading.get_ident(), name), None) or ex.svc.store.lock(name)
         if not lock.acquire(wait_seconds):
             holder = ex.svc.store.lock_holder(name)
             who = holder_text(holder)
@@ -45,7 +44,7 @@ class LockService:
         )
         return lock
 
-    def release(self, lock: OsLock, *, job_id: str, step_id: str) -> None:
+    def release(self, lock: Lock, *, job_id: str, step_id: str) -> None:
         ex = self._ex
         try:
             ex.svc.store.remove_lock(lock.key, ex.run_id, ex._rec(ex.event("lock.released", job_id=job_id, step_id=step_id, lock=lock.key[5:])))

@@ -41,7 +41,6 @@ from aetherflow.engine.results import (
 from aetherflow.engine.services import RunInputs, RunResult, Services
 from aetherflow.errors import Interrupted, LockBusyError, StepError, StepTimeoutError, TemplateError
 from aetherflow.events import Event
-from aetherflow.locks import OsLock, job_lock_key
 from aetherflow.model import (
     EMPTY,
     MASKED_KEYS_FIELD,
@@ -57,7 +56,7 @@ from aetherflow.model import (
     freeze,
     thaw,
 )
-from aetherflow.state.store import LockRecord, StepRecord, StepWrite, WaitRecord
+from aetherflow.state.store import Lock, LockRecord, StepRecord, StepWrite, WaitRecord, job_lock_key
 from aetherflow.workspace import ensure, job_workspace, remove_run_dirs
 
 CANCEL_POLL_SECONDS = 0.05
@@ -293,7 +292,7 @@ class Executor:
             if not _when(job.when, scope):
                 self._skip_job(job, WHEN_FALSE, 0)
                 return
-        lock: OsLock | None = None
+        lock: Lock | None = None
         if self.flow.locks.scope == "job":
             try:
                 lock = self._job_lock(job)
@@ -307,9 +306,9 @@ class Executor:
                 self.svc.store.remove_lock(lock.key, self.run_id, self._rec(self.event("lock.released", job_id=job.id, lock=lock.key)))
                 lock.release()
 
-    def _job_lock(self, job: JobSpec) -> OsLock:
+    def _job_lock(self, job: JobSpec) -> Lock:
         key = job_lock_key(self.flow.id, job.id)
-        lock = OsLock(self.svc.lock_dir, key)
+        lock = self.svc.store.lock(key)
         wait = self.flow.locks.wait_seconds
         if not lock.acquire(0):
             if wait > 0:

@@ -14,16 +14,15 @@ from aetherflow.engine.plan import Plan
 from aetherflow.events import Event
 from aetherflow.model import FlowSpec, RunStatus
 from aetherflow.registry import Registry
-from aetherflow.state.store import RunRecord, WaitRecord
+from aetherflow.state.store import RunRecord, StateStore, WaitRecord
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Services:
-    store: Any  # StateStore (sqlite.SqliteStore has set_steps, remove_wait too)
+    store: StateStore
     registry: Registry
     emit: Callable[[Event], None]
     log: logging.Logger
-    lock_dir: Path
     cancel: CancelToken
     clock: Callable[[], float] = time.time
     hooks: Callable[[str, Mapping[str, Any]], None] = lambda name, info: None
