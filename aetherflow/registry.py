@@ -36,6 +36,9 @@ class StepMeta:
     #: called in the engine's thread, without the worker hand-off: for steps that return at
     #: once and never block (a timeout or a signal cannot interrupt them)
     inline: bool = False
+    #: inputs that hold nested step specs (a mapping, or a list of them) the step runs itself
+    #: through ``ctx.invoke``: checked like the flow's own steps; none of them may wait
+    nested: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +129,7 @@ def register_step(
     description: str | None = None,
     outcomes_input: str | None = None,
     inline: bool = False,
+    nested: Sequence[str] = (),
 ) -> Callable[[T], T]:
     """Mark a ``Step`` subclass as step type ``name``. Collected by a ``Registry``.
 
@@ -146,6 +150,7 @@ def register_step(
                 description=description or _summary(cls.__dict__.get("__doc__")),
                 outcomes_input=outcomes_input,
                 inline=inline,
+                nested=tuple(nested),
             ),
         )
         return cls

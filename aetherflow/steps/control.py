@@ -205,6 +205,7 @@ def _nested_specs(inputs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         "additionalProperties": False,
         "oneOf": [{"required": ["step"]}, {"required": ["steps"]}],
     },
+    nested=("step", "steps"),
 )
 class WithLock(Step):
     """Run one nested step (`step`) or several (`steps`) while holding the OS lock `lock_key`.
@@ -231,7 +232,7 @@ class WithLock(Step):
         key = str(inputs["lock_key"])
         specs = _nested_specs(inputs)
         started = time.monotonic()
-        lock = ctx.locks.acquire(key, float(inputs.get("wait_seconds", 0)), job_id=ctx.job_id, step_id=ctx.step_id)
+        lock = ctx.locks.acquire(key, float(inputs.get("wait_seconds", 0)))
         waited = time.monotonic() - started
         try:
             outputs: dict[str, Any] = {}
@@ -247,7 +248,7 @@ class WithLock(Step):
                     status = STEP_SKIPPED
                     break
         finally:
-            ctx.locks.release(lock, job_id=ctx.job_id, step_id=ctx.step_id)
+            ctx.locks.release(lock)
         outputs.update({"lock_key": key, "lock_wait_seconds": round(waited, 3)})
         if len(specs) > 1:
             outputs["steps"] = per_step
