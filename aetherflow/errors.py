@@ -21,6 +21,8 @@ This module imports nothing but the standard library.
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -37,6 +39,24 @@ class ExitCode(enum.IntEnum):
     INTERNAL = 70
     SIGINT = 130
     SIGTERM = 143
+
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """A JSON path as issues show it: ``("jobs", 1, "a b")`` -> ``jobs[1]["a b"]``; ``()`` -> ``""``."""
+    out: list[str] = []
+    for part in path:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        elif _IDENT.fullmatch(part):
+            out.append(f".{part}" if out else part)
+        else:
+            import json
+
+            out.append(f"[{json.dumps(part, ensure_ascii=False)}]")
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ class Preflight:
 
     def loc(self, path: tuple[str | int, ...], *, key: bool = False) -> Location:
         if self.pos is None:
-            from aetherflow.spec.loader import format_path
+            from aetherflow.errors import format_path
 
             return Location(self.file, None, None, format_path(path))
         loc: Location = self.pos.location(self.file, path, key=key)

@@ -46,8 +46,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path as FsPath
 from typing import Any
 
-from aetherflow.errors import Issue, Location, PluginError, UsageError
-from aetherflow.spec.loader import Path, Positions, format_path
+from aetherflow.errors import Issue, Location, PluginError, UsageError, format_path
+from aetherflow.spec.loader import Path, Positions
 
 __all__ = ["SchemaValidator", "inputs_validator", "load_schema", "validate_inputs"]
 

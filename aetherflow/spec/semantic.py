@@ -73,7 +73,7 @@ class Builder:
         return loc
 
     def key_loc(self, path: Path_) -> Location:
-        from aetherflow.spec.loader import format_path
+        from aetherflow.errors import format_path
 
         line, col = self.pos.key(path)
         return Location(self.file, line, col, format_path(path))
