@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aetherflow import template
 from aetherflow.errors import Issue, ResolutionError, SpecError
 from aetherflow.model import FlowSpec, freeze
-from aetherflow.settings import Settings, switched_off
+from aetherflow.settings import Settings, render_setting, switched_off
 
 if TYPE_CHECKING:
     from aetherflow.plugins import LoadedPlugins
@@ -178,7 +178,7 @@ def profiles_for(
 def workspace_root(settings: Settings, flow: FlowSpec, env: Mapping[str, str]) -> Path:
     """``flow.workspace.root`` (templated with env; relative to the flow file), else ``<home>/work``."""
     if flow.workspace.root:
-        rendered = template.render(flow.workspace.root, template.base_scope(env=env, flow_id=flow.id))
+        rendered = render_setting(flow, "workspace.root", flow.workspace.root, template.base_scope(env=env, flow_id=flow.id))
         root = Path(str(rendered)).expanduser()
         return root if root.is_absolute() else Path(flow.base_dir) / root
     return settings.home / "work"

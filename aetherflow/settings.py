@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from aetherflow.errors import UsageError
+from aetherflow.errors import Location, ResolutionError, TemplateError, UsageError
 from aetherflow.model import FlowSpec
 
-__all__ = ["Settings", "default_home", "settings_from_env", "state_location", "switched_off"]
+__all__ = ["Settings", "default_home", "render_setting", "settings_from_env", "state_location", "switched_off"]
 
 #: how long a step's retry delay or a ``wait`` may sleep in-process before the run parks WAITING
 INLINE_WAIT_MAX = 60.0
@@ -93,9 +94,21 @@ def state_location(settings: Settings, flow: FlowSpec | None) -> str:
     if flow is not None and flow.state.path:
         from aetherflow import template
 
-        rendered = str(template.render(flow.state.path, template.base_scope(env=settings.env, flow_id=flow.id)))
+        rendered = str(render_setting(flow, "state.path", flow.state.path, template.base_scope(env=settings.env, flow_id=flow.id)))
         if is_url(rendered):
             return rendered
         p = Path(rendered).expanduser()
         return str(p if p.is_absolute() else Path(flow.base_dir) / p)
     return str(settings.home / "state.db")
+
+
+def render_setting(flow: FlowSpec, what: str, value: str, scope: Mapping[str, Any]) -> Any:
+    """A flow setting's template (``flow.workspace.root``, ``flow.state.path``) rendered before the
+    run starts: a missing value is a resolution error (exit 2, nothing recorded), naming the file."""
+    from aetherflow import template
+
+    try:
+        return template.render(value, scope)
+    except TemplateError as exc:
+        raise ResolutionError(f"flow.{what}: {exc.message}", code=exc.code, hint=exc.hint,
+                              location=Location(flow.file, None, None, f"flow.{what}")) from exc
