@@ -138,8 +138,9 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
+def pg_test_dsn() -> str:
+    """The test server's DSN, or a skip saying why there is none (a laptop without a server
+    still passes, visibly)."""
     dsn = os.environ.get("AETHERFLOW_TEST_PG_DSN")
     if not dsn:
         pytest.skip("PostgreSQL tests need AETHERFLOW_TEST_PG_DSN (set by .ci/run)")
@@ -150,4 +151,39 @@ def pg_dsn() -> Iterator[str]:
             pass
     except Exception as exc:  # noqa: BLE001
         pytest.skip(f"PostgreSQL at AETHERFLOW_TEST_PG_DSN is not reachable: {exc}")
-    yield dsn
+    return dsn
+
+
+@pytest.fixture
+def pg_dsn() -> Iterator[str]:
+    yield pg_test_dsn()
+
+
+def with_query(url: str, **params: str) -> str:
+    """``url`` with more query parameters."""
+    from urllib.parse import urlencode
+
+    return url + ("&" if "?" in url else "?") + urlencode(params)
+
+
+@pytest.fixture
+def pg_store_url() -> Iterator[Callable[[], str]]:
+    """``pg_store_url()``: the URL of a fresh PostgreSQL state store (its own schema in the test
+    database, dropped at teardown). Skips with the reason when no server answers."""
+    import uuid
+
+    import psycopg
+
+    dsn = pg_test_dsn()
+    schemas: list[str] = []
+
+    def new() -> str:
+        schema = f"aft_{uuid.uuid4().hex[:16]}"
+        schemas.append(schema)
+        return with_query(dsn, schema=schema)
+
+    yield new
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '30s'")
+        for schema in schemas:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

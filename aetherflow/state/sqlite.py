@@ -24,21 +24,29 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Unpack
 
-from aetherflow.errors import KeyInUseError, StateError
+from aetherflow.errors import ConflictError, KeyInUseError, StateError
 from aetherflow.events import Event
 from aetherflow.locks import OsLock, is_free
 from aetherflow.model import freeze
+from aetherflow.state.rows import ACTIVE_STATUSES, run_from_row
+from aetherflow.state.rows import LIGHT_RUN_COLUMNS as _LIGHT_RUN_COLUMNS
+from aetherflow.state.rows import RUN_COLUMNS as _RUN_COLUMNS
+from aetherflow.state.rows import RUN_JSON as _RUN_JSON
+from aetherflow.state.rows import dumps as _dumps
+from aetherflow.state.rows import like_prefix as _like_prefix
+from aetherflow.state.rows import load_map as _map
 from aetherflow.state.store import (
     AttemptRecord,
     JobFields,
     JobRecord,
     LockRecord,
     ReceivedEvent,
+    RunDump,
     RunFields,
     RunRecord,
     StepRecord,
@@ -46,8 +54,7 @@ from aetherflow.state.store import (
     WaitRecord,
 )
 
-SCHEMA_VERSION = 3
-ACTIVE_STATUSES = ("RUNNING", "WAITING")
+SCHEMA_VERSION = 4
 #: job rows written without their own fsync: resume derives them from the step records
 _LAZY_JOB_STATUSES = frozenset({"RUNNING", "SUCCESS"})
 
@@ -193,46 +200,19 @@ _MIGRATIONS: tuple[str, ...] = (
     DROP TABLE history;
     ALTER TABLE history_v3 RENAME TO history;
     """,
+    # version 4: the run's executor generation (fencing, see state/store.py): every create or
+    # claim takes the next one, and a write of an executor whose generation is not current is
+    # refused
+    """
+    ALTER TABLE runs ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
+    """,
 )
-
-_RUN_COLUMNS = (
-    "run_id flow_id flow_file flow_sha256 flow_text flow_version params business_key key_scope status pid host "
-    "created_at started_at updated_at finished_at attempt plugin_paths selected_jobs error "
-    "workspace_root cancel_reason due_at profile"
-).split()
-_RUN_JSON = {"params": dict, "plugin_paths": tuple, "selected_jobs": tuple}
-_LIGHT_RUN_COLUMNS = [c for c in _RUN_COLUMNS if c != "flow_text"]
 
 _RECOVERY_HINT = (
     "the state database is unreadable; aetherflow never resets it. Keep a copy, then try "
     "`sqlite3 FILE '.recover' | sqlite3 NEW.db` and point --state at NEW.db, or move the file "
     "aside to start with an empty store (the runs it recorded are then forgotten)"
 )
-
-
-def _dumps(value: Any) -> str:
-    """Compact, key-sorted JSON of plain or frozen data (read-only mappings are written as
-    objects, tuples as arrays) without thawing it first; anything else JSON lacks as ``str``."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default, sort_keys=True)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return dict(value)
-    return str(value)
-
-
-_EMPTY_MAP = freeze({})
-
-
-def _like_prefix(prefix: str) -> str:
-    """A LIKE pattern (``ESCAPE '\\'``) matching what starts with ``prefix``."""
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _map(text: str | None) -> Any:
-    """A stored JSON object, frozen; the common empty one without parsing (10,000 steps on resume)."""
-    return _EMPTY_MAP if not text or text == "{}" else freeze(json.loads(text))
 
 
 class SqliteStore:
@@ -243,6 +223,8 @@ class SqliteStore:
         self._mask = mask or (lambda s: s)
         self._lock = threading.RLock()
         self._unsynced = False  # a commit made with sync=False has not been fsynced yet (see sync())
+        #: the runs this store object executes, and the generation it holds of each (fencing)
+        self._generations: dict[str, int] = {}
         p = Path(self.path)
         try:
             for d in reversed([*p.parents]):  # every directory we create is private (mkdir's mode
@@ -294,6 +276,10 @@ class SqliteStore:
     def lock_is_free(self, name: str) -> bool:
         return is_free(self._lock_dir, name)
 
+    def set_lost_handler(self, handler: Callable[[str], None]) -> None:
+        """Nothing to watch: the named locks are this process's own file descriptors, which it
+        cannot lose while it lives."""
+
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -335,9 +321,11 @@ class SqliteStore:
             self._unsynced = False
 
     @contextmanager
-    def _tx(self, *, sync: bool = True) -> Iterator[Any]:
+    def _tx(self, *, sync: bool = True, fence: str | None = None) -> Iterator[Any]:
         """One ``BEGIN IMMEDIATE`` transaction; with ``sync=False`` its commit does not wait for
-        an fsync (see the module docstring for which writes may do that)."""
+        an fsync (see the module docstring for which writes may do that). ``fence``: the run the
+        write belongs to; when this store executes it, the write is refused unless this store's
+        generation of the run is still the current one."""
         with self._lock:
             db = self._db
             if not sync:
@@ -349,6 +337,8 @@ class SqliteStore:
                 except sqlite3.DatabaseError as exc:
                     raise StateError(f"state database {self.path}: {exc}", code="state.corrupt", hint=_RECOVERY_HINT) from exc
                 try:
+                    if fence is not None and fence in self._generations:
+                        self._check_generation(db, fence)
                     yield db
                 except BaseException:
                     db.execute("ROLLBACK")
@@ -365,6 +355,17 @@ class SqliteStore:
             finally:
                 if not sync:
                     db.execute("PRAGMA synchronous=FULL")
+
+    def _check_generation(self, db: Any, run_id: str) -> None:
+        mine = self._generations[run_id]
+        row = db.execute("SELECT generation FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None or row[0] != mine:
+            raise StateError(
+                f"run {run_id} was taken over by another executor (generation {row[0] if row else 'none'}; "
+                f"this process has {mine}): this write was refused",
+                code="state.fenced",
+                hint="this process stops; the run continues where the other executor records it",
+            )
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -393,16 +394,6 @@ class SqliteStore:
                 pass
 
     # runs ----------------------------------------------------------------------------------
-    def _run_from_row(self, row: Sequence[Any], cols: Sequence[str]) -> RunRecord:
-        d: dict[str, Any] = {}
-        for c, v in zip(cols, row, strict=True):
-            conv = _RUN_JSON.get(c)
-            if conv is not None:
-                v = json.loads(v) if v else conv()
-                v = freeze(v) if conv is dict else tuple(v)
-            d[c] = v
-        return RunRecord(**d)
-
     def create_run(self, run: RunRecord, event: Event) -> None:
         values: list[Any] = []
         for c in _RUN_COLUMNS:
@@ -428,10 +419,11 @@ class SqliteStore:
                 f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})", values
             )
             self._history(db, event)
+        self._generations[run.run_id] = 1
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._query(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id=?", (run_id,))
-        return self._run_from_row(rows[0], _RUN_COLUMNS) if rows else None
+        return run_from_row(rows[0], _RUN_COLUMNS) if rows else None
 
     def cancel_reason(self, run_id: str) -> str | None:
         """The run's pending cancel request, if any: one indexed column, checked between steps."""
@@ -450,7 +442,7 @@ class SqliteStore:
             f"SELECT {', '.join(_LIGHT_RUN_COLUMNS)} FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 5",
             (_like_prefix(prefix),),
         )
-        return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in rows]
+        return [run_from_row(r, _LIGHT_RUN_COLUMNS) for r in rows]
 
     def list_runs(
         self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None, limit: int = 50
@@ -476,7 +468,7 @@ class SqliteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         params.append(limit)
-        return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
+        return [run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
 
     def update_run(self, run_id: str, event: Event | None, **fields: Unpack[RunFields]) -> None:
         sets: list[str] = []
@@ -490,7 +482,7 @@ class SqliteStore:
                 v = self._mask(str(v))
             sets.append(f"{k}=?")
             values.append(v)
-        with self._tx() as db:
+        with self._tx(fence=run_id) as db:
             if sets:
                 db.execute(f"UPDATE runs SET {', '.join(sets)} WHERE run_id=?", (*values, run_id))
             self._history(db, event)
@@ -499,21 +491,85 @@ class SqliteStore:
         """Atomically move a run from ``expect_status`` to RUNNING for this process."""
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE runs SET status='RUNNING', pid=?, host=?, attempt=attempt+1 WHERE run_id=? AND status=?",
+                "UPDATE runs SET status='RUNNING', pid=?, host=?, attempt=attempt+1, generation=generation+1 "
+                "WHERE run_id=? AND status=?",
                 (pid, host, run_id, expect_status),
             )
             if cur.rowcount != 1:
                 return False
+            generation = int(db.execute("SELECT generation FROM runs WHERE run_id=?", (run_id,)).fetchone()[0])
             # the claimer holds the run lock, so anything still RUNNING lost its process
             crash = "the runner process died during this attempt"
             db.execute("UPDATE attempts SET status='FAILED', error=? WHERE run_id=? AND status='RUNNING'", (crash, run_id))
             db.execute("UPDATE steps SET status='FAILED', error=? WHERE run_id=? AND status='RUNNING'", (crash, run_id))
             self._history(db, event)
-            return True
+        self._generations[run_id] = generation
+        return True
 
     def active_run_for_key(self, key: str) -> RunRecord | None:
         runs = [r for r in self.list_runs(key=key, limit=20) if r.status in ACTIVE_STATUSES]
         return runs[0] if runs else None
+
+    def dump_run(self, run_id: str) -> RunDump | None:
+        run = self.get_run(run_id)
+        if run is None:
+            return None
+        rows = self._query(
+            "SELECT id, job_id, step_id, name, data, received_at, consumed FROM received_events WHERE run_id=? ORDER BY id",
+            (run_id,),
+        )
+        events = tuple(
+            ReceivedEvent(id=r[0], run_id=run_id, job_id=r[1], step_id=r[2], name=r[3], data=_map(r[4]),
+                          received_at=r[5], consumed=bool(r[6]))
+            for r in rows
+        )
+        return RunDump(run=run, jobs=tuple(self.jobs(run_id).values()), steps=tuple(self.steps(run_id).values()),
+                       attempts=tuple(self.attempts(run_id)), waits=tuple(self.waits(run_id)), events=events,
+                       history=tuple(self.history(run_id)))
+
+    def load_run(self, dump: RunDump) -> None:
+        run = dump.run
+        rid = run.run_id
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM runs WHERE run_id=?", (rid,)).fetchone() is not None:
+                raise ConflictError(f"run {rid} is already recorded in {self.path}", code="store.run_exists")
+            values = [_dumps(getattr(run, c)) if c in _RUN_JSON else getattr(run, c) for c in _RUN_COLUMNS]
+            db.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
+                       values)
+            db.executemany(
+                "INSERT INTO jobs (run_id, job_id, status, reason, outcome, outputs, started_at, finished_at) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                [(rid, j.job_id, j.status, j.reason, j.outcome, _dumps(j.outputs) if j.outputs else "{}", j.started_at,
+                  j.finished_at) for j in dump.jobs],
+            )
+            db.executemany(
+                "INSERT INTO steps (run_id, job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, "
+                "started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(rid, st.job_id, st.step_id, st.status, st.attempt, st.outcome, _dumps(st.outputs) if st.outputs else "{}",
+                  _dumps(list(st.masked_keys)) if st.masked_keys else "[]", st.error, st.reason, st.started_at,
+                  st.finished_at) for st in dump.steps],
+            )
+            db.executemany(
+                "INSERT INTO attempts (run_id, job_id, step_id, attempt, status, outcome, error, started_at, finished_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                [(rid, a.job_id, a.step_id, a.attempt, a.status, a.outcome, a.error, a.started_at, a.finished_at)
+                 for a in dump.attempts],
+            )
+            db.executemany(
+                "INSERT INTO waits (run_id, job_id, step_id, kind, events, due_at, created_at) VALUES (?,?,?,?,?,?,?)",
+                [(rid, w.job_id, w.step_id, w.kind, _dumps(list(w.events)), w.due_at, w.created_at) for w in dump.waits],
+            )
+            db.executemany(
+                "INSERT INTO received_events (run_id, job_id, step_id, name, data, received_at, consumed) "
+                "VALUES (?,?,?,?,?,?,?)",
+                [(rid, e.job_id, e.step_id, e.name, _dumps(e.data), e.received_at, int(e.consumed)) for e in dump.events],
+            )
+            db.executemany(
+                "INSERT INTO history (run_id, id, ts, event, flow_id, job_id, step_id, attempt, data) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                [(rid, n, e.ts, e.name, e.flow_id, e.job_id, e.step_id, e.attempt, _dumps(e.data) if e.data else None)
+                 for n, e in enumerate(dump.history, start=1)],
+            )
 
     def delete_runs(self, run_ids: Sequence[str]) -> None:
         with self._tx() as db:
@@ -524,7 +580,7 @@ class SqliteStore:
     # jobs and steps -------------------------------------------------------------------------
     def set_job(self, run_id: str, job_id: str, status: str, event: Event | None, **fields: Unpack[JobFields]) -> None:
         outputs = fields.get("outputs")
-        with self._tx(sync=status not in _LAZY_JOB_STATUSES) as db:
+        with self._tx(sync=status not in _LAZY_JOB_STATUSES, fence=run_id) as db:
             db.execute(
                 "INSERT INTO jobs (run_id, job_id, status, reason, outcome, outputs, started_at, finished_at) "
                 "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(run_id, job_id) DO UPDATE SET status=excluded.status, "
@@ -581,12 +637,12 @@ class SqliteStore:
     def set_step(self, run_id: str, write: StepWrite, event: Event | None, *, sync: bool = True) -> None:
         """``sync=False`` only for a step result the caller follows at once with a synchronous
         write (the next step's RUNNING): see the module docstring."""
-        with self._tx(sync=sync) as db:
+        with self._tx(sync=sync, fence=run_id) as db:
             self._write_step(db, run_id, write)
             self._history(db, event)
 
     def set_steps(self, run_id: str, writes: Sequence[StepWrite], event: Event | None) -> None:
-        with self._tx() as db:
+        with self._tx(fence=run_id) as db:
             for w in writes:
                 self._write_step(db, run_id, w)
             self._history(db, event)
@@ -673,12 +729,12 @@ class SqliteStore:
         ]
 
     def append_history(self, event: Event) -> None:
-        with self._tx() as db:
+        with self._tx(fence=event.run_id) as db:
             self._history(db, event)
 
     # waits and events -----------------------------------------------------------------------
     def set_wait(self, wait: WaitRecord, write: StepWrite, event: Event | None) -> None:
-        with self._tx() as db:
+        with self._tx(fence=wait.run_id) as db:
             self._write_step(db, wait.run_id, write)
             db.execute(
                 "INSERT OR REPLACE INTO waits (run_id, job_id, step_id, kind, events, due_at, created_at) VALUES (?,?,?,?,?,?,?)",
@@ -705,11 +761,11 @@ class SqliteStore:
         ]
 
     def remove_wait(self, run_id: str, job_id: str, step_id: str) -> None:
-        with self._tx() as db:
+        with self._tx(fence=run_id) as db:
             db.execute("DELETE FROM waits WHERE run_id=? AND job_id=? AND step_id=?", (run_id, job_id, step_id))
 
     def clear_waits(self, run_id: str, event: Event | None) -> None:
-        with self._tx() as db:
+        with self._tx(fence=run_id) as db:
             db.execute("DELETE FROM waits WHERE run_id=?", (run_id,))
             self._history(db, event)
 
@@ -728,7 +784,7 @@ class SqliteStore:
             self._history(db, event)
 
     def add_event(self, ev: ReceivedEvent, event: Event | None) -> int:
-        with self._tx() as db:
+        with self._tx(fence=ev.run_id) as db:
             cur = db.execute(
                 "INSERT INTO received_events (run_id, job_id, step_id, name, data, received_at, consumed) VALUES (?,?,?,?,?,?,0)",
                 (ev.run_id, ev.job_id, ev.step_id, ev.name, self._mask(_dumps(ev.data)), ev.received_at),
@@ -749,7 +805,8 @@ class SqliteStore:
         ]
 
     def consume_event(self, event_id: int) -> None:
-        with self._tx() as db:
+        rows = self._query("SELECT run_id FROM received_events WHERE id=?", (event_id,))
+        with self._tx(fence=rows[0][0] if rows else None) as db:
             db.execute("UPDATE received_events SET consumed=1 WHERE id=?", (event_id,))
 
     def due_runs(self, now: float, *, flow_id: str | None = None, limit: int | None = None) -> list[RunRecord]:
@@ -762,11 +819,11 @@ class SqliteStore:
         if limit:
             sql += " LIMIT ?"
             params.append(limit)
-        return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
+        return [run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
 
     # locks ----------------------------------------------------------------------------------
     def record_lock(self, lock: LockRecord, event: Event | None) -> None:
-        with self._tx(sync=False) as db:
+        with self._tx(sync=False, fence=lock.run_id) as db:
             db.execute(
                 "INSERT OR REPLACE INTO locks (name, run_id, pid, host, since, kind) VALUES (?,?,?,?,?,?)",
                 (lock.name, lock.run_id, lock.pid, lock.host, lock.since, lock.kind),
@@ -774,7 +831,7 @@ class SqliteStore:
             self._history(db, event)
 
     def remove_lock(self, name: str, run_id: str | None, event: Event | None) -> None:
-        with self._tx(sync=False) as db:
+        with self._tx(sync=False, fence=run_id) as db:
             db.execute("DELETE FROM locks WHERE name=? AND (run_id IS ? OR run_id=?)", (name, run_id, run_id))
             self._history(db, event)
 

@@ -18,6 +18,16 @@ Rules every backend keeps:
   for messages and ``locks list``.
 - An unreadable, corrupt or unreachable store raises ``StateError`` with a recovery hint; it is
   never reset.
+- Fencing: the store object that creates a run (``create_run``) or claims it (``claim_run``)
+  becomes its executor and takes a new *generation* of the run. Every later write it makes for
+  that run checks, in the write's own transaction, that the generation is still the current
+  one; when another executor has claimed the run since, the write is refused with
+  ``StateError`` (code ``state.fenced``) and nothing of it is stored. Writes of store objects
+  that do not execute the run (``cancel``, an event delivered by ``resume --event``) are not
+  fenced.
+- A store that can lose what it holds (a database connection with its locks) calls the
+  handler given to ``set_lost_handler`` once, from any thread, when it does, and refuses every
+  later write (``StateError``, code ``state.lost``); the caller stops the run's steps.
 """
 
 from __future__ import annotations
@@ -133,6 +143,21 @@ class LockRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RunDump:
+    """Every row of one run, for copying it to another store (``aetherflow store copy``):
+    received events consumed or not, the history in its order. Lock holder rows are not part of
+    it (they describe processes of the source store)."""
+
+    run: RunRecord
+    jobs: tuple[JobRecord, ...] = ()
+    steps: tuple[StepRecord, ...] = ()
+    attempts: tuple[AttemptRecord, ...] = ()
+    waits: tuple[WaitRecord, ...] = ()
+    events: tuple[ReceivedEvent, ...] = ()
+    history: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepWrite:
     """One step state change (the engine builds these; the store persists them)."""
 
@@ -217,6 +242,10 @@ class RunReader(Protocol):
     def locks(self) -> list[LockRecord]: ...
     def lock_holder(self, name: str) -> LockRecord | None: ...
     def lock_is_free(self, name: str) -> bool: ...
+    def dump_run(self, run_id: str) -> RunDump | None:
+        """Every row of the run (``None`` when it is not recorded)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -225,6 +254,10 @@ class StateStore(RunReader, Protocol):
 
     def set_mask(self, mask: Callable[[str], str]) -> None: ...
     def lock(self, name: str) -> Lock: ...
+    def set_lost_handler(self, handler: Callable[[str], None]) -> None:
+        """``handler(reason)`` is called once, from any thread, if this store loses what it holds
+        (its locks, its run to another executor); see the module docstring."""
+        ...
 
     # runs
     def create_run(self, run: RunRecord, event: Event) -> None:
@@ -240,6 +273,11 @@ class StateStore(RunReader, Protocol):
 
     def cancel_run(self, run_id: str, reason: str, now: float, event: Event | None) -> None: ...
     def delete_runs(self, run_ids: Sequence[str]) -> None: ...
+    def load_run(self, dump: RunDump) -> None:
+        """Insert every row of a run from another store, in one transaction, as they are (no
+        mask applied: they were masked when first written). A run id already recorded raises
+        ``ConflictError`` (code ``store.run_exists``) and writes nothing."""
+        ...
 
     # jobs and steps
     def set_job(self, run_id: str, job_id: str, status: str, event: Event | None, **fields: Unpack[JobFields]) -> None: ...
@@ -265,6 +303,10 @@ class StateStore(RunReader, Protocol):
     # lock holder records
     def record_lock(self, lock: LockRecord, event: Event | None) -> None: ...
     def remove_lock(self, name: str, run_id: str | None, event: Event | None) -> None: ...
+
+
+#: the cancel token's reason when the store fails under a running run (its steps are stopped)
+STORE_LOST = "store lost"
 
 
 # lock names: the same on every backend ------------------------------------------------------

@@ -61,13 +61,14 @@ DENIED: dict[str, tuple[str, ...]] = {
     "connectors/": ("aetherflow.connectors.http", "aetherflow.connectors.smtp", "aetherflow.connectors.archive",
                     "aetherflow.connectors.postgres", "aetherflow.connectors.sqlite", "aetherflow.connectors.dburl"),
     # nothing outside state/ knows a backend
-    "": ("aetherflow.state.sqlite",),
+    "": ("aetherflow.state.sqlite", "aetherflow.state.postgres"),
 }
 #: the exceptions to DENIED, each with its reason
 EXCEPTIONS = {
     ("connectors/dburl.py", "aetherflow.connectors.postgres"): "db:sqlalchemy urls dispatch to the postgres driver",
     ("connectors/dburl.py", "aetherflow.connectors.sqlite"): "db:sqlalchemy urls dispatch to the sqlite driver",
     ("state/backends.py", "aetherflow.state.sqlite"): "the one place that knows the backends",
+    ("state/backends.py", "aetherflow.state.postgres"): "the one place that knows the backends",
 }
 
 # third-party modules and the only aetherflow modules allowed to import them

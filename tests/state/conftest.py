@@ -12,14 +12,17 @@ import pytest
 from aetherflow.state.backends import open_store
 from aetherflow.state.store import StateStore
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty store location of one backend."""
+    """A fresh, empty store location of one backend (PostgreSQL: a schema of its own in the
+    database AETHERFLOW_TEST_PG_DSN names; skipped, with the reason, without a server)."""
     if request.param == "sqlite":
         yield str(tmp_path / "state" / "state.db")
+    elif request.param == "postgres":
+        yield request.getfixturevalue("pg_store_url")()
     else:  # pragma: no cover - a backend named above without a location
         raise AssertionError(f"no location for backend {request.param}")
 

@@ -11,10 +11,11 @@ import sys
 import textwrap
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
-from aetherflow.errors import KeyInUseError
+from aetherflow.errors import ConflictError, KeyInUseError, StateError
 from aetherflow.events import Event
 from aetherflow.model import freeze
 from aetherflow.state.store import (
@@ -146,6 +147,82 @@ def test_delete_runs_removes_every_row(stores: Stores) -> None:
     assert (s.jobs("r1"), s.steps("r1"), s.attempts("r1"), s.waits("r1"), s.pending_events("r1"), s.history("r1")) == (
         {}, {}, [], [], [], [])
     assert s.get_run("keep") is not None and len(s.history("keep")) == 1
+
+
+def test_a_superseded_executor_can_no_longer_write(stores: Stores) -> None:
+    """Fencing: a claim takes the run's next generation; every write of the executor it
+    superseded (a process that lost its connection, say) is refused and leaves nothing."""
+    a, b = stores(), stores()
+    a.create_run(run_rec(), ev("run.started"))  # a executes the run
+    a.set_step("r1", StepWrite(job_id="j", step_id="s", status="RUNNING", attempt=1, started_at=1.0), ev("step.started"))
+    assert b.claim_run("r1", "RUNNING", 456, "h2", ev("run.resumed"))  # b takes it over
+    late = StepWrite(job_id="j", step_id="s", status="SUCCESS", attempt=1, outputs={"n": 1}, finished_at=2.0)
+    refused: list[Callable[[], object]] = [
+        lambda: a.set_step("r1", late, ev("step.finished")),
+        lambda: a.set_step("r1", late, None, sync=False),
+        lambda: a.set_steps("r1", [late], None),
+        lambda: a.set_job("r1", "j", "SUCCESS", ev("job.finished"), outputs={"n": 1}),
+        lambda: a.set_job("r1", "j", "FAILED", None, reason="x"),
+        lambda: a.update_run("r1", ev("run.finished"), status="SUCCESS", finished_at=3.0),
+        lambda: a.update_run("r1", None, error="late"),
+        lambda: a.append_history(ev("late")),
+        lambda: a.set_wait(WaitRecord(run_id="r1", job_id="j", step_id="s", kind="timer", due_at=9.0, created_at=2.0),
+                           StepWrite(job_id="j", step_id="s", status="WAITING", attempt=1), None),
+        lambda: a.record_lock(LockRecord(name="user:k", run_id="r1", pid=123, host="h1", since=2.0, kind="with_lock"), None),
+        lambda: a.clear_waits("r1", None),
+    ]
+    for write in refused:
+        with pytest.raises(StateError) as info:
+            write()
+        assert info.value.code == "state.fenced", info.value
+    got = b.get_run("r1")
+    assert got is not None and (got.status, got.host, got.attempt, got.error) == ("RUNNING", "h2", 2, None)
+    assert b.steps("r1")[("j", "s")].status == "FAILED"  # the claim failed what was left RUNNING
+    assert b.jobs("r1") == {} and b.waits("r1") == [] and b.locks() == []
+    assert [e.name for e in b.history("r1")] == ["run.started", "step.started", "run.resumed"]
+    # the new executor writes; a process that does not execute the run (cancel) is not fenced
+    b.set_step("r1", StepWrite(job_id="j", step_id="s", status="SUCCESS", attempt=2, finished_at=4.0), ev("step.finished"))
+    stores().update_run("r1", ev("run.cancel_requested"), cancel_reason="stop")
+    assert b.steps("r1")[("j", "s")].status == "SUCCESS" and b.cancel_reason("r1") == "stop"
+
+
+def test_a_run_dumped_and_loaded_keeps_every_row(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec(status="WAITING", key="order::1", scope="f", plugin_paths=("/p",), due_at=50.0), ev("run.started", n=1))
+    s.set_job("r1", "j", "WAITING", ev("job.waiting"), started_at=1.0, outputs={"o": [1, 2]})
+    s.set_step("r1", StepWrite(job_id="j", step_id="a", status="FAILED", attempt=1, error="boom", started_at=1.0,
+                               finished_at=2.0), ev("step.failed"))
+    s.set_step("r1", StepWrite(job_id="j", step_id="a", status="SUCCESS", attempt=2, outcome="success",
+                               outputs={"rows": 3, "token": "***"}, masked_keys=("token",), started_at=3.0, finished_at=4.0),
+               ev("step.finished"))
+    s.set_wait(WaitRecord(run_id="r1", job_id="j", step_id="w", kind="event", events=("go",), due_at=50.0, created_at=5.0),
+               StepWrite(job_id="j", step_id="w", status="WAITING", attempt=1, reason="event go", started_at=5.0),
+               ev("step.waiting"))
+    used = s.add_event(ReceivedEvent(id=0, run_id="r1", job_id="j", step_id="w", name="go", data=freeze({"by": "a"}),
+                                     received_at=6.0), ev("event.received"))
+    s.consume_event(used)
+    s.add_event(ReceivedEvent(id=0, run_id="r1", job_id="j", step_id="w", name="go", data=freeze({"by": "b"}),
+                              received_at=7.0), None)
+    dump = s.dump_run("r1")
+    assert dump is not None and s.dump_run("nope") is None
+    assert [(e.name, e.consumed) for e in dump.events] == [("go", True), ("go", False)]
+    assert [e.name for e in dump.history] == ["run.started", "job.waiting", "step.failed", "step.finished",
+                                              "step.waiting", "event.received"]
+    with pytest.raises(ConflictError) as info:
+        stores().load_run(dump)
+    assert info.value.code == "store.run_exists"
+    s.delete_runs(["r1"])
+    other = stores()
+    other.set_mask(lambda text: text.replace("boom", "MASKED"))  # rows are loaded as they are
+    other.load_run(dump)
+    again = stores().dump_run("r1")
+    assert again is not None
+
+    def without_ids(d: object) -> object:
+        return replace(d, events=tuple(replace(e, id=0) for e in d.events))  # type: ignore[type-var,attr-defined]
+
+    assert without_ids(again) == without_ids(dump)
+    assert [e.id for e in stores().pending_events("r1")] == [again.events[1].id]
 
 
 # jobs, steps, attempts -------------------------------------------------------------------------
