@@ -272,9 +272,10 @@ def runs_table(rows: Iterable[Mapping[str, Any]]) -> str:
     rows = list(rows)
     if not rows:
         return "no runs"
-    head = ("RUN ID", "FLOW", "STATUS", "STARTED", "DURATION", "KEY")
+    head = ("RUN ID", "FLOW", "STATUS", "STARTED", "DURATION", "HOST", "KEY")
     data = [
-        (r["run_id"], r["flow_id"], r["status"], local_time(r.get("created_at")), duration(r.get("duration")), r.get("business_key") or "")
+        (r["run_id"], r["flow_id"], r["status"], local_time(r.get("created_at")), duration(r.get("duration")),
+         r.get("host") or "", r.get("business_key") or "")
         for r in rows
     ]
     widths = [max(len(str(x[i])) for x in (head, *data)) for i in range(len(head))]

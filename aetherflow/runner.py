@@ -11,6 +11,7 @@ reads the process environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -45,8 +46,10 @@ from aetherflow.prepare import (
 from aetherflow.prepare import load_plugins as default_plugin_loader
 from aetherflow.settings import Settings, state_location
 from aetherflow.state.backends import open_store as default_store_opener
+from aetherflow.state.backends import public_location
 from aetherflow.state.catalog import StoreCatalog
 from aetherflow.state.store import (
+    STORE_LOST,
     Lock,
     LockRecord,
     ReceivedEvent,
@@ -105,6 +108,9 @@ class RunOutcome:
     all_skipped: bool = False
     warnings: list[str] = field(default_factory=list)
 
+
+#: how long a run turned away by the flow lock looks for the holder's record, to name it
+HOLDER_RECORD_WAIT = 2.0
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$")
 
@@ -197,7 +203,7 @@ class Runner:
         run_id = req.run_id or new_run_id(self.settings.clock)
         if req.dry_run:
             plan = make_plan(flow, selected=selected, stored_jobs={}, stored_steps={}, reruns={})
-            return RunOutcome(run_id=run_id, flow_id=flow.id, status="DRY_RUN", store=location, plan=describe(plan, flow))
+            return RunOutcome(run_id=run_id, flow_id=flow.id, status="DRY_RUN", store=public_location(location), plan=describe(plan, flow))
         resources = prepared.resources(run_id)
         store = self.open_store(location, mask=prepared.redactor.mask)
         self.catalog.remember(store.location)
@@ -272,6 +278,7 @@ class Runner:
                 hint="wait for it to finish, or stop that process first",
             )
         flow_lock: Lock | None = None
+        executing = False  # from then on _execute closes the store
         try:
             current = store.get_run(run_id)  # re-read under the lock
             assert current is not None
@@ -314,12 +321,15 @@ class Runner:
                 raise ConflictError(f"run {run_id} changed state while resuming; try again", code="run.claim_lost")
             claimed = store.get_run(run_id)
             assert claimed is not None
+            executing = True
             return self._execute(store, prepared, claimed, req, resources=resources, selected=selected, new=False,
                                  run_lock=run_lock, flow_lock=flow_lock)
         finally:
             if flow_lock is not None:
                 flow_lock.release()
             run_lock.release()
+            if not executing:
+                store.close()
 
     def _nothing_to_resume(self, store: StateStore, rec: RunRecord, req: RunRequest) -> RunOutcome | None:
         """A run that succeeded has nothing to resume (an outcome); a cancelled one, or an event
@@ -347,7 +357,7 @@ class Runner:
                              stored_steps=store.steps(rec.run_id), reruns=parse_reruns(flow, req.reruns))
         finally:
             store.close()
-        return RunOutcome(run_id=rec.run_id, flow_id=flow.id, status="DRY_RUN", store=location, plan=describe(plan, flow))
+        return RunOutcome(run_id=rec.run_id, flow_id=flow.id, status="DRY_RUN", store=public_location(location), plan=describe(plan, flow))
 
     def _flow_for_resume(self, rec: RunRecord, req: RunRequest) -> tuple[tuple[str, bytes], bool]:
         """The flow file's path and bytes a resume uses, and whether they changed (accepted)."""
@@ -414,6 +424,8 @@ class Runner:
         flow = prepared.flow
         redactor = prepared.redactor
         store.set_mask(redactor.mask)
+        # a store that loses its connection (and with it the run's locks) stops the run's steps
+        store.set_lost_handler(lambda why: self.cancel.set(STORE_LOST))
         held: list[Lock] = []
         outcome: RunOutcome | None = None
         fanout = Fanout([*self.observers, *prepared.plugins.observers], log)
@@ -467,6 +479,12 @@ class Runner:
             outcome = self._record_end(store, flow, rec, result, emit, selected)
             outcome.warnings.extend(warnings)
             return outcome
+        except StateError as exc:
+            self.cancel.set(STORE_LOST)
+            if outcome is None:
+                with contextlib.suppress(StateError):  # a lost or superseded store refuses it
+                    self._record_abort(store, rec, RunStatus.FAILED, str(exc))
+            raise _store_failed(rec, exc) from exc
         except AetherflowError as exc:
             if outcome is None and not isinstance(exc, ConflictError):
                 self._record_abort(store, rec, RunStatus.FAILED, str(exc))
@@ -516,6 +534,11 @@ class Runner:
         flock = store.lock(flow_lock_key(flow.id))
         if not flock.acquire(flow.locks.wait_seconds):
             holder = store.lock_holder(flock.key)
+            deadline = time.monotonic() + HOLDER_RECORD_WAIT
+            while holder is None and time.monotonic() < deadline and not store.lock_is_free(flock.key):
+                # runs started together: the holder records itself just after creating its run
+                time.sleep(0.02)
+                holder = store.lock_holder(flock.key)
             who = (f"run {holder.run_id} (pid {holder.pid} on {holder.host})" if holder else "another process")
             raise LockBusyError(f"flow '{flow.id}' is locked by {who} (locks.scope: flow)", hint=hint)
         return flock
@@ -547,6 +570,20 @@ class Runner:
                    for w in result.waits],
             interrupt=result.interrupt, all_skipped=all_skipped,
         )
+
+
+def _store_failed(rec: RunRecord, exc: StateError) -> StateError:
+    """The error a run ends with when its store failed under it (its steps were stopped)."""
+    if exc.code == "state.fenced":
+        return StateError(f"run {rec.run_id} stopped: {exc.message}", code=exc.code,
+                          hint=f"this process stopped its steps; see what the other executor records with "
+                          f"`aetherflow runs show {rec.run_id}`")
+    return StateError(
+        f"run {rec.run_id} stopped: {exc.message}", code=exc.code,
+        hint=f"this process stopped the run's steps and records nothing more; the run shows CRASHED (or as last "
+        f"recorded): resume it with `aetherflow resume {rec.run_id}`, from any host that shares the store, once "
+        "the store is reachable",
+    )
 
 
 def _not_waiting(run_id: str, status: str, event: str | None) -> UsageError:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,16 +25,41 @@ class Result:
     stderr: str
 
 
+#: the store backends a test marked ``store_backends`` runs against (the same test, the store
+#: selected as a user would: SQLite by default, PostgreSQL by a URL in AETHERFLOW_STATE)
+STORE_BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("store_backends"):
+        metafunc.parametrize("store_backend", STORE_BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private AETHERFLOW_HOME (state, stores, workspaces) for the test."""
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """The test's store backend: ``sqlite`` unless the test is marked ``store_backends``."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_backend: str, request: pytest.FixtureRequest) -> Path:
+    """A private AETHERFLOW_HOME (state, stores, workspaces) for the test. With the postgres
+    backend, AETHERFLOW_STATE names a fresh PostgreSQL store (a schema of its own)."""
     h = tmp_path / "afhome"
     monkeypatch.setenv("AETHERFLOW_HOME", str(h))
     monkeypatch.setenv("HOME", str(tmp_path / "userhome"))
     for var in ("AETHERFLOW_STATE", "AETHERFLOW_PLUGIN_PATHS", "AETHERFLOW_PROFILES_FILE", "AETHERFLOW_EVENTS_LOG",
                 "AETHERFLOW_TEST_CRASH_AT", "NO_COLOR", "XDG_STATE_HOME"):
         monkeypatch.delenv(var, raising=False)
+    if store_backend == "postgres":
+        monkeypatch.setenv("AETHERFLOW_STATE", request.getfixturevalue("pg_store_url")())
     return h
+
+
+@pytest.fixture
+def store_location(home: Path) -> str:
+    """Where the test's runs are recorded by default: AETHERFLOW_STATE, else the home's state.db."""
+    return os.environ.get("AETHERFLOW_STATE") or str(home / "state.db")
 
 
 @pytest.fixture
@@ -109,13 +135,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: flo
 
 
 @pytest.fixture
-def store_of(home: Path) -> Callable[[Path | None], object]:
-    from aetherflow.state.sqlite import SqliteStore
+def store_of(store_location: str) -> Callable[[Path | None], object]:
+    """``store_of()``: a client of the test's store (``store_of(path)``: of that SQLite file)."""
+    from aetherflow.state.backends import open_store
 
-    opened: list[SqliteStore] = []
+    opened: list[Any] = []
 
-    def open_(path: Path | None = None) -> SqliteStore:
-        s = SqliteStore(path or home / "state.db")
+    def open_(path: Path | None = None) -> Any:
+        s = open_store(str(path) if path is not None else store_location)
         opened.append(s)
         return s
 

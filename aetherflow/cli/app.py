@@ -64,6 +64,7 @@ COMMAND_MODULES = MappingProxyType({
     "runs": "aetherflow.cli.runs",
     "locks": "aetherflow.cli.runs",
     "cancel": "aetherflow.cli.runs",
+    "store": "aetherflow.cli.store",
 })
 
 

@@ -253,6 +253,6 @@ def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbos
         stdout(render.dumps({"due": results}))
     elif verbose:
         log_line(f"resume --due: {len(due)} due run(s)", log_format=log_format)
-    if token.is_set():
+    if token.why() in ("SIGTERM", "SIGINT"):
         raise SystemExit(int(ExitCode.SIGTERM if token.why() == "SIGTERM" else ExitCode.SIGINT))
     raise SystemExit(worst)

@@ -51,6 +51,7 @@ def _run_row(store: Any, r: Any) -> dict[str, Any]:
         "finished_at": r.finished_at,
         "duration": (end - r.created_at) if end and r.created_at else None,
         "business_key": r.business_key,
+        "host": r.host,
         "store": store.location,
         "attempt": r.attempt,
     }

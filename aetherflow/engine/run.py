@@ -12,6 +12,10 @@ Algorithm
    step's attempts, retries, waits and routing).
 4. The run ends WAITING if a job waits, else FAILED if a job failed or was blocked, else
    SUCCESS; a cancel or signal ends it CANCELLED / INTERRUPTED. Cleanup policy runs last.
+5. A store that fails under the run (``StateError``: unreachable, lost, or the run taken over by
+   another executor) stops it: the cancel token is set (running steps' process groups are
+   stopped as on SIGTERM, no step starts) and the error goes up to the caller once every job
+   thread has ended.
 
 The executor builds its collaborators once and gives each only what it needs: the recorder
 (events to the store's history and the observers), the lock service (``with_lock``), the step
@@ -34,9 +38,9 @@ from aetherflow.engine.results import (
     restore_outputs,
 )
 from aetherflow.engine.services import RunInputs, RunResult, RunState, Services
-from aetherflow.errors import Interrupted, LockBusyError
+from aetherflow.errors import Interrupted, LockBusyError, StateError
 from aetherflow.model import JobSpec, JobStatus, RunStatus
-from aetherflow.state.store import Lock, LockRecord, job_lock_key
+from aetherflow.state.store import STORE_LOST, Lock, LockRecord, job_lock_key
 from aetherflow.template import base_scope
 from aetherflow.workspace import remove_run_dirs
 
@@ -66,6 +70,7 @@ class Executor:
         self.check_cancel = CancelCheck(svc)
         self.jobs = JobRunner(inputs, svc, self.state, self.rec, self.calls, self.check_cancel, scope)
         self._jobs = {j.id: j for j in self.flow.jobs}  # FlowSpec.job() scans: O(jobs) per lookup
+        self._store_error: StateError | None = None  # the first store failure under the run
 
     # scheduling -----------------------------------------------------------------------------
     def execute(self) -> RunResult:
@@ -80,6 +85,8 @@ class Executor:
             self.result.interrupt = self.svc.cancel.why() or str(exc)
         finally:
             self.calls.stop()
+        if self._store_error is not None:  # seen by a job thread while the others were stopping
+            raise self._store_error
         return self._finish()
 
     def _seed_scope(self) -> None:
@@ -181,6 +188,15 @@ class Executor:
                         fut.cancel()
 
     def _start_job(self, job: JobSpec, decision: str, reason: str | None) -> None:
+        try:
+            self._start_job_unguarded(job, decision, reason)
+        except StateError as exc:
+            self.svc.cancel.set(STORE_LOST)  # every other job's steps stop too
+            with self.state.lock:
+                self._store_error = self._store_error or exc
+            raise
+
+    def _start_job_unguarded(self, job: JobSpec, decision: str, reason: str | None) -> None:
         if decision == "BLOCKED":
             self.jobs.block(job, reason)
             return

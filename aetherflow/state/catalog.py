@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aetherflow.errors import NotFoundError, UsageError
-from aetherflow.state.backends import is_url, open_store, store_exists
+from aetherflow.state.backends import is_url, open_store, public_location, store_exists
 from aetherflow.state.store import RunRecord, StateStore
 
 __all__ = ["StoreCatalog"]
@@ -36,9 +36,11 @@ class StoreCatalog:
         return self.home / "stores"
 
     def remember(self, location: str) -> None:
-        """Add ``location`` to ``<home>/stores`` (once); a failure is a warning, not an error."""
+        """Add ``location`` to ``<home>/stores`` (once; a URL without its password: commands that
+        find a store there take the password from libpq's own sources); a failure is a warning,
+        not an error."""
         reg = self._registry
-        entry = location if is_url(location) else str(Path(location).resolve())
+        entry = public_location(location) if is_url(location) else str(Path(location).resolve())
         try:
             known = reg.read_text(encoding="utf-8").splitlines() if reg.exists() else []
             if entry in known:
@@ -55,9 +57,12 @@ class StoreCatalog:
         id): then every store this machine has used follows it. A store that does not exist is
         never created by a read."""
         out: list[str] = []
+        seen: set[str] = set()
 
         def add(location: str) -> None:
-            if location and location not in out and store_exists(location):
+            shown = public_location(location)  # a URL given with its password is the same store
+            if location and shown not in seen and store_exists(location):
+                seen.add(shown)
                 out.append(location)
 
         if self.explicit:
@@ -77,21 +82,27 @@ class StoreCatalog:
         matches: list[tuple[str, str]] = []
         for location in locations:
             store = self.open(location)
-            rec = store.get_run(run_id)
-            if rec is not None:
-                return store, rec
             try:
+                rec = store.get_run(run_id)
+                if rec is not None:
+                    return store, rec
                 matches.extend((location, r.run_id) for r in store.find_runs(run_id))
-            finally:
+            except BaseException:
                 store.close()
+                raise
+            store.close()
         if len(matches) == 1:
             store = self.open(matches[0][0])
-            found = store.get_run(matches[0][1])
+            try:
+                found = store.get_run(matches[0][1])
+            except BaseException:
+                store.close()
+                raise
             if found is not None:
                 return store, found
             store.close()
         if len(matches) > 1:
             ids = ", ".join(r for _, r in matches)
             raise UsageError(f"run id prefix '{run_id}' is ambiguous: {ids}", code="run.ambiguous")
-        where = ", ".join(locations) or "no store recorded yet"
+        where = ", ".join(public_location(loc) for loc in locations) or "no store recorded yet"
         raise NotFoundError(f"unknown run id '{run_id}' (looked in: {where})", hint="see `aetherflow runs list`")

@@ -328,9 +328,10 @@ class PostgresStore:
             handler(lost)
 
     def _scrub(self, text: str) -> str:
+        """A driver's message for one line of ours: without the password, whitespace collapsed."""
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        return " ".join(text.split())
 
     def _connect(self, role: str) -> psycopg.Connection[Any]:
         kw: dict[str, Any] = dict(self._params)
@@ -991,12 +992,8 @@ class _LockSession:
             conn = self._conn
             if conn is None or conn.broken or conn.closed or self._store._lost is not None:
                 return  # the session is gone, and every lock it held with it
-            try:
+            with suppress(psycopg.Error):  # a lock not released is released with its session
                 conn.execute("SELECT pg_advisory_unlock(%s)", (lock.ident,))
-            except psycopg.Error:
-                if conn.broken:
-                    return
-                raise
 
     def _watch(self) -> None:
         while not self._stop.wait(LIVENESS_CHECK_SECONDS):

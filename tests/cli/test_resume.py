@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+# the same tests with the store selected by a PostgreSQL URL (tests/conftest.py)
+pytestmark = pytest.mark.store_backends
+
 TICK = """{command: [sh, -c, 'echo "$AETHERFLOW_JOB_ID.$AETHERFLOW_STEP_ID $AETHERFLOW_ATTEMPT" >> "$COUNT_FILE"']}"""
 GATE = ("""{command: [sh, -c, 'echo "$AETHERFLOW_JOB_ID.$AETHERFLOW_STEP_ID $AETHERFLOW_ATTEMPT" >> "$COUNT_FILE"; """
         """test -f "$OK_FILE" || { echo "not ready: $OK_FILE" >&2; exit 7; }']}""")

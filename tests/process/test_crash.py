@@ -28,6 +28,9 @@ from typing import Any
 import pytest
 from support import alive, show, wait_until
 
+# the same tests with the store selected by a PostgreSQL URL (tests/conftest.py)
+pytestmark = pytest.mark.store_backends
+
 #: appends "JOB.STEP ATTEMPT IDEMPOTENCY_KEY" to $LOG_FILE
 LINE = ("""{command: [sh, -c, 'echo "$AETHERFLOW_JOB_ID.$AETHERFLOW_STEP_ID $AETHERFLOW_ATTEMPT """
         """$AETHERFLOW_RUN_ID/$AETHERFLOW_JOB_ID/$AETHERFLOW_STEP_ID" >> "$LOG_FILE"']}""")

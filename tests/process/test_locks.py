@@ -13,9 +13,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from support import q, show, step_doc
 
 from tests.conftest import pid_alive, wait_for
+
+# the same tests with the store selected by a PostgreSQL URL (tests/conftest.py)
+pytestmark = pytest.mark.store_backends
 
 GATE_LOOP = "i=0; while [ ! -f {gate} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
 

@@ -22,6 +22,9 @@ from typing import Any
 import pytest
 from support import alive, show, wait_until
 
+# the same tests with the store selected by a PostgreSQL URL (tests/conftest.py)
+pytestmark = pytest.mark.store_backends
+
 TICK = """{command: [sh, -c, 'echo "$AETHERFLOW_JOB_ID.$AETHERFLOW_STEP_ID $AETHERFLOW_ATTEMPT" >> "$COUNT_FILE"']}"""
 # records its execution, then on the first attempt starts a grandchild `sleep`, writes
 # "SHELL_PID SLEEP_PID" to $PID_FILE and waits until $RELEASE exists (or the group is killed)

@@ -16,6 +16,9 @@ from support import job_doc, q, show, step_doc
 
 from tests.conftest import wait_for
 
+# the same tests with the store selected by a PostgreSQL URL (tests/conftest.py)
+pytestmark = pytest.mark.store_backends
+
 PARK = {"AETHERFLOW_INLINE_WAIT_MAX": "0"}
 
 
