@@ -122,6 +122,12 @@ def doctor(settings: Settings, flow_path: str, env_files: Sequence[str]) -> list
                 add(f"secret {name}", False, redactor.mask(exc.message))
     location = state_location(settings, flow)
     if is_url(location):
+        from aetherflow.state.backends import probe_store
+
+        try:
+            add("state store", True, probe_store(location))
+        except AetherflowError as exc:
+            add("state store", False, exc.message + (f" ({exc.hint})" if exc.hint else ""))
         return checks
     d = Path(location).parent
     probe = d

@@ -266,12 +266,21 @@ class Runner:
         else:
             store, rec = self.catalog.find_run(run_id)
         run_id = rec.run_id
-        early = self._nothing_to_resume(store, rec, req)
+        try:
+            early = self._nothing_to_resume(store, rec, req)
+        except BaseException:
+            store.close()
+            raise
         if early is not None:
             store.close()
             return early
         run_lock = store.lock(run_lock_key(run_id))
-        if not run_lock.acquire(0):
+        try:
+            acquired = run_lock.acquire(0)
+        except BaseException:
+            store.close()
+            raise
+        if not acquired:
             store.close()
             raise RunActiveError(
                 f"run {run_id} is being executed by pid {rec.pid} on {rec.host}",

@@ -97,9 +97,22 @@ def state_location(settings: Settings, flow: FlowSpec | None) -> str:
         rendered = str(render_setting(flow, "state.path", flow.state.path, template.base_scope(env=settings.env, flow_id=flow.id)))
         if is_url(rendered):
             return rendered
+        _postgres_needs_url(flow)
         p = Path(rendered).expanduser()
         return str(p if p.is_absolute() else Path(flow.base_dir) / p)
+    if flow is not None:
+        _postgres_needs_url(flow)
     return str(settings.home / "state.db")
+
+
+def _postgres_needs_url(flow: FlowSpec) -> None:
+    if flow.state.backend == "postgres":
+        raise ResolutionError(
+            "flow.state.backend is postgres, but flow.state.path is not a postgresql:// URL",
+            code="state.backend_path",
+            hint="set flow.state.path to postgresql://USER@HOST:PORT/DB (or pass --state / AETHERFLOW_STATE)",
+            location=Location(flow.file, None, None, "flow.state.path"),
+        )
 
 
 def render_setting(flow: FlowSpec, what: str, value: str, scope: Mapping[str, Any]) -> Any:

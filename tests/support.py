@@ -108,3 +108,26 @@ def example_installed() -> bool:
         return False
     return any(ep.group == "aetherflow.plugins" for ep in dist.entry_points)
 
+
+
+def wait_sessions_gone(location: str, pid: int, timeout: float = 60.0) -> None:
+    """After killing aetherflow process ``pid``: with a PostgreSQL store, wait until the server
+    has ended that process's sessions (its advisory locks are then free, and its runs show
+    CRASHED); with SQLite the kernel freed its locks when it died, nothing to wait for."""
+    if "://" not in location:
+        return
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    import psycopg
+
+    parts = urlsplit(location)
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "schema"])
+    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+    def gone() -> bool:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
+                               (f"aetherflow/{pid}/%",)).fetchone()
+        return row is not None and row[0] == 0
+
+    wait_until(gone, timeout=timeout, what=f"the server to end the sessions of process {pid}")

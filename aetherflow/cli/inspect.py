@@ -273,8 +273,8 @@ def doctor_cmd(
     env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
     as_json: o.Json = False,
 ) -> None:
-    """Check what FLOW needs: env vars, secrets, plugins, profiles, state directory. Exit 2 when
-    something is missing.
+    """Check what FLOW needs: env vars, secrets, plugins, profiles, state directory (or the
+    PostgreSQL store a URL names: reachable, schema, privileges). Exit 2 when something is missing.
 
     Example: aetherflow doctor flows/daily.yaml
     """

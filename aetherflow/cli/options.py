@@ -8,14 +8,15 @@ import typer
 
 State = Annotated[
     str | None,
-    typer.Option("--state", envvar="AETHERFLOW_STATE", help="State database path (default: see docs/state.md).", show_envvar=True),
+    typer.Option("--state", envvar="AETHERFLOW_STATE", help="State store: a database path, or a postgresql:// URL "
+                 "(default: see docs/state.md).", show_envvar=True),
 ]
 StateUnused = Annotated[
     str | None,
     typer.Option(
         "--state",
         envvar="AETHERFLOW_STATE",
-        help="State database path: accepted for uniformity with the other commands; "
+        help="State store: accepted for uniformity with the other commands; "
         "this command does not use the state store.",
         show_envvar=True,
     ),

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aetherflow.errors import UsageError
 from aetherflow.state.store import StateStore
 
-__all__ = ["POSTGRES_SCHEMES", "is_url", "open_store", "public_location", "store_exists"]
+__all__ = ["POSTGRES_SCHEMES", "is_url", "open_store", "probe_store", "public_location", "store_exists"]
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -55,27 +56,38 @@ def public_location(location: str) -> str:
 def open_store(location: str, *, mask: Callable[[str], str] | None = None) -> StateStore:
     """Open (creating if needed) the store at ``location``."""
     if is_url(location):
-        scheme = location.partition("://")[0]
-        if scheme.lower() not in POSTGRES_SCHEMES:
-            raise UsageError(
-                f"state store URL scheme '{scheme}://' is not supported",
-                code="usage.store_url",
-                hint="give a file path for the embedded SQLite store, or a postgresql:// URL",
-            )
-        try:
-            from aetherflow.state.postgres import PostgresStore
-        except ImportError as exc:
-            if (exc.name or "").partition(".")[0] != "psycopg":
-                raise
-            raise UsageError(
-                f"the PostgreSQL state store {public_location(location)} needs psycopg 3, which is not installed",
-                code="usage.store_driver",
-                hint="pip install 'aetherflow[postgres]'",
-            ) from None
-        return PostgresStore(location, mask=mask)
+        store: StateStore = _postgres(location)(location, mask=mask)
+        return store
     from aetherflow.state.sqlite import SqliteStore
 
     return SqliteStore(location, mask=mask)
+
+
+def probe_store(location: str) -> str:
+    """For ``doctor``: whether the store a URL names can be used, creating nothing (a file
+    path is checked by doctor itself). Raises ``StateError``/``UsageError`` saying why not."""
+    return str(_postgres(location).probe(location))
+
+
+def _postgres(location: str) -> type[Any]:
+    scheme = location.partition("://")[0]
+    if scheme.lower() not in POSTGRES_SCHEMES:
+        raise UsageError(
+            f"state store URL scheme '{scheme}://' is not supported",
+            code="usage.store_url",
+            hint="give a file path for the embedded SQLite store, or a postgresql:// URL",
+        )
+    try:
+        from aetherflow.state.postgres import PostgresStore
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] != "psycopg":
+            raise
+        raise UsageError(
+            f"the PostgreSQL state store {public_location(location)} needs psycopg 3, which is not installed",
+            code="usage.store_driver",
+            hint="pip install 'aetherflow[postgres]'",
+        ) from None
+    return PostgresStore
 
 
 def store_exists(location: str) -> bool:

@@ -292,7 +292,36 @@ def _parse(url: str) -> tuple[dict[str, Any], str]:
 class PostgresStore:
     """``StateStore`` on a PostgreSQL schema; named locks are session advisory locks."""
 
-    def __init__(self, url: str, *, mask: Callable[[str], str] | None = None) -> None:
+    @classmethod
+    def probe(cls, url: str) -> str:
+        """What ``doctor`` says about the store at ``url``, creating nothing: reachable, its
+        schema version, or what the first run will need. Errors as ``StateError``."""
+        store = cls.__new__(cls)
+        store._init_fields(url, None)
+        conn = store._conn = store._connect("probe")
+        user = conn.info.user
+        try:
+            version = store._schema_version()
+            if version is not None:
+                store._check_version(version)
+                return f"{store._public} reachable, schema \"{store._schema}\" version {version}"
+            row = conn.execute(
+                "SELECT has_database_privilege(current_database(), 'CREATE') OR EXISTS (SELECT 1 FROM pg_namespace "
+                "WHERE nspname = %s AND pg_has_role(nspowner, 'USAGE'))", (store._schema,)).fetchone()
+        except psycopg.Error as exc:
+            raise store._error(exc, "checking it") from None
+        finally:
+            conn.close()
+        if row is None or not row[0]:
+            raise StateError(
+                f"{store._public} reachable, but user {user} may not create schema \"{store._schema}\"",
+                code="state.permission",
+                hint=f"grant it CREATE on the database, or have its owner run: CREATE SCHEMA \"{store._schema}\" "
+                f"AUTHORIZATION \"{user}\"",
+            )
+        return f"{store._public} reachable; schema \"{store._schema}\" is created by the first run"
+
+    def _init_fields(self, url: str, mask: Callable[[str], str] | None) -> None:
         self._public = public_location(url)
         self._params, self._schema = _parse(url)
         password = str(self._params.get("password") or "")
@@ -304,6 +333,9 @@ class PostgresStore:
         self._on_lost: Callable[[str], None] | None = None
         self._unsynced = False
         self._closed = False
+
+    def __init__(self, url: str, *, mask: Callable[[str], str] | None = None) -> None:
+        self._init_fields(url, mask)
         self._conn = self._connect("data")
         self._locks = _LockSession(self)
         try:

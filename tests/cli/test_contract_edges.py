@@ -9,6 +9,7 @@ import stat
 import textwrap
 from pathlib import Path
 
+import pytest
 from support import job_doc, show, step_doc
 
 PLUGIN = '''
@@ -128,6 +129,7 @@ def test_when_false_step_keeps_the_job_outcome_and_complete_job_steps_are_visibl
     assert step_doc(shown, "read", "r")["outputs"] == {"outcome": "small", "after": "SKIPPED"}
 
 
+@pytest.mark.store_backends  # also with the store selected by a PostgreSQL URL
 def test_run_id_of_another_flow_or_with_params_is_refused(cli, write_flow) -> None:
     one = write_flow("version: 1\nflow: {id: one, params: {p: {default: x}}}\njobs: [{id: a, steps: [{id: s, type: noop}]}]\n",
                      "one.yaml")
@@ -139,6 +141,7 @@ def test_run_id_of_another_flow_or_with_params_is_refused(cli, write_flow) -> No
     assert res.exit_code == 2 and "usage.params_of_existing_run" in res.stderr
 
 
+@pytest.mark.store_backends  # also with the store selected by a PostgreSQL URL
 def test_job_by_job_in_one_run_with_run_id(cli, write_flow) -> None:
     flow = write_flow("""
         version: 1
@@ -154,6 +157,7 @@ def test_job_by_job_in_one_run_with_run_id(cli, write_flow) -> None:
     assert step_doc(show(cli, "r2"), "b", "s")["outputs"] == {"v": 1}
 
 
+@pytest.mark.store_backends  # also with the store selected by a PostgreSQL URL
 def test_cancel_marks_the_waiting_job_and_step_cancelled(cli, write_flow) -> None:
     flow = write_flow("""
         version: 1

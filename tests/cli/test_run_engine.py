@@ -123,6 +123,7 @@ def test_json_document_shape(cli, flow):
     assert show(cli, doc["run_id"])["run"]["status"] == "SUCCESS"
 
 
+@pytest.mark.store_backends  # also with the store selected by a PostgreSQL URL
 def test_failed_run_exit_1_one_clear_line_and_resume_command(cli, flow):
     f = flow("""
         version: 1
@@ -701,6 +702,7 @@ def test_explicit_state_path(cli, flow, tmp_path, home):
 # runs list / show / prune, cancel
 
 
+@pytest.mark.store_backends  # also with the store selected by a PostgreSQL URL
 def test_runs_list_and_show_text_and_json(cli, flow):
     f = flow(SIMPLE)
     _, first = run_json(cli, f)
@@ -746,6 +748,7 @@ def test_runs_list_and_show_text_and_json(cli, flow):
     assert "run.started" in res.stdout and "step.finished" in res.stdout
 
 
+@pytest.mark.store_backends  # also with the store selected by a PostgreSQL URL
 def test_runs_show_unknown_id_exits_2(cli, flow):
     cli("run", flow(SIMPLE))
     res = cli("runs", "show", "20000101T000000-abcdef")
@@ -755,6 +758,7 @@ def test_runs_show_unknown_id_exits_2(cli, flow):
     assert cli("resume", "20000101T000000-abcdef").exit_code == 2
 
 
+@pytest.mark.store_backends  # also with the store selected by a PostgreSQL URL
 def test_runs_prune_deletes_finished_runs(cli, flow, home):
     f = flow(SIMPLE)
     rids = [run_json(cli, f)[1]["run_id"] for _ in range(2)]
@@ -773,6 +777,7 @@ def test_runs_prune_deletes_finished_runs(cli, flow, home):
     assert cli("runs", "prune", "--older-than", "yesterday").exit_code == 2
 
 
+@pytest.mark.store_backends  # also with the store selected by a PostgreSQL URL
 def test_runs_prune_keeps_recent_runs(cli, flow):
     rid = run_json(cli, flow(SIMPLE))[1]["run_id"]
     res = cli("runs", "prune", "--older-than", "1d", "--yes", "--json")
@@ -781,6 +786,7 @@ def test_runs_prune_keeps_recent_runs(cli, flow):
     assert [r["run_id"] for r in runs_list(cli)] == [rid]
 
 
+@pytest.mark.store_backends  # also with the store selected by a PostgreSQL URL
 def test_cancel_failed_run_then_resume_exits_2(cli, flow, count_file):
     f = flow("""
         version: 1
