@@ -180,66 +180,74 @@ class Runner:
         loaded_plugins = self._plugins()
         flow = load_checked(req.flow_path, loaded_plugins, cache=validation_cache(self.settings)).flow
         location = state_location(self.settings, flow)
-        if req.run_id:
-            check_run_id(req.run_id)
-            existing = self._existing_run(location, req, flow)
-            if existing is not None:
-                req.flow_path = existing.flow_file
-                if req.dry_run:
-                    return self._dry_run_existing(existing, req, location, loaded_plugins)
-                return self.resume(req, run_id=req.run_id, location=location)
-        if req.key is not None and flow.unique is None:
-            raise UsageError("--key needs `flow.unique` in the flow file", code="usage.key_without_unique")
-        business_key = None
-        if req.key is not None and flow.unique is not None:
-            value = req.key.split("::", 1)[1] if req.key.startswith(flow.unique.key + "::") else req.key
-            business_key = f"{flow.unique.key}::{value}"
-        prepared = prepare(self.settings, flow, loaded_plugins, params=req.params, env_files=req.env_files,
-                           profile=req.profile, profiles_file=req.profiles_file)
-        self.on_mask(prepared.redactor.mask)
-        from aetherflow.engine.plan import describe, make_plan, select_jobs
+        opened: StateStore | None = None  # `--run-id`: the store looked in, kept for a new run
+        executing = False  # from then on _execute closes the store
+        try:
+            if req.run_id:
+                check_run_id(req.run_id)
+                opened = self.open_store(location)
+                existing = self._existing_run(opened, req, flow)
+                if existing is not None:
+                    opened.close()
+                    opened = None
+                    req.flow_path = existing.flow_file
+                    if req.dry_run:
+                        return self._dry_run_existing(existing, req, location, loaded_plugins)
+                    return self.resume(req, run_id=req.run_id, location=location)
+            if req.key is not None and flow.unique is None:
+                raise UsageError("--key needs `flow.unique` in the flow file", code="usage.key_without_unique")
+            business_key = None
+            if req.key is not None and flow.unique is not None:
+                value = req.key.split("::", 1)[1] if req.key.startswith(flow.unique.key + "::") else req.key
+                business_key = f"{flow.unique.key}::{value}"
+            prepared = prepare(self.settings, flow, loaded_plugins, params=req.params, env_files=req.env_files,
+                               profile=req.profile, profiles_file=req.profiles_file)
+            self.on_mask(prepared.redactor.mask)
+            from aetherflow.engine.plan import describe, make_plan, select_jobs
 
-        selected = select_jobs(flow, req.jobs, req.with_upstream)
-        run_id = req.run_id or new_run_id(self.settings.clock)
-        if req.dry_run:
-            plan = make_plan(flow, selected=selected, stored_jobs={}, stored_steps={}, reruns={})
-            return RunOutcome(run_id=run_id, flow_id=flow.id, status="DRY_RUN", store=public_location(location), plan=describe(plan, flow))
-        resources = prepared.resources(run_id)
-        store = self.open_store(location, mask=prepared.redactor.mask)
-        self.catalog.remember(store.location)
-        now = self.settings.clock()
-        rec = RunRecord(
-            run_id=run_id,
-            flow_id=flow.id,
-            flow_file=str(Path(req.flow_path).absolute()),
-            flow_sha256=flow.sha256,
-            flow_text=flow.text,
-            flow_version=flow.version,
-            params=prepared.params,
-            business_key=business_key,
-            key_scope=(flow.id if flow.unique.scope == "flow" else "*") if business_key and flow.unique else None,
-            status=RunStatus.RUNNING,
-            pid=self.pid,
-            host=self.host,
-            created_at=now,
-            started_at=now,
-            updated_at=now,
-            attempt=1,
-            plugin_paths=tuple(str(Path(p).absolute()) for p in self.settings.plugin_paths),
-            selected_jobs=tuple(req.jobs) if req.jobs else (),
-            workspace_root=str(workspace_root(self.settings, flow, prepared.env)),
-            profile=req.profile,
-        )
-        return self._execute(store, prepared, rec, req, resources=resources, selected=selected, new=True)
+            selected = select_jobs(flow, req.jobs, req.with_upstream)
+            run_id = req.run_id or new_run_id(self.settings.clock)
+            if req.dry_run:
+                plan = make_plan(flow, selected=selected, stored_jobs={}, stored_steps={}, reruns={})
+                return RunOutcome(run_id=run_id, flow_id=flow.id, status="DRY_RUN", store=public_location(location),
+                                  plan=describe(plan, flow))
+            resources = prepared.resources(run_id)
+            store = opened = opened or self.open_store(location, mask=prepared.redactor.mask)
+            store.set_mask(prepared.redactor.mask)
+            self.catalog.remember(store.location)
+            now = self.settings.clock()
+            rec = RunRecord(
+                run_id=run_id,
+                flow_id=flow.id,
+                flow_file=str(Path(req.flow_path).absolute()),
+                flow_sha256=flow.sha256,
+                flow_text=flow.text,
+                flow_version=flow.version,
+                params=prepared.params,
+                business_key=business_key,
+                key_scope=(flow.id if flow.unique.scope == "flow" else "*") if business_key and flow.unique else None,
+                status=RunStatus.RUNNING,
+                pid=self.pid,
+                host=self.host,
+                created_at=now,
+                started_at=now,
+                updated_at=now,
+                attempt=1,
+                plugin_paths=tuple(str(Path(p).absolute()) for p in self.settings.plugin_paths),
+                selected_jobs=tuple(req.jobs) if req.jobs else (),
+                workspace_root=str(workspace_root(self.settings, flow, prepared.env)),
+                profile=req.profile,
+            )
+            executing = True
+            return self._execute(store, prepared, rec, req, resources=resources, selected=selected, new=True)
+        finally:
+            if opened is not None and not executing:
+                opened.close()
 
-    def _existing_run(self, location: str, req: RunRequest, flow: FlowSpec) -> RunRecord | None:
+    def _existing_run(self, store: StateStore, req: RunRequest, flow: FlowSpec) -> RunRecord | None:
         """``run --run-id ID``: the run ID of this flow, if recorded (its params are fixed)."""
         assert req.run_id is not None
-        probe = self.open_store(location)
-        try:
-            existing = probe.get_run(req.run_id)
-        finally:
-            probe.close()
+        existing = store.get_run(req.run_id)
         if existing is None:
             return None
         if existing.flow_id != flow.id:

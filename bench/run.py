@@ -29,7 +29,14 @@ its path, exactly as the comparison tool does in its venv.
 
 When ``aetherflow-core==0.0.14`` can be installed into a temporary venv (``pip``, short
 timeout), the scenarios it can run are run on it too, alternating with ours repetition by
-repetition in this one invocation, and the ratios are printed. Standard library only.
+repetition in this one invocation, and the ratios are printed.
+
+``--pg URL`` (a ``postgresql://`` URL of a database the user may create schemas in) repeats the
+store-bound scenarios (steps, jobs, ``with_lock``, resume, ``runs list``) with the PostgreSQL
+store, each scenario in a fresh schema of that database (dropped afterwards): the
+``[postgresql]`` rows, judged against the PostgreSQL targets. Their cost includes the server's
+own WAL flush. Standard library only, but for ``--pg``, which needs psycopg (the ``postgres``
+extra, installed into the venv with this checkout).
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import sqlite3
 import statistics
@@ -46,14 +54,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 CORE_VERSION = "0.0.14"
 Argv = Callable[[int, bool], tuple[list[str], tuple[int, ...]]]  # (repetition, last) -> argv, exit codes
 HEADER = ("scenario", "median", "min", "max", "per unit", "disk adds", "peak RSS", "target", "result")
+PG_TAG = " [postgresql]"
 
 
 # ----------------------------------------------------------------------------------- processes
@@ -179,10 +189,17 @@ class Impl:
     cmd: list[str]
     core: bool = False
     python: str = sys.executable  # the interpreter the script runs on (the `python -c pass` row)
+    pg: str | None = None  # a PostgreSQL URL: every home gets a schema of its own there
+
+    def state(self, home: Path) -> str:
+        """The store of this home: its state.db, or its schema of the PostgreSQL database."""
+        return pg_schema_url(self.pg, home) if self.pg else str(home / "state.db")
 
     def env(self, home: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AETHERFLOW_")}
         env.update(AETHERFLOW_HOME=str(home), NO_COLOR="1")
+        if self.pg:
+            env["AETHERFLOW_STATE"] = self.state(home)
         # an installed package has its bytecode compiled (see ensure_bytecode); without
         # PYTHONDONTWRITEBYTECODE the core venv writes its own caches during the warm-up run
         env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -255,12 +272,12 @@ def install_core(workdir: Path, timeout: float) -> tuple[Impl | None, str]:
             if exe else None), why
 
 
-def install_ours(workdir: Path, timeout: float) -> tuple[Impl | None, str]:
+def install_ours(workdir: Path, timeout: float, extras: str = "") -> tuple[Impl | None, str]:
     """This checkout, installed the way aetherflow-core is: ``pip install`` of the project into a
     fresh venv (a wheel build, not editable). Both tools then start from the same interpreter
     with only their own dependencies on the path; the interpreter this script runs under may
     load .pth files of unrelated packages at every start-up."""
-    exe, why = install_venv(workdir / "af-venv", str(ROOT), "this checkout", timeout)
+    exe, why = install_venv(workdir / "af-venv", f"{ROOT}{extras}", "this checkout", timeout)
     return (Impl("aetherflow", [str(exe)], python=str(exe.with_name("python"))) if exe else None), why
 
 
@@ -305,6 +322,8 @@ class Scenario:
     target: str = ""
     core_ok: bool = True
     steps: bool = False  # repeated on tmpfs
+    pg_target_s: float | None = None  # repeated with the PostgreSQL store (--pg), with this target
+    pg_target: str = ""
     fixed: str = "run_1"  # per-unit cost is measured over this scenario's median
     subtract_child: bool = False
     env: tuple[tuple[str, str], ...] = ()  # extra environment for aetherflow (not the comparison)
@@ -370,21 +389,24 @@ def prep_resume(impl: Impl, home: Path) -> Argv:
 
 
 def prep_runs_list(impl: Impl, home: Path) -> Argv:
-    populate_runs(home / "state.db", 10_000)
+    populate_runs(impl.state(home), 10_000)
     return lambda i, last: ([*impl.cmd, "runs", "list"], (0,))
 
 
-def populate_runs(path: Path, n: int) -> None:
-    """10,000 recorded runs through the store's own create_run (synchronous=OFF while filling:
-    a bench shortcut, the rows and indexes are the same)."""
+def populate_runs(location: str, n: int) -> None:
+    """10,000 recorded runs through the store's own create_run (without waiting for the disk
+    while filling: a bench shortcut, the rows and indexes are the same)."""
     sys.path.insert(0, str(ROOT))
     from aetherflow.events import Event
-    from aetherflow.state.sqlite import SqliteStore
+    from aetherflow.state.backends import open_store
     from aetherflow.state.store import RunRecord
 
     text = "version: 1\nflow:\n  id: f\njobs:\n" + "".join(f"  - {{id: j{i}, steps: [{{id: s, type: noop}}]}}\n" for i in range(20))
-    store = SqliteStore(path)
-    store._db.execute("PRAGMA synchronous=OFF")  # noqa: SLF001 - bench shortcut, see docstring
+    store: Any = open_store(location)
+    if "://" in location:
+        store._conn.execute("SET synchronous_commit TO off")  # noqa: SLF001 - bench shortcut, see docstring
+    else:
+        store._db.execute("PRAGMA synchronous=OFF")  # noqa: SLF001 - bench shortcut, see docstring
     t0 = time.time() - n * 60
     statuses = ("SUCCESS", "SUCCESS", "SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED")
     try:
@@ -406,11 +428,12 @@ SCENARIOS: list[Scenario] = [
     Scenario("version", "aetherflow --version", prep_version, target_s=0.100, target="< 100 ms", core_ok=False),
     Scenario("help", "aetherflow --help", prep_help),
     Scenario("validate_1000", "validate, 1,000 steps", prep_validate, target_s=0.300, target="< 0.3 s"),
-    Scenario("run_1", "run, 1 no-op step", prep_run(1), target_s=0.250, target="< 250 ms", steps=True),
+    Scenario("run_1", "run, 1 no-op step", prep_run(1), target_s=0.250, target="< 250 ms", steps=True,
+             pg_target_s=0.300, pg_target="< 300 ms"),
     Scenario("run_100", "run, 100 no-op steps", prep_run(100), unit="step", units=99, target_s=0.0005,
-             target="< 0.5 ms/step", steps=True),
+             target="< 0.5 ms/step", steps=True, pg_target_s=0.001, pg_target="< 1 ms/step"),
     Scenario("run_1000", "run, 1,000 no-op steps", prep_run(1000), unit="step", units=999, target_s=0.0005,
-             target="< 0.5 ms/step", steps=True, heavy=True),
+             target="< 0.5 ms/step", steps=True, heavy=True, pg_target_s=0.001, pg_target="< 1 ms/step"),
     Scenario("run_1000_cold", "run, 1,000 no-op steps, caches off", prep_run(1000), unit="step", units=999,
              target_s=0.0005, target="< 0.5 ms/step", heavy=True,
              env=(("AETHERFLOW_VALIDATION_CACHE", "0"), ("AETHERFLOW_PLUGIN_CACHE", "0"))),
@@ -419,12 +442,13 @@ SCENARIOS: list[Scenario] = [
     Scenario("process_100", "run, 100 external.process `true`", prep_run(100, flow_process), unit="step", units=100,
              target_s=0.002, target="< 2 ms/step + child", steps=True, subtract_child=True),
     Scenario("with_lock_200", "run, 200 with_lock steps", prep_run(200, flow_with_lock), unit="step", units=200,
-             target_s=0.001, target="< 1 ms/step", steps=True),
+             target_s=0.001, target="< 1 ms/step", steps=True, pg_target_s=0.002, pg_target="< 2 ms/step"),
     Scenario("chain_200", "run, 200-job dependency chain", prep_run(200, flow_chain), unit="job", units=199,
-             target_s=0.001, target="< 1 ms/job", steps=True),
+             target_s=0.001, target="< 1 ms/job", steps=True, pg_target_s=0.001, pg_target="< 1 ms/job"),
     Scenario("resume_10000", "resume: skip 9,999 steps, re-run 1", prep_resume, target_s=2.0, target="< 2 s",
-             steps=True, heavy=True),
-    Scenario("runs_list", "runs list over 10,000 runs", prep_runs_list, target_s=0.500, target="< 500 ms", core_ok=False),
+             steps=True, heavy=True, pg_target_s=2.0, pg_target="< 2 s"),
+    Scenario("runs_list", "runs list over 10,000 runs", prep_runs_list, target_s=0.500, target="< 500 ms", core_ok=False,
+             pg_target_s=0.300, pg_target="< 300 ms"),
 ]
 SMOKE = ("version", "run_1", "run_100")
 
@@ -459,8 +483,39 @@ def measure(sc: Scenario, impls: list[Impl], reps: int, base: Path, tag: str) ->
         r = results[impl.name]
         if not impl.core:
             r.commits_per_unit = _commits_per_unit(sc, homes[impl.name])
+        if impl.pg:
+            drop_pg_schema(impl.pg, homes[impl.name])
         shutil.rmtree(homes[impl.name], ignore_errors=True)
     return results
+
+
+def pg_schema_url(url: str, home: Path) -> str:
+    return url + ("&" if "?" in url else "?") + f"schema={pg_schema(home)}"
+
+
+def pg_schema(home: Path) -> str:
+    return "bench_" + re.sub(r"[^A-Za-z0-9_]", "_", home.name)[:50].lower()
+
+
+def drop_pg_schema(url: str, home: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{pg_schema(home)}" CASCADE')
+
+
+def pg_commit_cost(url: str, n: int = 60) -> float:
+    """Median cost of one small synchronous commit on the PostgreSQL server (its WAL flush)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE fsync_probe (a integer, b text)")
+        times = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            conn.execute("INSERT INTO fsync_probe VALUES (%s, %s)", (i, "x" * 64))
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def _commits_per_unit(sc: Scenario, home: Path) -> float | None:
@@ -635,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="time the aetherflow of this interpreter's environment instead of a fresh venv install "
                          "of this checkout (always so with --smoke)")
     ap.add_argument("--pip-timeout", type=float, default=180.0, help="seconds for each venv install")
+    ap.add_argument("--pg", metavar="URL", help="also run the store-bound scenarios with the PostgreSQL store at URL "
+                    "(each in a fresh schema there)")
     args = ap.parse_args(argv)
 
     light = args.reps or (1 if args.smoke else 5 if args.quick else 9)
@@ -657,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
         child = child_cost(10 if args.smoke else 40)
         if not (args.in_place or args.smoke):
             print("installing this checkout into a temporary venv ...", file=sys.stderr, flush=True)
-            venv_ours, why = install_ours(work, args.pip_timeout)
+            venv_ours, why = install_ours(work, args.pip_timeout, "[postgres]" if args.pg else "")
             if venv_ours is None:
                 ours_note = f"this environment's install: the venv install failed ({why})"
             else:
@@ -688,15 +745,26 @@ def main(argv: list[str] | None = None) -> int:
         failed: list[str] = []
         core_rows: dict[str, Result] = {}
         passes = [("", work, commit)] + ([(" [tmpfs]", shm_work, commit_shm or 0.0)] if shm_work else [])
+        if args.pg:
+            pg_commit = pg_commit_cost(args.pg)
+            print(f"PostgreSQL store ({PG_TAG.strip()} rows): one synchronous commit on the server costs "
+                  f"{pg_commit * 1e3:.2f} ms at start")
+            passes.append((PG_TAG, work, pg_commit))
         for tag, base, cost in passes:
             fixed: Result | None = None
             for sc in scenarios:
-                if tag and not sc.steps:
+                if tag == PG_TAG:
+                    if sc.pg_target_s is None:
+                        continue
+                    sc = replace(sc, target_s=sc.pg_target_s, target=sc.pg_target)
+                elif tag and not sc.steps:
                     continue
                 n = heavy if sc.heavy else light
                 use = [i for i in impls if not i.core or sc.core_ok]
+                if tag == PG_TAG:  # ours only, on PostgreSQL
+                    use = [replace(ours, pg=args.pg)]
                 if sc.unit:  # fsync latency drifts on a shared disk: probe it next to each scenario
-                    cost = commit_cost(base)
+                    cost = pg_commit_cost(args.pg) if tag == PG_TAG else commit_cost(base)
                 # and so does the cost of a child process
                 child_here = child_cost(10 if args.smoke else 100) if sc.subtract_child else child
                 print(f"  {sc.key}{tag}: {n} x {', '.join(i.name for i in use)}", file=sys.stderr, flush=True)
@@ -718,10 +786,12 @@ def main(argv: list[str] | None = None) -> int:
                         core_rows[ours_r.name] = res[impl.name]
         by_name = {r.name: r for r in ours_rows}
         for r in ours_rows:
-            judge(r, None if r.name.endswith(" [tmpfs]") else by_name.get(r.name + " [tmpfs]"))
+            judge(r, None if r.name.endswith((" [tmpfs]", PG_TAG)) else by_name.get(r.name + " [tmpfs]"))
         print(table(ours_rows))
         print()
         print("per unit: (median - median of the 1-step run) / units, for the same store location;")
+        if args.pg:
+            print("[postgresql]: the same scenario with the PostgreSQL store (the server's WAL flush included);")
         print("disk adds: this row minus its [tmpfs] row (same synchronous=FULL store, fsync free on tmpfs);")
         print("result: pass = meets the target; disk = misses it only by what this disk adds; FAIL = misses it")
         print()
