@@ -17,6 +17,7 @@ COMMANDS = [
     ("runs prune", "Delete old finished runs."),
     ("cancel", "Cancel a run."),
     ("locks list", "Held locks."),
+    ("store copy", "Copy every run from one store to another."),
     ("steps list", "Registered step types."),
     ("steps show", "One step type."),
     ("schema", "The JSON Schemas."),
@@ -29,7 +30,8 @@ HEADER = """# CLI reference
 
 Generated from `--help` by `python docs/gen_cli.py`; `tests/contract/test_cli_reference.py` fails
 when this file and the program disagree. Every command accepts `--state PATH` (or
-`AETHERFLOW_STATE`); commands that do not use the store accept it for uniformity. Commands that
+`AETHERFLOW_STATE`): a database file, or a `postgresql://` URL ([scale-out.md](scale-out.md));
+commands that do not use the store accept it for uniformity. Commands that
 take a run id look in that store first, then in every store this machine has used (see
 [state.md](state.md)). Exit codes: [exit-codes.md](exit-codes.md).
 
