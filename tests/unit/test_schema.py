@@ -269,7 +269,7 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], list[tuple[str, str]]]] =
     ),
     (
         "enum-backend",
-        setting("flow.state.backend", "postgres"),
+        setting("flow.state.backend", "mysql"),  # postgres is a backend since issue 21
         [("schema.enum", "flow.state.backend")],
     ),
     ("enum-locks", setting("flow.locks.scope", "run"), [("schema.enum", "flow.locks.scope")]),
