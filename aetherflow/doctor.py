@@ -90,6 +90,8 @@ def doctor(settings: Any, flow_path: str, env_files: Sequence[str]) -> list[dict
     loaded_plugins = load_registry(settings)
     for err in loaded_plugins.errors:
         add("plugin", False, f"failed to import: {err}")
+    for text in loaded_plugins.warnings:
+        add("plugin folder", False, text)
     try:
         loaded, issues = check_flow(flow_path, loaded_plugins)
     except SpecError as exc:

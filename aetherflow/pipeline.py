@@ -61,7 +61,9 @@ class Settings:
         return base / "aetherflow"
 
     def all_plugin_paths(self) -> tuple[str, ...]:
-        env_paths = tuple(p for p in self.env.get("AETHERFLOW_PLUGIN_PATHS", "").split(":") if p)
+        from aetherflow.plugins import split_paths
+
+        env_paths = split_paths(self.env.get("AETHERFLOW_PLUGIN_PATHS", ""))
         return (*self.plugin_paths, *env_paths)
 
 
@@ -97,6 +99,8 @@ def _warn_plugin_errors(loaded_plugins: Any) -> None:
     """A plugin that failed to import is a warning (stderr even without -v), not a failure."""
     for err in loaded_plugins.errors:
         log.warning("plugin failed to import: %s", err)
+    for text in loaded_plugins.warnings:
+        log.warning("%s", text)
 
 
 def validation_cache(settings: Settings) -> Any:

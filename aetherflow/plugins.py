@@ -1,11 +1,18 @@
 """Plugin loading: built-ins first, then entry points (group ``aetherflow.plugins``), then
 local plugin folders (``--plugin-path`` / ``AETHERFLOW_PLUGIN_PATHS``).
 
-An entry point names a module (imported; the marked classes defined under it are collected) or a
-callable ``register(registry)`` (called). A plugin folder holds ``*.py`` modules and packages,
-each imported under a private name. A plugin that fails to import is recorded with its error and
-does not stop anything that does not need it; a duplicate step or connector name is a
-``PluginError`` naming both sources.
+An entry point names a module (imported with its submodules; the marked classes defined under
+it are collected, and a module-level ``register`` is called) or a callable (called: with a
+registrar when it takes a parameter, ``register(registry)``, without one when it takes none,
+``register()`` as aetherflow-core calls it). Either way the marked classes of the modules already
+imported under the entry point's package are collected too, so a plugin that registers at import
+and points its entry point at a no-op ``register`` loses nothing. A plugin folder is added to
+``sys.path`` (its modules import each other by name) and each ``*.py`` module and package in it,
+or in its sub-folders without ``__init__.py`` (aetherflow-core's ``plugins/steps/`` layout), is
+imported under a private name; a module or folder whose name starts with ``_`` is private and is
+reported as skipped unless a loaded plugin imported it. A plugin that fails to import is recorded
+with its error and does not stop anything that does not need it; a duplicate step or connector
+name is a ``PluginError`` naming both sources.
 
 Entry point cache
 -----------------
@@ -39,6 +46,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -75,10 +83,18 @@ class LoadedPlugins:
     registry: Registry
     plugins: list[PluginInfo] = field(default_factory=list)
     observers: list[Any] = field(default_factory=list)
+    #: what a plugin folder holds and was not loaded (see ``_load_path``)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[str]:
         return [f"{p.name}: {p.error}" for p in self.plugins if p.error]
+
+
+def split_paths(value: str) -> tuple[str, ...]:
+    """The folders of an ``AETHERFLOW_PLUGIN_PATHS`` value: separated by ``:`` (``os.pathsep``)
+    or by ``,`` (aetherflow-core's separator), surrounding blanks ignored."""
+    return tuple(p.strip() for p in re.split(r"[:,]", value) if p.strip())
 
 
 def _collect_observers(module: ModuleType, out: list[Any]) -> None:
@@ -144,7 +160,7 @@ def load(
         # run recorded plus the current ones on resume) is loaded once, not reported as a clash
         if p and Path(p).resolve() not in seen:
             seen.add(Path(p).resolve())
-            out.plugins.extend(_load_path(reg, Path(p), out.observers))
+            out.plugins.extend(_load_path(reg, Path(p), out.observers, out.warnings))
     return out
 
 
@@ -324,8 +340,15 @@ def _load_entry_point(reg: Registry, ep: Any, observers: list[Any]) -> PluginInf
             for mod in _import_tree(obj):
                 reg.collect_module(mod, source)
                 _collect_observers(mod, observers)
+            hook = getattr(obj, "register", None)
+            if callable(hook) and not isinstance(hook, type):  # aetherflow-core calls a module's register()
+                _call_register(hook, _RegistrarFacade(reg, source, observers))
         elif callable(obj):
-            obj(_RegistrarFacade(reg, source, observers))
+            if not isinstance(obj, type):
+                _call_register(obj, _RegistrarFacade(reg, source, observers))
+            for mod in _imported_under(_package_of(ep.module)):
+                reg.collect_module(mod, source)
+                _collect_observers(mod, observers)
         else:
             raise PluginError(f"entry point {ep.name} = {ep.value} is neither a module nor a callable", code="plugin.bad_entry_point")
     except PluginError:
@@ -336,16 +359,46 @@ def _load_entry_point(reg: Registry, ep: Any, observers: list[Any]) -> PluginInf
     return PluginInfo(name=ep.name, source="entry point", distribution=dist, version=version, steps=steps, connectors=conns)
 
 
-def _load_path(reg: Registry, folder: Path, observers: list[Any]) -> list[PluginInfo]:
-    infos: list[PluginInfo] = []
+def _call_register(hook: Any, registrar: _RegistrarFacade) -> None:
+    """Call a plugin's ``register``: with the registrar when it takes a positional parameter
+    (``register(registry)``), without when it takes none (``register()``, aetherflow-core)."""
+    import inspect
+
+    params = inspect.signature(hook).parameters.values()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    if any(p.kind in positional for p in params):
+        hook(registrar)
+    else:
+        hook()
+
+
+def _package_of(module_name: str) -> str:
+    """The package a module belongs to: itself when it is a package (or a top-level module),
+    else its parent (``acme.plugin`` → ``acme``), whose imported modules hold its classes."""
+    mod = sys.modules.get(module_name)
+    if mod is not None and hasattr(mod, "__path__"):
+        return module_name
+    return module_name.rpartition(".")[0] or module_name
+
+
+def _imported_under(name: str) -> list[ModuleType]:
+    """The modules ``name`` and ``name.*`` imported so far, in name order."""
+    return [m for n, m in sorted(sys.modules.items())
+            if (n == name or n.startswith(name + ".")) and isinstance(m, ModuleType)]
+
+
+def _load_path(reg: Registry, folder: Path, observers: list[Any], warnings: list[str]) -> list[PluginInfo]:
     if not folder.is_dir():
         return [PluginInfo(name=str(folder), source="path", error="not a directory")]
-    candidates = sorted(
-        [p for p in folder.iterdir() if (p.suffix == ".py" and not p.name.startswith("_")) or (p.is_dir() and (p / "__init__.py").is_file())]
-    )
+    root = str(folder.resolve())
+    if root not in sys.path:  # at the end: a plugin module never shadows an installed one
+        sys.path.append(root)
+    candidates, private = _folder_modules(folder)
+    infos: list[PluginInfo] = []
     for cand in candidates:
-        name = cand.stem if cand.suffix == ".py" else cand.name
-        modname = f"aetherflow_local_plugins.{abs(hash(str(folder.resolve())))}.{name}"
+        rel = cand.relative_to(folder)
+        name = ".".join(rel.with_suffix("").parts if cand.suffix == ".py" else rel.parts)
+        modname = f"aetherflow_local_plugins.{abs(hash(root))}.{name}"
         source = f"plugin path {cand}"
         try:
             init = cand / "__init__.py" if cand.is_dir() else cand
@@ -361,7 +414,7 @@ def _load_path(reg: Registry, folder: Path, observers: list[Any]) -> list[Plugin
             _collect_observers(mod, observers)
             register = getattr(mod, "register", None)
             if callable(register) and not isinstance(register, type):
-                register(_RegistrarFacade(reg, source, observers))
+                _call_register(register, _RegistrarFacade(reg, source, observers))
         except PluginError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -370,7 +423,43 @@ def _load_path(reg: Registry, folder: Path, observers: list[Any]) -> list[Plugin
             continue
         steps, conns = reg.registered_by(source)
         infos.append(PluginInfo(name=str(cand), source="path", steps=steps, connectors=conns))
+    if private:
+        imported = {Path(f).resolve() for m in list(sys.modules.values()) if isinstance(f := getattr(m, "__file__", None), str)}
+        for p in private:
+            files = [p.resolve()] if p.is_file() else [f.resolve() for f in p.rglob("*.py")]
+            if not any(f in imported for f in files):
+                warnings.append(f"plugin folder {folder}: skipped {p.relative_to(folder)}: a name starting with '_' "
+                                "is private to the plugins that import it, and none did")
     return infos
+
+
+def _folder_modules(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(modules and packages to import, private ``_*.py`` files and ``_*`` folders) in a plugin
+    folder and its sub-folders without ``__init__.py``. Hidden names, ``__pycache__`` and
+    ``__init__.py`` (a folder marked as a package, as aetherflow-core's demo does) are ignored."""
+    modules: list[Path] = []
+    private: list[Path] = []
+    seen: set[Path] = set()
+
+    def walk(d: Path) -> None:
+        if d.resolve() in seen:  # a symbolic link back up the tree
+            return
+        seen.add(d.resolve())
+        for p in sorted(d.iterdir()):
+            if p.name.startswith(".") or p.name in ("__pycache__", "__init__.py"):
+                continue
+            is_dir, is_py = p.is_dir(), p.suffix == ".py" and p.is_file()
+            if not (is_dir or is_py):
+                continue
+            if p.name.startswith("_"):
+                private.append(p)
+            elif is_py or (p / "__init__.py").is_file():
+                modules.append(p)
+            else:
+                walk(p)
+
+    walk(folder)
+    return modules, private
 
 
 class _RegistrarFacade:

@@ -27,6 +27,8 @@ def _settings(plugin_path: list[str] | None, state: str | None = None) -> Any:
 def _plugin_warnings(loaded: Any) -> None:
     for err in loaded.errors:
         stderr(f"warning: plugin failed to import: {err}")
+    for text in loaded.warnings:
+        stderr(f"warning: {text}")
 
 
 @root_app.command("validate")

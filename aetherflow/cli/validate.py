@@ -21,6 +21,8 @@ def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str]
         loaded_plugins = load_registry(settings_from_env(process_env(), plugin_paths=tuple(plugin_path or ())))
         for err in loaded_plugins.errors:
             stderr(f"warning: plugin failed to import: {err}")
+        for text in loaded_plugins.warnings:
+            stderr(f"warning: {text}")
         try:
             loaded, issues = check_flow(flow, loaded_plugins)
         except SpecError as exc:
