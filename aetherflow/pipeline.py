@@ -61,7 +61,7 @@ class Settings:
         return base / "aetherflow"
 
     def all_plugin_paths(self) -> tuple[str, ...]:
-        from aetherflow.plugins import split_paths
+        from aetherflow.compat import split_paths
 
         env_paths = split_paths(self.env.get("AETHERFLOW_PLUGIN_PATHS", ""))
         return (*self.plugin_paths, *env_paths)

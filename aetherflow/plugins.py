@@ -46,7 +46,6 @@ import importlib
 import importlib.util
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -89,12 +88,6 @@ class LoadedPlugins:
     @property
     def errors(self) -> list[str]:
         return [f"{p.name}: {p.error}" for p in self.plugins if p.error]
-
-
-def split_paths(value: str) -> tuple[str, ...]:
-    """The folders of an ``AETHERFLOW_PLUGIN_PATHS`` value: separated by ``:`` (``os.pathsep``)
-    or by ``,`` (aetherflow-core's separator), surrounding blanks ignored."""
-    return tuple(p.strip() for p in re.split(r"[:,]", value) if p.strip())
 
 
 def _collect_observers(module: ModuleType, out: list[Any]) -> None:

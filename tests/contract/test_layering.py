@@ -17,6 +17,7 @@ BOTTOM = ("aetherflow.records",)
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "records": ("aetherflow.",),
     "errors": ("aetherflow.",),
+    "compat": ("aetherflow.",),
     "model": ("aetherflow.template", "aetherflow.spec", "aetherflow.engine", "aetherflow.state", "aetherflow.cli",
               "aetherflow.pipeline", "aetherflow.render", "aetherflow.resolve"),
     "template": ("aetherflow.spec", "aetherflow.engine", "aetherflow.state", "aetherflow.cli", "aetherflow.pipeline",
