@@ -85,8 +85,8 @@ SIGNATURES = {
     "Step.__init__": "(self, step_id: 'str', inputs: 'Mapping[str, Any]', ctx: 'StepContext', job_id: 'str') -> 'None'",
     "Step.run": "(self, ctx: 'StepContext', inputs: 'Mapping[str, Any]') -> 'StepResult'",
     "StepResult.__init__": (
-        "(self, status: 'str' = 'SUCCESS', outputs: 'Mapping[str, Any] | None' = None, outcome: 'str | None' = None, "
-        "reason: 'str | None' = None, metadata: 'Mapping[str, Any] | None' = None, *, "
+        "(self, status: 'str' = 'SUCCESS', outputs: 'Mapping[str, Any] | None' = None, reason: 'str | None' = None, *, "
+        "outcome: 'str | None' = None, metadata: 'Mapping[str, Any] | None' = None, "
         "output: 'Mapping[str, Any] | None' = None, events: 'Sequence[str]' = (), due_at: 'Any' = None) -> 'None'"
     ),
     "register_step": (
@@ -210,6 +210,9 @@ def test_step_result_compat_spellings() -> None:
     assert r.outputs == {"count": 0} and r.output == {"count": 0} and r.reason == "no rows"
     assert r.outcome is None
     assert api.StepResult(api.STEP_SUCCESS, {"a": 1}, outcome="large").outcome == "large"
+    # positional arguments in aetherflow-core's order: status, output, reason
+    r = api.StepResult("SKIPPED", {"count": 0}, "count(0) < min_count(1)")
+    assert (r.status, dict(r.outputs), r.reason, r.outcome) == ("SKIPPED", {"count": 0}, "count(0) < min_count(1)", None)
 
 
 def test_error_classes_are_one_tree() -> None:
