@@ -1,5 +1,5 @@
-"""Plugins written exactly as aetherflow-core's docs show them (docs/18-plugins.md: the simple
-folder example and the step template), loaded from a plugin folder named by
+"""Plugins in the shapes aetherflow-core's docs show (docs/18-plugins.md: the simple folder
+example and the step template), loaded from a plugin folder named by
 ``AETHERFLOW_PLUGIN_PATHS``, plus a step that builds ``StepResult`` positionally in
 aetherflow-core's order (status, output, reason)."""
 
@@ -17,7 +17,7 @@ def test_simple_folder_example(af, reference, shown) -> None:
     res = af("run", d / "flow.yaml", "--json", env=env)
     assert res.exit_code == 0, res.stderr
     doc = shown(json.loads(res.stdout)["run_id"])
-    assert step_doc(doc, "main", "mine")["outputs"] == {"ok": True}
+    assert step_doc(doc, "main", "hello")["outputs"] == {"greeting": "hello", "flow": "docs_simple_folder"}
 
 
 def test_step_template_and_positional_step_result(af, reference, shown) -> None:
@@ -28,9 +28,9 @@ def test_step_template_and_positional_step_result(af, reference, shown) -> None:
     res = af("run", d / "flow.yaml", "--json", env=env)
     assert res.exit_code == 0, res.stderr
     doc = shown(json.loads(res.stdout)["run_id"])
-    assert step_doc(doc, "echo", "with_value")["outputs"] == {"echo": "hello"}
+    assert step_doc(doc, "echo", "with_value")["outputs"] == {"echo": "hellohello"}
     empty = step_doc(doc, "echo", "empty")
-    assert empty["status"] == "SKIPPED" and empty["outputs"] == {"reason": "empty"}
+    assert empty["status"] == "SKIPPED" and empty["outputs"] == {"reason": "no value given"}
     gate = step_doc(doc, "probe", "gate")
     assert gate["status"] == "SKIPPED" and gate["reason"] == "nothing to do" and gate["outcome"] == "skipped"
     assert job_doc(doc, "probe")["status"] == "SKIPPED" and step_doc(doc, "probe", "never")["status"] == "SKIPPED"

@@ -1,15 +1,11 @@
+# the shape of aetherflow-core's docs/18-plugins.md step template: SKIPPED with a reason in
+# outputs when there is nothing to do, SUCCESS with outputs otherwise
 from aetherflow.core.api import register_step, Step, StepResult, STEP_SUCCESS, STEP_SKIPPED
 
-@register_step("my_step")
-class MyStep(Step):
+@register_step("repeat_value")
+class RepeatValue(Step):
     def run(self, ctx, inputs):
-        # ctx.env -> immutable environment snapshot
-        # ctx.connectors -> resolved connectors
-
-        value = inputs.get("value")
-
-        if not value:
-            return StepResult(status=STEP_SKIPPED, outputs={"reason": "empty"})
-
-        # deterministic work here
-        return StepResult(status=STEP_SUCCESS, outputs={"echo": value})
+        text = inputs.get("value")
+        if not text:
+            return StepResult(status=STEP_SKIPPED, outputs={"reason": "no value given"})
+        return StepResult(status=STEP_SUCCESS, outputs={"echo": text * 2})
