@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aetherflow.errors import ConnectorError
-from aetherflow.model import thaw
+from aetherflow.model import freeze, thaw
 from aetherflow.records import record
 from aetherflow.registry import Registry
 
@@ -171,6 +171,47 @@ class LazyConnectors(Mapping[str, Any]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._resources)
+
+    @property
+    def resources(self) -> Mapping[str, Any]:
+        """aetherflow-core's ``ctx.resources``: each resource's resolved kind, driver, config
+        and options, read-only."""
+        return freeze({name: {"kind": r.kind, "driver": r.driver, "config": r.config, "options": r.options}
+                       for name, r in self._resources.items()})
+
+    def of_kind(self, kind: str, name: str) -> Any:
+        """The connector of resource ``name``, which must be of ``kind`` (aetherflow-core's
+        ``ctx.connectors.get(kind=..., name=...)``, ``.db(name)``, ``.rest(name)``...)."""
+        res = self._resources.get(name)
+        if res is not None and res.kind != kind:
+            raise ConnectorError(f"resource '{name}' is kind {res.kind}, not {kind}", code="connector.wrong_kind")
+        return self[name]
+
+    def get(self, key: str | None = None, default: Any = None, *, kind: str | None = None,  # type: ignore[override]
+            name: str | None = None, cache: str | None = None) -> Any:
+        """``get(name, default)`` as for any mapping; ``get(kind=..., name=...)`` as
+        aetherflow-core's connectors had it (``cache`` accepted: connectors are cached per run)."""
+        if name is None:
+            return super().get(key, default) if key is not None else default
+        return self.of_kind(kind, name) if kind is not None else self[name]
+
+    def db(self, name: str, *, cache: str | None = None) -> Any:
+        return self.of_kind("db", name)
+
+    def rest(self, name: str, *, cache: str | None = None) -> Any:
+        return self.of_kind("rest", name)
+
+    def mail(self, name: str, *, cache: str | None = None) -> Any:
+        return self.of_kind("mail", name)
+
+    def archive(self, name: str, *, cache: str | None = None) -> Any:
+        return self.of_kind("archive", name)
+
+    def sftp(self, name: str, *, cache: str | None = None) -> Any:
+        return self.of_kind("sftp", name)
+
+    def smb(self, name: str, *, cache: str | None = None) -> Any:
+        return self.of_kind("smb", name)
 
     def __len__(self) -> int:
         return len(self._resources)

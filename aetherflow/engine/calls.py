@@ -125,7 +125,7 @@ class StepCaller:
             deadline=deadline,
             mask=self.ex.inp.mask,
             flow_file=self.ex.flow.file,
-            layout=self.ex.flow.workspace.layout,
+            layout=ws.layout,
             wakeup=freeze(wakeup) if wakeup else None,
             invoke=self.invoke,
             locks=self.ex.locks,
@@ -134,9 +134,12 @@ class StepCaller:
             progress=self._progress_reporter(job.id, step.id, attempt),
         )
         # the step gets its own plain copy (lists and dicts, as aetherflow-core steps expect)
-        if self._in_job_thread(st, step, inputs):
-            return self._call_inline(st, step.id, job.id, thaw(inputs), ctx)
-        return self._call_in_worker(st, step.id, job.id, thaw(inputs), ctx, step.timeout_seconds)
+        try:
+            if self._in_job_thread(st, step, inputs):
+                return self._call_inline(st, step.id, job.id, thaw(inputs), ctx)
+            return self._call_in_worker(st, step.id, job.id, thaw(inputs), ctx, step.timeout_seconds)
+        finally:
+            ctx.release_held_locks()  # what ctx.acquire_lock took and the step did not release
 
     def _in_job_thread(self, st: StepType, step: StepSpec, inputs: Any) -> bool:
         """Whether the call stays in the job's thread. The worker thread is there so that

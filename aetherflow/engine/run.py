@@ -381,7 +381,7 @@ class Executor:
 
     def _run_job(self, job: JobSpec) -> None:
         now = self.svc.clock()
-        ws = ensure(job_workspace(self.inp.workspace_root, self.flow.id, job.id, self.run_id))
+        ws = ensure(job_workspace(self.inp.workspace_root, self.flow.id, job.id, self.run_id, self.flow.workspace.layout))
         outputs: dict[str, Any] = {}
         stored_job = self.plan.stored_jobs.get(job.id)
         if stored_job is not None and stored_job.outputs:

@@ -83,19 +83,19 @@ def test_external_process_reference_inputs(cli, write_flow, run_flow, tmp_path: 
         type: external.process
         inputs:
           command: ["sh", "-c", "mkdir -p artifacts/out && printf 1 > artifacts/out/a.csv"]
-          success: {exit_codes: 0, require_glob: "artifacts/out/*.csv", require_files: artifacts/out/a.csv}
+          success: {exit_codes: 0, require_glob: "out/*.csv", require_files: out/a.csv}
   - id: glob_missing
     steps:
       - id: make
         type: external.process
         inputs:
           command: ["true"]
-          success: {require_glob: ["artifacts/out/*.parquet"]}
+          success: {require_glob: ["out/*.parquet"]}
   - id: merge
     steps:
       - id: seed
         type: external.process
-        inputs: {command: ["sh", "-c", "mkdir -p out/final && printf old > out/final/a.txt && printf keep > out/final/keep.txt"]}
+        inputs: {command: ["sh", "-c", "mkdir -p artifacts/out/final && printf old > artifacts/out/final/a.txt && printf keep > artifacts/out/final/keep.txt"]}
       - id: write
         type: external.process
         inputs:
@@ -107,7 +107,7 @@ def test_external_process_reference_inputs(cli, write_flow, run_flow, tmp_path: 
 """ + "".join(f"""      - id: {name}
         type: external.process
         inputs:
-          command: ["sh", "-c", "mkdir -p out && echo run >> runs.txt && printf spark > out/_SUCCESS"]
+          command: ["sh", "-c", "mkdir -p artifacts/out && echo run >> runs.txt && printf spark > artifacts/out/_SUCCESS"]
           idempotency: {{strategy: marker}}
           success: {{marker_file: out/_SUCCESS}}
 """ for name in ("first", "second"))
@@ -123,7 +123,7 @@ def test_external_process_reference_inputs(cli, write_flow, run_flow, tmp_path: 
 
     assert run.step("globs", "make")["status"] == "SUCCESS"
     err = run.step("glob_missing", "make")["error"]
-    assert "required 'artifacts/out/*.parquet' is missing" in err
+    assert "required 'out/*.parquet' is missing" in err
 
     final = Path(run.step("merge", "write")["outputs"]["target_dir"])
     assert {p.name: p.read_text() for p in final.iterdir()} == {"a.txt": "new", "b.txt": "b", "keep.txt": "keep"}
@@ -134,7 +134,8 @@ def test_external_process_reference_inputs(cli, write_flow, run_flow, tmp_path: 
     assert second["status"] == "SUCCESS" and second["outputs"]["idempotent_skip"] is True
     marker = Path(second["outputs"]["marker_path"])
     assert marker.name == "_SUCCESS" and marker.read_text() == "spark"  # the command's file, not overwritten
-    assert (marker.parent.parent / "runs.txt").read_text() == "run\n"  # the second step did not run
+    assert marker.parent.parent.name == "artifacts"  # relative paths are relative to artifacts/, as there
+    assert (marker.parent.parent.parent / "runs.txt").read_text() == "run\n"  # the second step did not run
 
 
 @pytest.mark.parametrize(

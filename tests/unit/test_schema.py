@@ -102,7 +102,7 @@ SPEC_EXAMPLE: dict[str, Any] = {
 EVERYTHING: dict[str, Any] = copy.deepcopy(SPEC_EXAMPLE)
 EVERYTHING["flow"].update(
     metadata={"owner": "ops", "nested": {"x": [1, 2]}},
-    workspace={"root": "{{ env.HOME }}/w", "cleanup_policy": "on_success", "layout": {"a": 1}},
+    workspace={"root": "{{ env.HOME }}/w", "cleanup_policy": "on_success", "layout": {"artifacts": "out", "scratch": "tmp"}},
     locks={"scope": "job", "wait_seconds": 1.5, "ttl_seconds": 60},
     unique={"key": "order-id", "scope": "global"},
     max_parallel_jobs=4,
