@@ -66,6 +66,7 @@ RESUME_OPTIONS: Table = {
 }
 
 VALIDATE_OPTIONS: Table = {
+    "--flow-yaml": ("flow_yaml", "value"),
     "--json": ("as_json", "flag"),
     "--plugin-path": ("plugin_path", "multi"),
     "--state": ("state", "value"),
@@ -75,7 +76,7 @@ VALIDATE_OPTIONS: Table = {
 COMMANDS: Mapping[str, tuple[str, bool, Table]] = {
     "run": ("flow", False, RUN_OPTIONS),
     "resume": ("run_id", False, RESUME_OPTIONS),
-    "validate": ("flow", True, VALIDATE_OPTIONS),
+    "validate": ("flow", False, VALIDATE_OPTIONS),
 }
 
 #: options whose value, when not given, comes from this environment variable (if not empty)

@@ -11,7 +11,7 @@ import typer
 
 from aetherflow.cli import options as o
 from aetherflow.cli.app import root_app
-from aetherflow.cli.support import guarded, process_env, stderr, stdout
+from aetherflow.cli.support import flow_argument, guarded, process_env, stderr, stdout
 from aetherflow.errors import ExitCode, UsageError
 
 steps_app = typer.Typer(help="Registered step types (built-in and plugins).\n\nExample: aetherflow steps list", no_args_is_help=True)
@@ -33,7 +33,8 @@ def _plugin_warnings(loaded: Any) -> None:
 
 @root_app.command("validate")
 def validate_cmd(
-    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     as_json: o.Json = False,
     plugin_path: o.PluginPath = None,
     state: o.StateUnused = None,
@@ -46,7 +47,7 @@ def validate_cmd(
     """
     from aetherflow.cli.validate import validate_command
 
-    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path, state=state)
+    validate_command(flow=flow, flow_yaml=flow_yaml, as_json=as_json, plugin_path=plugin_path, state=state)
 
 
 @root_app.command("schema")
@@ -96,7 +97,8 @@ def merge_step_schemas(schema: dict[str, Any], registry: Any) -> dict[str, Any]:
 
 @root_app.command("graph")
 def graph_cmd(
-    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     fmt: Annotated[str, typer.Option("--format", help="ascii, mermaid or dot.")] = "ascii",
     state: o.StateUnused = None,
 ) -> None:
@@ -110,7 +112,7 @@ def graph_cmd(
     with guarded():
         if fmt not in ("ascii", "mermaid", "dot"):
             raise UsageError(f"--format {fmt!r}: use ascii, mermaid or dot")
-        f = load_flow(flow).flow
+        f = load_flow(flow_argument(flow, flow_yaml, "graph")).flow
         order = topo_order(f)
         jobs = {j.id: j for j in f.jobs}
         lines: list[str] = []
@@ -205,7 +207,8 @@ def steps_show(
 
 @root_app.command("explain")
 def explain_cmd(
-    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource.")] = None,
     profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file.")] = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
@@ -223,7 +226,8 @@ def explain_cmd(
     from aetherflow.resolve import parse_param_args
 
     with guarded(as_json):
-        req = RunRequest(flow_path=flow, profile=profile, profiles_file=profiles, env_files=tuple(env_file or ()),
+        req = RunRequest(flow_path=flow_argument(flow, flow_yaml, "explain"), profile=profile, profiles_file=profiles,
+                         env_files=tuple(env_file or ()),
                          params=parse_param_args(param or []))
         doc = explain(_settings(None, state), req)
         if as_json:
@@ -242,7 +246,8 @@ def explain_cmd(
 
 @root_app.command("doctor")
 def doctor_cmd(
-    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     state: o.State = None,
     plugin_path: o.PluginPath = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
@@ -257,7 +262,7 @@ def doctor_cmd(
     from aetherflow.doctor import doctor
 
     with guarded(as_json):
-        checks = doctor(_settings(plugin_path, state), flow, tuple(env_file or ()))
+        checks = doctor(_settings(plugin_path, state), flow_argument(flow, flow_yaml, "doctor"), tuple(env_file or ()))
         bad = [c for c in checks if not c["ok"]]
         if as_json:
             stdout(render.dumps({"ok": not bad, "checks": checks}))

@@ -13,6 +13,7 @@ from typing import Any
 from aetherflow.cli.support import (
     MaskFilter,
     crash_hooks,
+    flow_argument,
     guarded,
     log_line,
     process_env,
@@ -129,11 +130,7 @@ def run_command(*, flow: str | None = None, flow_yaml: str | None = None, run_id
 
     with guarded(as_json, log_format):
         mask_filter = setup_logging(verbose, quiet, log_format)
-        path = flow or flow_yaml
-        if flow and flow_yaml and flow != flow_yaml:
-            raise UsageError("give the flow file once: FLOW or --flow-yaml, not both")
-        if not path:
-            raise UsageError("missing FLOW: aetherflow run FLOW.yaml", code="usage.missing_flow")
+        path = flow_argument(flow, flow_yaml, "run")
         req = RunRequest(flow_path=path, run_id=run_id, jobs=tuple(job or ()), with_upstream=with_upstream,
                          params=parse_param_args(param or []), key=key, profile=profile, profiles_file=profiles,
                          env_files=tuple(env_file or ()), dry_run=dry_run)

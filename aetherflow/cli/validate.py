@@ -6,18 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from aetherflow.cli.support import guarded, process_env, stderr, stdout
+from aetherflow.cli.support import flow_argument, guarded, process_env, stderr, stdout
 from aetherflow.errors import ExitCode, SpecError
 
 
-def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str] | None = None,
-                     state: str | None = None) -> None:
-    """Check ``flow`` and print every issue (exit 2) or one ``ok`` line. ``state`` is accepted
-    like every command's ``--state`` and not used."""
+def validate_command(*, flow: str | None = None, flow_yaml: str | None = None, as_json: bool = False,
+                     plugin_path: list[str] | None = None, state: str | None = None) -> None:
+    """Check ``flow`` (or ``flow_yaml``, aetherflow-core's option) and print every issue (exit 2)
+    or one ``ok`` line. ``state`` is accepted like every command's ``--state`` and not used."""
     from aetherflow import render
     from aetherflow.pipeline import check_flow, load_registry, settings_from_env
 
     with guarded(as_json):
+        flow = flow_argument(flow, flow_yaml, "validate")
         loaded_plugins = load_registry(settings_from_env(process_env(), plugin_paths=tuple(plugin_path or ())))
         for err in loaded_plugins.errors:
             stderr(f"warning: plugin failed to import: {err}")

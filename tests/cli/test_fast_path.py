@@ -87,6 +87,8 @@ ACCEPTED = [
      "--log-format", "text", "--events-log", "log"],
     ["validate", "f.yaml"],
     ["validate", "--json", "f.yaml", "--plugin-path", "p", "--state", "s.db"],
+    ["validate", "--flow-yaml", "f.yaml"],
+    ["validate"],
 ]
 
 
@@ -114,7 +116,7 @@ REFUSED = [
     ["run", "a.yaml", "b.yaml"], ["run", "--bogus", "f.yaml"], ["run", "f.yaml", "--job"],
     ["run", "f.yaml", "--run-id", "--json"], ["run", "-x", "f.yaml"], ["run", "--", "f.yaml"],
     ["run", "f.yaml", "--json=1"], ["run", "-"], ["resume", "--limit", "abc", "--due"],
-    ["resume", "--limit", "-1", "--due"], ["run", "f.yaml", "--dry"], ["validate"], ["validate", "-q", "f.yaml"],
+    ["resume", "--limit", "-1", "--due"], ["run", "f.yaml", "--dry"], ["validate", "-q", "f.yaml"],
     ["validate", "--help"], ["steps", "list"], [],
 ]
 
