@@ -114,18 +114,18 @@ def test_query_and_extract_all_formats(write_flow, run_flow, shop_db: Path, tmp_
     assert not [p for p in jpath.parent.rglob(".*")]
 
 
-def test_empty_result_is_skipped_unless_asked(write_flow, run_flow, shop_db: Path) -> None:
+def test_empty_result_is_a_header_only_file_unless_skipped(write_flow, run_flow, shop_db: Path) -> None:
     steps = """
       - id: none
         type: db_extract
-        inputs: {resource: shop, sql: "SELECT * FROM orders WHERE id < 0", output: none.tsv}
+        inputs: {resource: shop, sql: "SELECT * FROM orders WHERE id < 0", output: none.tsv, skip_if_empty: true}
       - id: empty_file
         type: db_extract
-        inputs: {resource: shop, sql: "SELECT id, name FROM orders WHERE id < 0", output: empty.csv, format: csv, skip_if_empty: false}
+        inputs: {resource: shop, sql: "SELECT id, name FROM orders WHERE id < 0", output: empty.csv, format: csv}
       - id: gated
         type: db_extract
         on_no_data: skip_job
-        inputs: {resource: shop, sql: "SELECT * FROM orders WHERE id < 0"}
+        inputs: {resource: shop, sql: "SELECT * FROM orders WHERE id < 0", skip_if_empty: true}
       - id: never
         type: db_query
         inputs: {resource: shop, sql: "SELECT 1"}
@@ -135,10 +135,11 @@ def test_empty_result_is_skipped_unless_asked(write_flow, run_flow, shop_db: Pat
     none = run.step("extract", "none")
     assert none["status"] == "SKIPPED" and none["reason"] == "query returned no rows"
     assert none["outputs"]["row_count"] == 0 and none["outputs"]["has_data"] is False
-    empty = run.step("extract", "empty_file")
+    empty = run.step("extract", "empty_file")  # aetherflow-core's behaviour, the default
     assert empty["status"] == "SUCCESS"
     epath = Path(empty["outputs"]["path"])
     assert epath.read_text() == "id,name\n" and empty["outputs"]["row_count"] == 0
+    assert empty["outputs"]["rows"] == 0 and empty["outputs"]["output"] == str(epath)
     assert not (epath.parent / "none.tsv").exists()
     assert run.step("extract", "never")["status"] == "SKIPPED"
     assert run.doc["jobs"]["extract"] == "SKIPPED"
