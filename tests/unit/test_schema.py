@@ -412,7 +412,7 @@ def test_issue_messages_are_specific(validator: SchemaValidator) -> None:
     assert far.hint is not None and far.hint.startswith("allowed keys: id, description, depends_on")
 
     assert only(setting("flow.max_parallel_jobs", "2")).message == "expected integer, got string"
-    assert only(setting("jobs.1.when", 3)).message == "expected string or boolean, got integer"
+    assert only(setting("jobs.1.when", 3)).message == "expected string or boolean or null, got integer"
 
     enum = only(setting("flow.workspace.cleanup_policy", "on-success"))
     assert enum.message == "'on-success' is not one of 'on_success', 'always' or 'never'"
