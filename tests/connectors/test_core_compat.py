@@ -163,3 +163,33 @@ def test_sql_without_named_binds_is_unchanged() -> None:
         assert named_to_pyformat("db", sql, {"n": 1})[0] == sql
     with pytest.raises(ConnectorError, match=r"uses :b but params has no such key"):
         named_to_pyformat("db", "SELECT :a, :b", {"a": 1})
+
+
+def test_check_items_needs_items_and_null_is_empty(cli, write_flow, run_flow) -> None:
+    """A probe without items is a mistake (aetherflow-core requires them); `items: null` (an
+    empty template result, say) is an empty list."""
+    missing = write_flow("""
+version: 1
+flow: {id: probes}
+jobs:
+  - id: a
+    steps:
+      - {id: p, type: check_items}
+""", name="missing.yaml")
+    res = cli("validate", str(missing))
+    assert res.exit_code == 2 and "inputs.required" in res.stderr and "'items'" in res.stderr, res.stderr
+    res = cli("run", str(missing))
+    assert res.exit_code == 2 and "inputs.required" in res.stderr
+    nulls = write_flow("""
+version: 1
+flow: {id: probes, workspace: {root: work}}
+jobs:
+  - id: a
+    steps:
+      - {id: p, type: check_items, inputs: {items: null}, on_no_data: skip_job}
+      - {id: after, type: noop}
+""")
+    run = run_flow(nulls)
+    assert run.result.exit_code == 0, run.result.stderr
+    p = run.step("a", "p")
+    assert p["status"] == "SKIPPED" and p["outputs"]["count"] == 0 and run.step("a", "after")["status"] == "SKIPPED"
