@@ -168,12 +168,23 @@ def state_path_for(settings: Settings, flow: FlowSpec | None) -> Path:
     if settings.env.get("AETHERFLOW_STATE"):
         return Path(settings.env["AETHERFLOW_STATE"]).expanduser().absolute()
     if flow is not None and flow.state.path:
-        from aetherflow import template
-
-        rendered = str(template.render(flow.state.path, {"env": settings.env, "flow_id": flow.id, "params": {}}))
+        rendered = render_flow_setting(flow.state.path, {"env": settings.env, "flow_id": flow.id, "params": {}},
+                                       "flow.state.path")
         p = Path(rendered).expanduser()
         return p if p.is_absolute() else (Path(flow.base_dir) / p)
     return settings.home / "state.db"
+
+
+def render_flow_setting(value: str, scope: Mapping[str, Any], what: str) -> str:
+    """A templated ``flow.workspace.root`` / ``flow.state.path``: a missing variable is a
+    resolution error (exit 2, nothing ran), naming the field."""
+    from aetherflow import template
+    from aetherflow.errors import TemplateError
+
+    try:
+        return str(template.render(value, scope))
+    except TemplateError as exc:
+        raise ResolutionError(f"{what}: {exc.message}", code="resolve.flow_setting", hint=exc.hint) from exc
 
 
 def open_store(path: Path, mask: Callable[[str], str] | None = None) -> Any:
@@ -548,7 +559,7 @@ class Runner:
             raise UsageError(
                 f"flow file {path} changed since run {rec.run_id} started ({len(changed)} changed line(s): {summary})",
                 code="resume.flow_changed",
-                hint="review the change; resume with --accept-changes to continue with the new file",
+                hint=f"review the change; `aetherflow resume {rec.run_id} --accept-changes` continues with the new file",
             )
         return (path, raw), True
 
@@ -594,9 +605,8 @@ class Runner:
 
     def _workspace_root(self, flow: FlowSpec, env: Mapping[str, str]) -> Path:
         if flow.workspace.root:
-            from aetherflow import template
-
-            root = Path(str(template.render(flow.workspace.root, {"env": env, "flow_id": flow.id, "params": {}}))).expanduser()
+            scope = {"env": env, "flow_id": flow.id, "params": {}}
+            root = Path(render_flow_setting(flow.workspace.root, scope, "flow.workspace.root")).expanduser()
             return root if root.is_absolute() else Path(flow.base_dir) / root
         return self.settings.home / "work"
 
