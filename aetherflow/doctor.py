@@ -77,7 +77,8 @@ def _fs_type(path: Path) -> str | None:
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "glusterfs", "ceph"}
 
 
-def doctor(settings: Any, flow_path: str, env_files: Sequence[str]) -> list[dict[str, Any]]:
+def doctor(settings: Any, flow_path: str, env_files: Sequence[str], profile: str | None = None,
+           profiles_file: str | None = None) -> list[dict[str, Any]]:
     from aetherflow import resolve
     from aetherflow.errors import SpecError
     from aetherflow.pipeline import RunRequest, check_flow, load_registry, state_path_for
@@ -99,18 +100,19 @@ def doctor(settings: Any, flow_path: str, env_files: Sequence[str]) -> list[dict
         return checks
     flow = loaded.flow
     add("flow", not issues, "valid" if not issues else f"{len(issues)} problem(s); run `aetherflow validate {flow_path}`")
-    req = RunRequest(flow_path=flow_path, env_files=tuple(env_files))
-    try:
-        from aetherflow.context import CancelToken
-        from aetherflow.pipeline import Runner
+    req = RunRequest(flow_path=flow_path, env_files=tuple(env_files), profile=profile, profiles_file=profiles_file)
+    from aetherflow.context import CancelToken
+    from aetherflow.pipeline import Runner
 
-        env = Runner(settings, cancel=CancelToken())._env(flow, req)
+    runner = Runner(settings, cancel=CancelToken())
+    try:
+        env = runner._env(flow, req)
         add("env files", True, ", ".join(flow.env_files) or "none declared")
     except AetherflowError as exc:
         add("env files", False, exc.message)
         env = dict(settings.env)
     missing: set[str] = set()
-    for tok in _all_tokens(flow):
+    for tok in _all_tokens(flow) + _profile_tokens(flow, req, runner, add):
         if tok.path[0] == "env" and len(tok.path) > 1 and tok.default is None and tok.path[1] not in env:
             missing.add(tok.path[1])
     for spec in flow.secrets.values():
@@ -140,6 +142,29 @@ def doctor(settings: Any, flow_path: str, env_files: Sequence[str]) -> list[dict
     add("state filesystem", fstype not in NETWORK_FS,
         f"{fstype or 'unknown'}" + (" is a network filesystem: SQLite locking is unsafe there" if fstype in NETWORK_FS else " (local)"))
     return checks
+
+
+def _profile_tokens(flow: Any, req: Any, runner: Any, add: Any) -> list[Any]:
+    """The template tokens of the profiles the flow's resources use (as ``run`` picks them), so
+    an environment variable only a profile needs is reported too."""
+    used = {req.profile or r.profile for r in flow.resources.values()} - {None}
+    if not used:
+        return []
+    try:
+        profiles = runner._profiles(flow, req)
+    except AetherflowError as exc:
+        add("profiles", False, exc.message)
+        return []
+    unknown = sorted(used - set(profiles))
+    add("profiles", not unknown, f"profile(s) not found: {', '.join(unknown)}" if unknown else ", ".join(sorted(used)))
+    out: list[Any] = []
+    for name in sorted(used - set(unknown)):
+        for part in ("config", "options"):
+            try:
+                out.extend(template.tokens(thaw(profiles[name].get(part) or {})))
+            except AetherflowError:
+                continue
+    return out
 
 
 def _all_tokens(flow: Any) -> list[Any]:

@@ -251,10 +251,12 @@ def doctor_cmd(
     state: o.State = None,
     plugin_path: o.PluginPath = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource, as for run.")] = None,
+    profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file, as for run.")] = None,
     as_json: o.Json = False,
 ) -> None:
-    """Check what FLOW needs: env vars, secrets, plugins, profiles, state directory. Exit 2 when
-    something is missing.
+    """Check what FLOW needs: env vars (the flow's and its profiles'), secrets, plugins,
+    profiles, state directory. Exit 2 when something is missing.
 
     Example: aetherflow doctor flows/daily.yaml
     """
@@ -262,7 +264,8 @@ def doctor_cmd(
     from aetherflow.doctor import doctor
 
     with guarded(as_json):
-        checks = doctor(_settings(plugin_path, state), flow_argument(flow, flow_yaml, "doctor"), tuple(env_file or ()))
+        checks = doctor(_settings(plugin_path, state), flow_argument(flow, flow_yaml, "doctor"), tuple(env_file or ()),
+                        profile=profile, profiles_file=profiles)
         bad = [c for c in checks if not c["ok"]]
         if as_json:
             stdout(render.dumps({"ok": not bad, "checks": checks}))
