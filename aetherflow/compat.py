@@ -60,3 +60,63 @@ class CoreSettings:
             secrets_module=env.get("AETHERFLOW_SECRETS_MODULE") or None,
             secrets_path=env.get("AETHERFLOW_SECRETS_PATH") or None,
         )
+
+
+#: aetherflow-core environment variables aetherflow does not read, and what to use instead
+IGNORED_ENV: Mapping[str, str] = {
+    "AETHERFLOW_ENV_FILES_JSON": "list the env files in flow.env_files or pass --env-file FILE (dotenv format; "
+                                 "its json and directory kinds are not read)",
+    "AETHERFLOW_SECRETS_MODULE": "decode resource fields with a plugin decoder (@register_decoder(\"name\"), "
+                                 "decode: {config: {password: name}}); decode: true means base64 here; take secret "
+                                 "values from secrets: (env, file, dotenv, command) instead of expand_env",
+    "AETHERFLOW_SECRETS_PATH": "decode resource fields with a plugin decoder (@register_decoder(\"name\"), "
+                               "decode: {config: {password: name}}); decode: true means base64 here; take secret "
+                               "values from secrets: (env, file, dotenv, command) instead of expand_env",
+    "AETHERFLOW_VALIDATE_ENV_STRICT": "not needed: run refuses to start when a variable the flow needs is missing "
+                                      "(exit 2), and `aetherflow doctor FLOW` lists them beforehand",
+    "AETHERFLOW_PLUGIN_STRICT": "a plugin that fails to import is a warning and fails only the flows that use "
+                                "its step types (at validation, before anything runs)",
+    "AETHERFLOW_STRICT_TEMPLATES": "templates are always strict: a missing value without a default is an error",
+    "AETHERFLOW_METRICS_MODULE": "receive run, job and step events with an observer plugin (@register_observer)",
+    "AETHERFLOW_SETTINGS_MODULE": "settings come from command-line options and environment variables",
+    "AETHERFLOW_CONNECTOR_CACHE_DEFAULT": "a connector is built once per run and closed at its end",
+    "AETHERFLOW_CONNECTOR_CACHE_DISABLED": "a connector is built once per run and closed at its end",
+}
+
+
+def ignored_env_warnings(env: Mapping[str, str]) -> list[str]:
+    """One line per aetherflow-core variable set (not empty) in ``env`` that aetherflow does
+    not read, saying what replaces it."""
+    return [f"{name} is set but aetherflow does not read it (aetherflow-core setting): {instead}"
+            for name, instead in IGNORED_ENV.items() if env.get(name, "").strip()]
+
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "WARN": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+def core_logging(env: Mapping[str, str], verbose: int, quiet: bool, log_format: str) -> tuple[int, bool, str, str | None]:
+    """``(verbose, quiet, log_format, core_events)`` for ``run`` and ``resume`` with
+    aetherflow-core's logging variables taken into account, when no option says otherwise:
+
+    * ``AETHERFLOW_LOG_LEVEL``: ``DEBUG`` is ``-vv``, ``INFO`` ``-v`` (without
+      ``AETHERFLOW_LOG_FORMAT``), ``ERROR`` / ``CRITICAL`` ``-q`` (only when neither ``-v`` nor
+      ``-q`` is given);
+    * ``AETHERFLOW_LOG_FORMAT`` (``json`` or ``text``): aetherflow-core's event lines are written
+      to stderr in that format (``core_events``, see ``events.CoreEventLines``) unless ``-q`` or
+      a level above INFO hides them; ``json`` also makes ``--log-format json`` the default."""
+    level = env.get("AETHERFLOW_LOG_LEVEL", "").strip().upper()
+    fmt = env.get("AETHERFLOW_LOG_FORMAT", "").strip().lower()
+    if level and not verbose and not quiet:
+        if level == "DEBUG":
+            verbose = 2
+        elif level == "INFO" and not fmt:  # with a format, the event lines are its INFO output
+            verbose = 1
+        elif _LEVELS.get(level, 0) >= 40:
+            quiet = True
+    if not fmt:
+        return verbose, quiet, log_format, None
+    core = "json" if fmt == "json" else "text"
+    if core == "json" and log_format == "text":
+        log_format = "json"
+    shown = not quiet and _LEVELS.get(level or "INFO", 20) <= 20
+    return verbose, quiet, log_format, core if shown else None

@@ -88,6 +88,10 @@ def doctor(settings: Any, flow_path: str, env_files: Sequence[str], profile: str
     def add(name: str, ok: bool, detail: str) -> None:
         checks.append({"check": name, "ok": ok, "detail": detail})
 
+    from aetherflow.compat import ignored_env_warnings
+
+    for text in ignored_env_warnings(settings.env):
+        add("aetherflow-core setting", False, text)
     loaded_plugins = load_registry(settings)
     for err in loaded_plugins.errors:
         add("plugin", False, f"failed to import: {err}")

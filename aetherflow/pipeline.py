@@ -754,9 +754,15 @@ class Runner:
         return flock
 
     def _emit_start(self, emit: Callable[[Event], None], rec: RunRecord, new: bool) -> None:
-        emit(self._event(rec, "run.started" if new else "run.resumed", attempt=rec.attempt))
+        emit(self._event(rec, "run.started" if new else "run.resumed", attempt=rec.attempt, flow_file=rec.flow_file))
 
     def _profiles(self, flow: FlowSpec, req: RunRequest) -> Mapping[str, Mapping[str, Any]]:
+        inline = self.settings.env.get("AETHERFLOW_PROFILES_JSON", "").strip()  # aetherflow-core's variable
+        if inline and not req.profiles_file:
+            if self.settings.env.get("AETHERFLOW_PROFILES_FILE"):
+                raise UsageError("set AETHERFLOW_PROFILES_JSON or AETHERFLOW_PROFILES_FILE, not both",
+                                 code="usage.profiles_twice")
+            return load_profiles("$AETHERFLOW_PROFILES_JSON", raw=inline.encode("utf-8"))
         path = req.profiles_file or self.settings.env.get("AETHERFLOW_PROFILES_FILE") or flow.profiles_file
         if not path:
             if req.profile:
@@ -823,12 +829,14 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def load_profiles(path: str) -> Mapping[str, Mapping[str, Any]]:
+def load_profiles(path: str, raw: bytes | None = None) -> Mapping[str, Mapping[str, Any]]:
+    """A profiles file (or, with ``raw``, profiles given as text, such as the JSON of
+    ``AETHERFLOW_PROFILES_JSON``: JSON is YAML), read and checked by the one YAML loader."""
     from aetherflow.spec.loader import load_yaml
     from aetherflow.spec.schema import SchemaValidator, load_schema
 
     try:
-        raw = Path(path).read_bytes()
+        raw = Path(path).read_bytes() if raw is None else raw
     except OSError as exc:
         raise ResolutionError(f"profiles file {path}: {exc.strerror}", code="resolve.profiles_unreadable") from exc
     data, positions = load_yaml(raw, path)

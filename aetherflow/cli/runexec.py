@@ -23,6 +23,7 @@ from aetherflow.cli.support import (
     stdout,
     stdout_to_stderr,
 )
+from aetherflow.compat import core_logging
 from aetherflow.errors import ExitCode, UsageError
 
 
@@ -32,11 +33,13 @@ def use_live_view(quiet: bool, log_format: str = "text") -> bool:
 
 
 def _observers(verbose: int, quiet: bool, events_log: str | None, stack: list[Any], live: Any = None,
-               log_format: str = "text") -> list[Any]:
+               log_format: str = "text", core_events: str | None = None) -> list[Any]:
     from aetherflow import render
-    from aetherflow.events import JsonLinesLog
+    from aetherflow.events import CoreEventLines, JsonLinesLog
 
     obs: list[Any] = []
+    if core_events is not None:  # AETHERFLOW_LOG_FORMAT: aetherflow-core's event lines
+        obs.append(CoreEventLines(sys.stderr, core_events))
     if live is not None:
         obs.append(live)
     elif verbose >= 1 and not quiet:
@@ -78,9 +81,17 @@ def _exit_for(outcome: Any, detailed: bool) -> int:
     return 0
 
 
+def _warn_ignored_env(env: dict[str, str], quiet: bool, log_format: str) -> None:
+    """aetherflow-core variables that are set and not read: said on stderr (not with -q)."""
+    from aetherflow.compat import ignored_env_warnings
+
+    for text in [] if quiet else ignored_env_warnings(env):
+        log_line(f"warning: {text}", level="warning", log_format=log_format)
+
+
 def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_log: str | None, detailed: bool,
              state: str | None, plugin_path: list[str] | None, dry_run: bool = False, no_color: bool = False,
-             log_format: str = "text", mask_filter: MaskFilter | None = None) -> None:
+             log_format: str = "text", mask_filter: MaskFilter | None = None, core_events: str | None = None) -> None:
     from aetherflow import render
     from aetherflow.context import CancelToken
     from aetherflow.pipeline import Runner, settings_from_env
@@ -88,13 +99,14 @@ def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_lo
     env = process_env()
     stack: list[Any] = []
     token = CancelToken()
+    _warn_ignored_env(env, quiet, log_format)
     with guarded(as_json, log_format):
         settings = settings_from_env(env, state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log)
         live = None
         if use_live_view(quiet, log_format) and not dry_run:
             live = render.LiveView(sys.stderr, color=not (no_color or "NO_COLOR" in env))
         runner = Runner(settings, cancel=token,
-                        observers=_observers(verbose, quiet, events_log, stack, live, log_format),
+                        observers=_observers(verbose, quiet, events_log, stack, live, log_format, core_events),
                         hooks=crash_hooks(env), on_mask=mask_filter.set_mask if mask_filter else None)
         try:
             # steps, plugins and their children never write to our stdout (results only)
@@ -129,6 +141,7 @@ def run_command(*, flow: str | None = None, flow_yaml: str | None = None, run_id
     from aetherflow.resolve import parse_param_args
 
     with guarded(as_json, log_format):
+        verbose, quiet, log_format, core_events = core_logging(process_env(), verbose, quiet, log_format)
         mask_filter = setup_logging(verbose, quiet, log_format)
         path = flow_argument(flow, flow_yaml, "run")
         req = RunRequest(flow_path=path, run_id=run_id, jobs=tuple(job or ()), with_upstream=with_upstream,
@@ -136,7 +149,7 @@ def run_command(*, flow: str | None = None, flow_yaml: str | None = None, run_id
                          env_files=tuple(env_file or ()), dry_run=dry_run)
     _execute(lambda r: r.run(req), as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
              detailed=detailed_exitcode, state=state, plugin_path=plugin_path, dry_run=dry_run, no_color=no_color,
-             log_format=log_format, mask_filter=mask_filter)
+             log_format=log_format, mask_filter=mask_filter, core_events=core_events)
 
 
 
@@ -151,12 +164,14 @@ def resume_command(*, run_id: str | None = None, event: str | None = None, data:
     from aetherflow.pipeline import RunRequest, parse_event_data
 
     with guarded(as_json, log_format):
+        verbose, quiet, log_format, core_events = core_logging(process_env(), verbose, quiet, log_format)
         mask_filter = setup_logging(verbose, quiet, log_format)
         if due:
             if run_id or event or key:
                 raise UsageError("--due resumes every due run; it takes no RUN_ID, --event or --key")
             _resume_due(flow_id, limit, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
-                        state=state, plugin_path=plugin_path, log_format=log_format, mask_filter=mask_filter)
+                        state=state, plugin_path=plugin_path, log_format=log_format, mask_filter=mask_filter,
+                        core_events=core_events)
             return
         if data is not None and event is None:
             raise UsageError("--data goes with --event")
@@ -174,7 +189,7 @@ def resume_command(*, run_id: str | None = None, event: str | None = None, data:
 
     _execute(action, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
              detailed=detailed_exitcode, state=state, plugin_path=plugin_path, no_color=no_color, log_format=log_format,
-             mask_filter=mask_filter)
+             mask_filter=mask_filter, core_events=core_events)
 
 
 def _run_for_key(settings: Any, key: str) -> str:
@@ -194,13 +209,14 @@ def _run_for_key(settings: Any, key: str) -> str:
 
 def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbose: int, quiet: bool,
                 events_log: str | None, state: str | None, plugin_path: list[str] | None,
-                log_format: str = "text", mask_filter: MaskFilter | None = None) -> None:
+                log_format: str = "text", mask_filter: MaskFilter | None = None, core_events: str | None = None) -> None:
     from aetherflow import render
     from aetherflow.context import CancelToken
     from aetherflow.errors import AetherflowError, ConflictError
     from aetherflow.pipeline import Runner, RunRequest, known_stores, open_store, settings_from_env
 
     env = process_env()
+    _warn_ignored_env(env, quiet, log_format)
     settings = settings_from_env(env, state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log)
     token = CancelToken()
     stack: list[Any] = []
@@ -216,7 +232,8 @@ def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbos
             store.close()
     if limit is not None:
         due = due[:limit]
-    runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack, log_format=log_format),
+    runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack, log_format=log_format,
+                                                                 core_events=core_events),
                     hooks=crash_hooks(env), on_mask=mask_filter.set_mask if mask_filter else None)
     # steps, plugins and their children never write to our stdout (results only)
     with stdout_to_stderr(), signal_handlers(token.set):

@@ -15,10 +15,13 @@ def validate_command(*, flow: str | None = None, flow_yaml: str | None = None, a
     """Check ``flow`` (or ``flow_yaml``, aetherflow-core's option) and print every issue (exit 2)
     or one ``ok`` line. ``state`` is accepted like every command's ``--state`` and not used."""
     from aetherflow import render
+    from aetherflow.compat import ignored_env_warnings
     from aetherflow.pipeline import check_flow, load_registry, settings_from_env
 
     with guarded(as_json):
         flow = flow_argument(flow, flow_yaml, "validate")
+        for text in ignored_env_warnings(process_env()):
+            stderr(f"warning: {text}")
         loaded_plugins = load_registry(settings_from_env(process_env(), plugin_paths=tuple(plugin_path or ())))
         for err in loaded_plugins.errors:
             stderr(f"warning: plugin failed to import: {err}")
