@@ -8,10 +8,11 @@ defined here (docs/migrating.md, "Plugin API"):
   ``__init__(self, init)`` receives (both constructor shapes work, see connectors/base.py);
 * ``RunContext`` — the type of a step's ``ctx`` (``aetherflow.api.StepContext``);
 * ``Settings`` — what its ``ctx.settings`` held, read-only (``aetherflow.compat.CoreSettings``);
-* ``FlowSpec``, ``FlowMetaSpec``, ``JobSpec``, ``StepSpec``, ``ResourceSpec``, ``WorkspaceSpec``,
-  ``StateSpec``, ``LocksSpec`` — read-only views of a flow with its field names
+* ``FlowSpec``, ``FlowMetaSpec``, ``JobSpec`` — read-only views of a flow with its field names
   (``FlowSpec.model_validate(data)`` validates a parsed flow; ``FlowSpec.from_spec`` wraps
-  ours), ``CleanupPolicy``, ``LockScope`` (their value types), ``RemoteFileMeta``;
+  ours); ``StepSpec``, ``ResourceSpec``, ``WorkspaceSpec``, ``StateSpec``, ``LocksSpec`` are
+  aetherflow's own frozen specs (every field aetherflow-core's had, and more);
+  ``CleanupPolicy``, ``LockScope`` (their value types), ``RemoteFileMeta``;
 * ``require``, ``require_attr`` — import an optional dependency or fail saying what to install;
 * ``get_step``, ``list_steps``, ``get_connector``, ``list_connectors`` — the step and connector
   types a fresh registry loads (built-ins, installed plugins, the given plugin folders);
@@ -28,8 +29,16 @@ from aetherflow.api import StepContext, StepError
 from aetherflow.api import __all__ as _PUBLIC
 from aetherflow.compat import CoreSettings as Settings  # noqa: F401 - re-exported
 from aetherflow.connectors.base import ConnectorBase, ConnectorInit  # noqa: F401 - re-exported
-from aetherflow.model import EMPTY, freeze
-from aetherflow.records import field, record
+from aetherflow.model import (
+    EMPTY,
+    LocksSpec,
+    ResourceSpec,
+    StateSpec,
+    StepSpec,
+    WorkspaceSpec,
+    freeze,
+)
+from aetherflow.records import field, record, replace
 
 RunContext = StepContext
 CleanupPolicy = Literal["on_success", "always", "never"]
@@ -67,26 +76,9 @@ _LAYOUT = {"artifacts": "artifacts", "scratch": "scratch", "manifests": "manifes
 
 
 # ---------------------------------------------------------------------------------------------
-# read-only views of a flow, with aetherflow-core's field names
-
-
-@record(frozen=True, kw_only=True)
-class WorkspaceSpec:
-    root: str | None = None  # None: $AETHERFLOW_HOME/work
-    cleanup_policy: str = "never"
-    layout: Mapping[str, str] = field(default_factory=lambda: freeze(_LAYOUT))
-
-
-@record(frozen=True, kw_only=True)
-class StateSpec:
-    backend: str = "sqlite"
-    path: str | None = None
-
-
-@record(frozen=True, kw_only=True)
-class LocksSpec:
-    scope: str = "none"
-    ttl_seconds: float | None = None
+# read-only views of a flow, with aetherflow-core's field names. WorkspaceSpec, StateSpec,
+# LocksSpec, ResourceSpec and StepSpec are aetherflow's own (frozen, with every field
+# aetherflow-core's had); a job's `when` and the flow's header differ, hence these two views.
 
 
 @record(frozen=True, kw_only=True)
@@ -96,25 +88,6 @@ class FlowMetaSpec:
     workspace: WorkspaceSpec = field(default_factory=WorkspaceSpec)
     state: StateSpec = field(default_factory=StateSpec)
     locks: LocksSpec = field(default_factory=LocksSpec)
-
-
-@record(frozen=True, kw_only=True)
-class ResourceSpec:
-    kind: str
-    driver: str
-    profile: str | None = None
-    config: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
-    options: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
-    decode: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
-
-
-@record(frozen=True, kw_only=True)
-class StepSpec:
-    id: str
-    type: str
-    inputs: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
-    on_no_data: str | None = None
-    outputs: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
 
 
 @record(frozen=True, kw_only=True)
@@ -136,22 +109,12 @@ class FlowSpec:
     @classmethod
     def from_spec(cls, spec: Any) -> FlowSpec:
         """The view of one of aetherflow's own flows (``aetherflow.model.FlowSpec``)."""
-        ws, st, lk = spec.workspace, spec.state, spec.locks
-        meta = FlowMetaSpec(
-            id=spec.id, description=spec.description,
-            workspace=WorkspaceSpec(root=ws.root, cleanup_policy=ws.cleanup_policy, layout=freeze({**_LAYOUT, **ws.layout})),
-            state=StateSpec(backend=st.backend, path=st.path),
-            locks=LocksSpec(scope=lk.scope, ttl_seconds=lk.ttl_seconds),
-        )
-        jobs = tuple(
-            JobSpec(id=j.id, description=j.description, depends_on=j.depends_on, when=j.when_text,
-                    steps=tuple(StepSpec(id=s.id, type=s.type, inputs=s.inputs, on_no_data=s.on_no_data, outputs=s.outputs)
-                                for s in j.steps))
-            for j in spec.jobs
-        )
-        resources = freeze({n: ResourceSpec(kind=r.kind, driver=r.driver, profile=r.profile, config=r.config,
-                                            options=r.options, decode=r.decode) for n, r in spec.resources.items()})
-        return cls(flow=meta, jobs=jobs, resources=resources)
+        workspace = replace(spec.workspace, layout=freeze({**_LAYOUT, **spec.workspace.layout}))
+        meta = FlowMetaSpec(id=spec.id, description=spec.description, workspace=workspace, state=spec.state,
+                            locks=spec.locks)
+        jobs = tuple(JobSpec(id=j.id, description=j.description, depends_on=j.depends_on, when=j.when_text, steps=j.steps)
+                     for j in spec.jobs)
+        return cls(flow=meta, jobs=jobs, resources=spec.resources)
 
     @classmethod
     def model_validate(cls, data: Mapping[str, Any]) -> FlowSpec:
