@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-
-from aetherflow.records import field, record
+from dataclasses import dataclass
 
 
 def split_paths(value: str) -> tuple[str, ...]:
@@ -26,7 +25,7 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() == "true"
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CoreSettings:
     """aetherflow-core's ``Settings`` as a read-only view: the same field names, aetherflow's
     values. ``work_root`` is the flow's workspace root; ``state_root`` is ``None`` (the store is
@@ -36,7 +35,7 @@ class CoreSettings:
 
     work_root: str
     state_root: str | None = None
-    plugin_paths: tuple[str, ...] = field(default_factory=tuple)
+    plugin_paths: tuple[str, ...] = ()
     plugin_strict: bool = False
     strict_templates: bool = True
     log_level: str = "WARNING"

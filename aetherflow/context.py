@@ -8,7 +8,7 @@ What aetherflow-core's ``RunContext`` offered is there too, for plugins written 
 ``job_dir(job_id)``, ``artifacts_dir(job_id)``, ``scratch_dir(job_id)``, ``manifests_dir(job_id)``
 (that job's directories in this run; created), ``work_root``, ``layout``, ``settings`` (a
 read-only ``CoreSettings``), ``resources`` (each resource's resolved kind, driver, config and
-options, read-only), ``acquire_lock(key, ttl_seconds)`` / ``release_lock(key)`` (the named OS
+options, read-only), ``acquire_lock(key, ttl_seconds)`` / ``release_lock(key)`` (the named
 locks of ``with_lock``, without waiting; what a step leaves held is released when it ends).
 ``state`` (its state store) is not given to steps: reading it raises a ``StepError`` naming what
 to use instead.
@@ -20,14 +20,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aetherflow.compat import CoreSettings
 from aetherflow.errors import LockBusyError, StepError
 from aetherflow.model import EMPTY, empty_map
-from aetherflow.records import field, record
 from aetherflow.workspace import JobWorkspace, job_workspace
+
+if TYPE_CHECKING:
+    from aetherflow.state.store import Lock
+
+
+class StepLocks(Protocol):
+    """``ctx.locks``: named locks shared by every process that uses the run's store, for
+    built-in steps such as ``with_lock``. ``acquire`` raises ``LockBusyError`` (naming the
+    holder) when the lock is not free within ``wait_seconds``."""
+
+    def acquire(self, key: str, wait_seconds: float = 0.0) -> Lock: ...
+    def release(self, lock: Lock) -> None: ...
 
 
 class CancelToken:
@@ -146,7 +158,7 @@ class HeldLocks:
         return held
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepContext:
     run_id: str
     flow_id: str
@@ -167,7 +179,7 @@ class StepContext:
     wakeup: Mapping[str, Any] | None = None
     #: engine services for built-ins: run a nested step, take a named lock
     invoke: Callable[..., Any] | None = None
-    locks: Any = None
+    locks: StepLocks | None = None
     inline_wait_max: float = 60.0
     clock: Callable[[], float] = time.time
     #: report a one-line status (e.g. the last output line); shown live, never stored
@@ -249,7 +261,7 @@ class StepContext:
         if self.held_locks.holds(key):
             return True
         try:
-            lock = self.locks.acquire(key, 0.0, job_id=self.job_id, step_id=self.step_id)
+            lock = self.locks.acquire(key, 0.0)
         except LockBusyError:
             return False
         self.held_locks.add(key, lock)
@@ -258,10 +270,11 @@ class StepContext:
     def release_lock(self, key: str) -> None:
         """Release the lock ``key`` this step took with ``acquire_lock`` (no-op otherwise)."""
         lock = self.held_locks.take(key)
-        if lock is not None:
-            self.locks.release(lock, job_id=self.job_id, step_id=self.step_id)
+        if lock is not None and self.locks is not None:
+            self.locks.release(lock)
 
     def release_held_locks(self) -> None:
         """Release what the step left held (the engine calls this when the step ends)."""
         for lock in self.held_locks.take_all():
-            self.locks.release(lock, job_id=self.job_id, step_id=self.step_id)
+            if self.locks is not None:
+                self.locks.release(lock)

@@ -4,33 +4,28 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from aetherflow import template
 from aetherflow.errors import AetherflowError
 from aetherflow.model import thaw
+from aetherflow.settings import Settings
 
 
-def explain(settings: Any, req: Any) -> dict[str, Any]:
-    from aetherflow import resolve
-    from aetherflow.context import CancelToken
-    from aetherflow.pipeline import Runner, load_checked, load_registry
+def explain(settings: Settings, flow_path: str, *, params: Mapping[str, str], env_files: Sequence[str] = (),
+            profile: str | None = None, profiles_file: str | None = None) -> dict[str, Any]:
+    """Where every resolved resource value comes from; secrets shown as ``***``."""
+    from aetherflow.prepare import load_checked, load_plugins, prepare
 
-    loaded_plugins = load_registry(settings)
-    flow = load_checked(req.flow_path, loaded_plugins).flow
-    runner = Runner(settings, cancel=CancelToken())
-    redactor = resolve.Redactor()
-    env = runner._env(flow, req)
-    params = resolve.resolve_params(flow, req.params, env)
-    secrets = resolve.resolve_secrets(flow, env, redactor, runner._command_runner(env))
-    scope = {"env": env, "params": params, "secrets": {k: v.reveal() for k, v in secrets.items()},
-             "run_id": "<run_id>", "flow_id": flow.id, "run": {"id": "<run_id>"}}
-    resources = resolve.resolve_resources(flow, runner._profiles(flow, req), scope, redactor, profile_override=req.profile,
-                                           decoders=loaded_plugins.registry.decoders)
+    loaded_plugins = load_plugins(settings)
+    flow = load_checked(flow_path, loaded_plugins).flow
+    prepared = prepare(settings, flow, loaded_plugins, params=params, env_files=env_files, profile=profile,
+                       profiles_file=profiles_file)
+    redactor = prepared.redactor
     out_res = []
-    for name, r in resources.items():
+    for name, r in prepared.resources("<run_id>").items():
         values: dict[str, Any] = {}
         for part in ("config", "options"):
             for key, value in _leaves(thaw(getattr(r, part)), part):
@@ -40,7 +35,7 @@ def explain(settings: Any, req: Any) -> dict[str, Any]:
         out_res.append({"name": name, "kind": r.kind, "driver": r.driver, "values": values})
     return {
         "flow_id": flow.id,
-        "params": {k: redactor.mask(str(v)) if isinstance(v, str) else v for k, v in thaw(params).items()},
+        "params": {k: redactor.mask(str(v)) if isinstance(v, str) else v for k, v in thaw(prepared.params).items()},
         "secrets": [{"name": n, "source": ", ".join(f"{k}={v}" for k, v in s.source.items() if k != "command") or "command"}
                     for n, s in flow.secrets.items()],
         "resources": out_res,
@@ -77,11 +72,13 @@ def _fs_type(path: Path) -> str | None:
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "glusterfs", "ceph"}
 
 
-def doctor(settings: Any, flow_path: str, env_files: Sequence[str], profile: str | None = None,
+def doctor(settings: Settings, flow_path: str, env_files: Sequence[str], profile: str | None = None,
            profiles_file: str | None = None) -> list[dict[str, Any]]:
     from aetherflow import resolve
     from aetherflow.errors import SpecError
-    from aetherflow.pipeline import RunRequest, check_flow, load_registry, state_path_for
+    from aetherflow.prepare import check_flow, flow_env, load_plugins
+    from aetherflow.settings import state_location
+    from aetherflow.state.backends import is_url
 
     checks: list[dict[str, Any]] = []
 
@@ -92,7 +89,7 @@ def doctor(settings: Any, flow_path: str, env_files: Sequence[str], profile: str
 
     for text in ignored_env_warnings(settings.env):
         add("aetherflow-core setting", False, text)
-    loaded_plugins = load_registry(settings)
+    loaded_plugins = load_plugins(settings)
     for err in loaded_plugins.errors:
         add("plugin", False, f"failed to import: {err}")
     for text in loaded_plugins.warnings:
@@ -104,19 +101,14 @@ def doctor(settings: Any, flow_path: str, env_files: Sequence[str], profile: str
         return checks
     flow = loaded.flow
     add("flow", not issues, "valid" if not issues else f"{len(issues)} problem(s); run `aetherflow validate {flow_path}`")
-    req = RunRequest(flow_path=flow_path, env_files=tuple(env_files), profile=profile, profiles_file=profiles_file)
-    from aetherflow.context import CancelToken
-    from aetherflow.pipeline import Runner
-
-    runner = Runner(settings, cancel=CancelToken())
     try:
-        env = runner._env(flow, req)
+        env = flow_env(settings, flow, env_files)
         add("env files", True, ", ".join(flow.env_files) or "none declared")
     except AetherflowError as exc:
         add("env files", False, exc.message)
         env = dict(settings.env)
     missing: set[str] = set()
-    for tok in _all_tokens(flow) + _profile_tokens(flow, req, runner, add):
+    for tok in _all_tokens(flow) + _profile_tokens(settings, flow, profile, profiles_file, add):
         if tok.path[0] == "env" and len(tok.path) > 1 and tok.default is None and tok.path[1] not in env:
             missing.add(tok.path[1])
     for spec in flow.secrets.values():
@@ -135,8 +127,10 @@ def doctor(settings: Any, flow_path: str, env_files: Sequence[str], profile: str
                 add(f"secret {name}", True, "command source (not run by doctor)")
             else:
                 add(f"secret {name}", False, redactor.mask(exc.message))
-    state = state_path_for(settings, flow)
-    d = state.parent
+    location = state_location(settings, flow)
+    if is_url(location):
+        return checks
+    d = Path(location).parent
     probe = d
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -148,14 +142,17 @@ def doctor(settings: Any, flow_path: str, env_files: Sequence[str], profile: str
     return checks
 
 
-def _profile_tokens(flow: Any, req: Any, runner: Any, add: Any) -> list[Any]:
+def _profile_tokens(settings: Settings, flow: Any, profile: str | None, profiles_file: str | None,
+                    add: Any) -> list[Any]:
     """The template tokens of the profiles the flow's resources use (as ``run`` picks them), so
     an environment variable only a profile needs is reported too."""
-    used = {req.profile or r.profile for r in flow.resources.values()} - {None}
+    from aetherflow.prepare import profiles_for
+
+    used = {profile or r.profile for r in flow.resources.values()} - {None}
     if not used:
         return []
     try:
-        profiles = runner._profiles(flow, req)
+        profiles = profiles_for(settings, flow, profiles_file=profiles_file, profile=profile)
     except AetherflowError as exc:
         add("profiles", False, exc.message)
         return []

@@ -49,6 +49,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -56,7 +57,6 @@ from typing import Any
 from aetherflow import __version__
 from aetherflow.errors import PluginError
 from aetherflow.events import OBSERVER_MARK
-from aetherflow.records import field, record
 from aetherflow.registry import Registry
 
 GROUP = "aetherflow.plugins"
@@ -66,7 +66,7 @@ _CACHE_FORMAT = 2
 _RACY_NS = 2_000_000_000
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PluginInfo:
     name: str
     source: str  # "builtin", "entry point", "path"
@@ -77,7 +77,7 @@ class PluginInfo:
     error: str | None = None
 
 
-@record
+@dataclass(slots=True)
 class LoadedPlugins:
     registry: Registry
     plugins: list[PluginInfo] = field(default_factory=list)
@@ -176,13 +176,13 @@ def _foreign_distribution_finder() -> bool:
 # the entry point cache (see the module docstring)
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CachedDistribution:
     name: str | None
     version: str | None
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CachedEntryPoint:
     """An entry point read from the cache: what ``_load_entry_point`` uses of an ``EntryPoint``,
     with the module and attribute path ``importlib.metadata`` parsed from its value."""

@@ -12,23 +12,23 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
 from aetherflow.errors import StepError
-from aetherflow.records import field, record
 
 SUBDIRS = ("artifacts", "scratch", "manifests")
 DEFAULT_LAYOUT: Mapping[str, str] = MappingProxyType({name: name for name in SUBDIRS})
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobWorkspace:
     root: Path  # the flow's workspace root
     path: Path  # this job's directory
     #: the sub-directories' names (``flow.workspace.layout`` over the defaults)
-    layout: Mapping[str, str] = field(default=DEFAULT_LAYOUT)
+    layout: Mapping[str, str] = field(default_factory=lambda: DEFAULT_LAYOUT)
 
     @property
     def artifacts(self) -> Path:

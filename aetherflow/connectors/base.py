@@ -26,12 +26,23 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aetherflow.errors import ConnectorError
 from aetherflow.model import freeze, thaw
-from aetherflow.records import record
 from aetherflow.registry import Registry
+
+
+def check_keys(name: str, part: str, given: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    """Refuse unknown keys, so a typo is not silently ignored."""
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ConnectorError(
+            f"resource '{name}': unknown {part} key(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})",
+            code="connector.bad_config",
+        )
+
 
 if TYPE_CHECKING:
     import ssl
@@ -56,7 +67,7 @@ def tls_context(resource: str, verify: bool | str) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConnectorInit:
     """What an aetherflow-core style connector's ``__init__(self, init)`` receives: the resource
     name, kind and driver as written in the flow, its resolved config and options (plain dicts,

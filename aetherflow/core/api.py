@@ -22,6 +22,7 @@ defined here (docs/migrating.md, "Plugin API"):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from aetherflow.api import *  # noqa: F403
@@ -38,7 +39,6 @@ from aetherflow.model import (
     WorkspaceSpec,
     freeze,
 )
-from aetherflow.records import field, record, replace
 
 RunContext = StepContext
 CleanupPolicy = Literal["on_success", "always", "never"]
@@ -81,7 +81,7 @@ _LAYOUT = {"artifacts": "artifacts", "scratch": "scratch", "manifests": "manifes
 # aetherflow-core's had); a job's `when` and the flow's header differ, hence these two views.
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FlowMetaSpec:
     id: str
     description: str | None = None
@@ -90,7 +90,7 @@ class FlowMetaSpec:
     locks: LocksSpec = field(default_factory=LocksSpec)
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     id: str
     steps: tuple[StepSpec, ...]
@@ -99,7 +99,7 @@ class JobSpec:
     when: str | None = None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FlowSpec:
     flow: FlowMetaSpec
     jobs: tuple[JobSpec, ...]
@@ -135,7 +135,7 @@ def _plain(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not a flow value")
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RemoteFileMeta:
     """A remote file as aetherflow-core's file connectors described it."""
 
@@ -181,7 +181,7 @@ def new_run_id() -> str:
     """A new run id, as ``aetherflow run`` makes them (UTC time and random hex)."""
     import time
 
-    from aetherflow.pipeline import new_run_id as make
+    from aetherflow.runner import new_run_id as make
 
     return make(time.time)
 

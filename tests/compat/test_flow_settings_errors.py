@@ -25,7 +25,7 @@ def test_missing_variable_in_workspace_root_or_state_path(af, write_flow, field:
     what = "flow.workspace.root" if "workspace" in field else "flow.state.path"
     var = "WORK_BASE" if "workspace" in field else "STATE_BASE"
     assert res.exit_code == 2, res.stderr
-    assert f"error[resolve.flow_setting]: {what}: template path 'env.{var}' not found" in res.stderr
+    assert f"{what}: template path 'env.{var}' not found" in res.stderr
     assert "Traceback" not in res.stderr
     listed = af("runs", "list", "--json")
     assert listed.exit_code == 0 and json.loads(listed.stdout)["runs"] == []  # nothing was recorded

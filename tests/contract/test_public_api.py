@@ -92,7 +92,7 @@ SIGNATURES = {
     "register_step": (
         "(name: 'str', *, inputs_schema: 'Mapping[str, Any] | None' = None, outcomes: 'Sequence[str]' = (), "
         "waits: 'bool' = False, description: 'str | None' = None, outcomes_input: 'str | None' = None, "
-        "inline: 'bool' = False) -> 'Callable[[T], T]'"
+        "inline: 'bool' = False, nested: 'Sequence[str]' = ()) -> 'Callable[[T], T]'"
     ),
     "register_connector": (
         "(kind: 'str', driver: 'str', *, aliases: 'Sequence[str]' = (), description: 'str | None' = None) "
@@ -145,10 +145,11 @@ def test_core_signatures_are_frozen() -> None:
 
     actual = {name: str(inspect.signature(lookup(name))) for name in CORE_SIGNATURES}  # type: ignore[arg-type]
     assert actual == CORE_SIGNATURES
-    from aetherflow.records import fields
+    from dataclasses import fields
 
     init = aetherflow.core.api.ConnectorInit("n", "k", "d", {"a": 1}, {})
-    assert fields(init) == ("name", "kind", "driver", "config", "options", "ctx") and init.ctx is None
+    assert tuple(f.name for f in fields(init)) == ("name", "kind", "driver", "config", "options", "ctx")
+    assert init.ctx is None
 
 
 def test_core_only_names_behave() -> None:
@@ -173,7 +174,7 @@ def test_core_only_names_behave() -> None:
         raise AssertionError("get_step of an unknown type")
     import re
 
-    from aetherflow.pipeline import check_run_id
+    from aetherflow.runner import check_run_id
 
     rid = core.new_run_id()
     check_run_id(rid)
