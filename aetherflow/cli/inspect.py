@@ -35,17 +35,21 @@ def validate_cmd(
     as_json: o.Json = False,
     plugin_path: o.PluginPath = None,
     state: o.StateUnused = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Also fail on declared outcomes that on_outcome does not route.")] = False,
 ) -> None:
     """Check FLOW: YAML, schema, references, templates, `when`, step types and inputs.
 
     Every problem is printed as FILE:LINE:COLUMN: CODE: MESSAGE (at JSON.PATH). Exit 0 or 2.
+    With --strict, every outcome a step type declares beyond success and skipped must be
+    routed by the step's on_outcome (continue included).
 
-    Example: aetherflow validate flows/daily.yaml
+    Example: aetherflow validate flows/daily.yaml --strict
     """
-    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path)
+    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path, strict=strict)
 
 
-def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str] | None = None) -> None:
+def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str] | None = None,
+                     strict: bool = False) -> None:
     """Check ``flow`` and print every issue (exit 2) or one ``ok`` line."""
     from aetherflow import render
     from aetherflow.prepare import check_flow, load_plugins
@@ -55,7 +59,7 @@ def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str]
         for err in loaded_plugins.errors:
             stderr(f"warning: plugin failed to import: {err}")
         try:
-            loaded, issues = check_flow(flow, loaded_plugins)
+            loaded, issues = check_flow(flow, loaded_plugins, strict=strict)
         except SpecError as exc:
             issues = list(exc.issues)
             loaded = None
