@@ -228,6 +228,8 @@ def steps_show(
             raise UsageError(f"unknown step type '{type_name}'", code="flow.unknown_step_type",
                              hint=f"did you mean '{close[0]}'?" if close else "see `aetherflow steps list`")
         stdout(f"{st.name}\n  source: {st.source}\n  outcomes: {', '.join(st.outcomes)}\n  may wait: {'yes' if st.meta.waits else 'no'}")
+        if st.meta.retry:
+            stdout(f"  retry default: {json.dumps(thaw(st.meta.retry), sort_keys=True)}")
         if st.meta.description:
             stdout(f"  {st.meta.description}")
         stdout("  inputs schema:")
