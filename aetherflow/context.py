@@ -30,6 +30,7 @@ from aetherflow.model import EMPTY, empty_map
 from aetherflow.workspace import JobWorkspace, job_workspace
 
 if TYPE_CHECKING:
+    from aetherflow.events import Event
     from aetherflow.state.store import Lock
 
 
@@ -186,6 +187,8 @@ class StepContext:
     progress: Callable[[str], None] | None = None
     #: locks taken with acquire_lock, released by release_lock or at the step's end
     held_locks: HeldLocks = field(default_factory=HeldLocks)
+    #: the run's history so far, oldest first (read-only; secrets masked): ``ctx.history()``
+    history: Callable[[], tuple[Event, ...]] | None = None
 
     @property
     def idempotency_key(self) -> str:
