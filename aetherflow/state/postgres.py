@@ -57,10 +57,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from aetherflow.errors import ConflictError, KeyInUseError, StateError, UsageError
 from aetherflow.events import Event
-from aetherflow.model import freeze
+from aetherflow.model import KEY_SEPARATOR, freeze
 from aetherflow.state.backends import public_location
 from aetherflow.state.rows import (
-    ACTIVE_STATUSES,
     LIGHT_RUN_COLUMNS,
     RUN_COLUMNS,
     RUN_JSON,
@@ -144,15 +143,24 @@ def _migrations(schema: str) -> tuple[str, ...]:
             cancel_reason text,
             due_at double precision,
             profile text,
+            tags text NOT NULL DEFAULT '[]',
+            flow_metadata text NOT NULL DEFAULT '{{}}',
+            meta text NOT NULL DEFAULT '{{}}',
+            runtime_metadata text NOT NULL DEFAULT '{{}}',
+            key_value text,
             generation bigint NOT NULL DEFAULT 1
         );
         CREATE INDEX runs_created ON {s}.runs (created_at DESC, seq DESC);
         CREATE INDEX runs_flow_created ON {s}.runs (flow_id, created_at DESC, seq DESC);
         CREATE INDEX runs_status_created ON {s}.runs (status, created_at DESC, seq DESC);
         CREATE INDEX runs_due ON {s}.runs (due_at) WHERE status = 'WAITING' AND due_at IS NOT NULL;
-        CREATE UNIQUE INDEX runs_active_key ON {s}.runs (COALESCE(key_scope, ''), business_key)
-            WHERE business_key IS NOT NULL AND status IN ('RUNNING', 'WAITING');
-        CREATE INDEX runs_key ON {s}.runs (business_key);
+        CREATE INDEX runs_key ON {s}.runs (business_key, created_at DESC, seq DESC);
+        CREATE INDEX runs_key_value ON {s}.runs (key_value, created_at DESC, seq DESC);
+        CREATE TABLE {s}.run_tags (
+            tag text NOT NULL,
+            run_id text NOT NULL,
+            PRIMARY KEY (tag, run_id)
+        );
         CREATE INDEX runs_id_prefix ON {s}.runs (run_id text_pattern_ops);
         CREATE TABLE {s}.jobs (
             run_id text NOT NULL,
@@ -178,6 +186,7 @@ def _migrations(schema: str) -> tuple[str, ...]:
             reason text,
             started_at double precision,
             finished_at double precision,
+            metadata text NOT NULL DEFAULT '{{}}',
             PRIMARY KEY (run_id, job_id, step_id)
         );
         CREATE TABLE {s}.attempts (
@@ -246,6 +255,19 @@ def _migrations(schema: str) -> tuple[str, ...]:
         $$;
         """,
     )
+
+
+def _key_filter(key: str) -> str:
+    """The WHERE term (one parameter) matching runs holding business key ``key``: ``NAME::VALUE``
+    exactly, a bare ``VALUE`` under any name (both indexed)."""
+    return "business_key = %s" if KEY_SEPARATOR in key else "key_value = %s"
+
+
+def _key_value(business_key: str | None) -> str | None:
+    """The VALUE of a ``NAME::VALUE`` business key (indexed, for lookups by value)."""
+    if business_key is None or KEY_SEPARATOR not in business_key:
+        return None
+    return business_key.split(KEY_SEPARATOR, 1)[1]
 
 
 def lock_ident(schema: str, name: str) -> int:
@@ -445,6 +467,14 @@ class PostgresStore:
         """``_write`` letting psycopg's errors through."""
         if self._lost is not None:
             raise self._lost_error("before writing")
+        stmt, params = self._statement(parts, fence=fence, sync=sync, value=value, value_params=value_params)
+        row = self._conn.execute(stmt, params).fetchone()
+        self._unsynced = not sync
+        return row[-1] if row else None
+
+    def _statement(self, parts: Sequence[tuple[str, Sequence[Any]]], *, fence: str | None = None, sync: bool = True,
+                   value: str | None = None, value_params: Sequence[Any] = ()) -> tuple[str, list[Any]]:
+        """The one statement of a write (see ``_write``) and its parameters."""
         params: list[Any] = []
         ctes = []
         for i, (sql, p) in enumerate(parts):
@@ -460,12 +490,7 @@ class PostgresStore:
         cols.append(value or "1")
         params.extend(value_params)
         stmt = (f"WITH {', '.join(ctes)} " if ctes else "") + f"SELECT {', '.join(cols)}"
-        row = self._conn.execute(stmt, params).fetchone()
-        if sync:
-            self._unsynced = False
-        else:
-            self._unsynced = True
-        return row[-1] if row else None
+        return stmt, params
 
     @contextmanager
     def _transaction(self, doing: str) -> Iterator[psycopg.Cursor[Any]]:
@@ -601,35 +626,48 @@ class PostgresStore:
         return [mask(dumps(getattr(run, c))) if c in RUN_JSON else getattr(run, c) for c in RUN_COLUMNS]
 
     def create_run(self, run: RunRecord, event: Event) -> None:
-        insert = (f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join(['%s'] * len(RUN_COLUMNS))})",
-                  self._run_values(run, self._mask))
-        for _ in range(3):
-            try:
-                self._write_raw([insert, *self._history_part(event)], fence=None, sync=True, value=None, value_params=())
-            except pg_errors.UniqueViolation as exc:
-                if exc.diag.constraint_name != "runs_active_key":
-                    raise ConflictError(f"run {run.run_id} is already recorded in {self._public}",
-                                        code="run.exists") from None
-                holder = self._query(
-                    "SELECT run_id, status, pid, host FROM runs WHERE business_key = %s AND "
-                    "COALESCE(key_scope, '') = COALESCE(%s, '') AND status IN ('RUNNING', 'WAITING')",
-                    (run.business_key, run.key_scope),
-                )
-                if not holder:
-                    continue  # the holder finished in between: try again
-                h = holder[0]
-                err = KeyInUseError(
-                    f"business key '{run.business_key}' is held by run {h[0]} ({h[1]}, pid {h[2]} on {h[3]})",
-                    hint=f"wait for it, or `aetherflow cancel {h[0]}`",
-                )
-                err.holder = h[0]  # type: ignore[attr-defined]
-                raise err from None
-            except psycopg.Error as exc:
-                raise self._error(exc, "writing") from None
-            self._generations[run.run_id] = 1
-            return
-        raise ConflictError(f"business key '{run.business_key}' changed hands repeatedly; try again",
-                            code="run.key_contended")
+        """Insert the run. With a business key, admission is one transaction under a
+        transaction-level advisory lock on the key: hosts admitting the same key at once are
+        taken one after the other, and each sees the runs admitted before it."""
+        parts: list[tuple[str, Sequence[Any]]] = [(
+            f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}, key_value) VALUES ({', '.join(['%s'] * (len(RUN_COLUMNS) + 1))})",
+            [*self._run_values(run, self._mask), _key_value(run.business_key)])]
+        if run.tags:
+            parts.append(("INSERT INTO run_tags (tag, run_id) SELECT DISTINCT t, %s FROM unnest(%s::text[]) AS t",
+                          (run.run_id, list(run.tags))))
+        stmt, params = self._statement([*parts, *self._history_part(event)])
+        try:
+            if run.business_key is None:
+                if self._lost is not None:
+                    raise self._lost_error("before writing")
+                self._conn.execute(stmt, params)
+            else:
+                with self._transaction("admitting the run") as cur:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_ident(self._schema, "\0key:" + run.business_key),))
+                    sql = "SELECT run_id, status, pid, host FROM runs WHERE business_key = %s AND status IN ('RUNNING', 'WAITING')"
+                    args: list[Any] = [run.business_key]
+                    if run.key_scope != "*":  # a global run conflicts with every holder; others with their
+                        sql += " AND (key_scope IS NOT DISTINCT FROM %s OR key_scope = '*')"  # scope and global ones
+                        args.append(run.key_scope)
+                    cur.execute(sql + " LIMIT 1", args)
+                    h = cur.fetchone()
+                    if h is not None:
+                        err = KeyInUseError(
+                            f"business key '{run.business_key}' is held by run {h[0]} ({h[1]}, pid {h[2]} on {h[3]})",
+                            hint=f"wait for it, or `aetherflow cancel {h[0]}`",
+                        )
+                        err.holder = h[0]  # type: ignore[attr-defined]
+                        raise err
+                    cur.execute(stmt, params)
+        except pg_errors.UniqueViolation:
+            raise ConflictError(f"run {run.run_id} is already recorded in {self._public}", code="run.exists") from None
+        except psycopg.Error as exc:
+            raise self._error(exc, "writing") from None
+        self._unsynced = False
+        self._generations[run.run_id] = 1
+
+    def _runs(self, sql: str, params: Sequence[Any]) -> list[RunRecord]:
+        return [run_from_row(r, LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._query(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = %s", (run_id,))
@@ -654,7 +692,8 @@ class PostgresStore:
         return [run_from_row(r, LIGHT_RUN_COLUMNS) for r in rows]
 
     def list_runs(
-        self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None, limit: int = 50
+        self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None,
+        tags: Sequence[str] = (), limit: int = 50,
     ) -> list[RunRecord]:
         where: list[str] = []
         params: list[Any] = []
@@ -665,19 +704,17 @@ class PostgresStore:
             where.append("flow_id = %s")
             params.append(flow_id)
         if key:
-            if "::" in key:
-                where.append("business_key = %s")
-                params.append(key)
-            else:
-                where.append("(business_key = %s OR business_key LIKE %s ESCAPE '\\')")
-                params.append(key)
-                params.append("%::" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"))
+            where.append(_key_filter(key))
+            params.append(key)
+        for tag in tags:
+            where.append("EXISTS (SELECT 1 FROM run_tags t WHERE t.tag = %s AND t.run_id = runs.run_id)")
+            params.append(tag)
         sql = f"SELECT {', '.join(LIGHT_RUN_COLUMNS)} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, seq DESC LIMIT %s"
         params.append(limit)
-        return [run_from_row(r, LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
+        return self._runs(sql, params)
 
     def update_run(self, run_id: str, event: Event | None, **fields: Unpack[RunFields]) -> None:
         sets: list[str] = []
@@ -733,9 +770,29 @@ class PostgresStore:
         self._generations[run_id] = int(generation)
         return True
 
-    def active_run_for_key(self, key: str) -> RunRecord | None:
-        runs = [r for r in self.list_runs(key=key, limit=20) if r.status in ACTIVE_STATUSES]
-        return runs[0] if runs else None
+    def runs_for_key(self, key: str, *, flow_id: str | None = None, active_only: bool = False) -> list[RunRecord]:
+        sql = f"SELECT {', '.join(LIGHT_RUN_COLUMNS)} FROM runs WHERE {_key_filter(key)}"
+        params: list[Any] = [key]
+        if flow_id:
+            sql += " AND flow_id = %s"
+            params.append(flow_id)
+        if active_only:
+            sql += " AND status IN ('RUNNING', 'WAITING')"
+        sql += " ORDER BY created_at DESC, seq DESC"
+        return self._runs(sql, params)
+
+    def reschedule_run(self, run_id: str, due_at: float, event: Event | None) -> bool:
+        parts: list[tuple[str, Sequence[Any]]] = [
+            ("UPDATE runs SET due_at = %s WHERE run_id = %s AND status = 'WAITING' RETURNING 1", (due_at, run_id)),
+            ("UPDATE waits SET due_at = %s WHERE run_id = %s AND EXISTS (SELECT 1 FROM w0)", (due_at, run_id)),
+        ]
+        if event is not None:
+            data = self._mask(dumps(event.data)) if event.data else None
+            parts.append(("INSERT INTO history (run_id, ts, event, flow_id, job_id, step_id, attempt, data) "
+                          "SELECT %s, %s, %s, %s, %s, %s, %s, %s FROM w0",
+                          (event.run_id, event.ts, event.name, event.flow_id, event.job_id, event.step_id,
+                           event.attempt, data)))
+        return bool(self._write(parts, value="EXISTS (SELECT 1 FROM w0)"))
 
     def cancel_run(self, run_id: str, reason: str, now: float, event: Event | None) -> None:
         """One statement: pending waits removed, waiting/running jobs and steps CANCELLED, the
@@ -756,7 +813,7 @@ class PostgresStore:
     def delete_runs(self, run_ids: Sequence[str]) -> None:
         ids = list(run_ids)
         with self._transaction("deleting runs") as cur:
-            for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "runs"):
+            for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "run_tags", "runs"):
                 cur.execute(f"DELETE FROM {table} WHERE run_id = ANY(%s)", (ids,))
 
     def dump_run(self, run_id: str) -> RunDump | None:
@@ -782,8 +839,10 @@ class PostgresStore:
             cur.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (rid,))
             if cur.fetchone() is not None:
                 raise ConflictError(f"run {rid} is already recorded in {self._public}", code="store.run_exists")
-            cur.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join(['%s'] * len(RUN_COLUMNS))})",
-                        self._run_values(run, lambda s: s))
+            cur.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}, key_value) "
+                        f"VALUES ({', '.join(['%s'] * (len(RUN_COLUMNS) + 1))})",
+                        [*self._run_values(run, lambda s: s), _key_value(run.business_key)])
+            cur.executemany("INSERT INTO run_tags (tag, run_id) VALUES (%s, %s)", [(t, rid) for t in dict.fromkeys(run.tags)])
             cur.executemany(
                 "INSERT INTO jobs (run_id, job_id, status, reason, outcome, outputs, started_at, finished_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -791,10 +850,10 @@ class PostgresStore:
                   j.finished_at) for j in dump.jobs])
             cur.executemany(
                 "INSERT INTO steps (run_id, job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, "
-                "started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "started_at, finished_at, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [(rid, st.job_id, st.step_id, st.status, st.attempt, st.outcome, dumps(st.outputs) if st.outputs else "{}",
                   dumps(list(st.masked_keys)) if st.masked_keys else "[]", st.error, st.reason, st.started_at,
-                  st.finished_at) for st in dump.steps])
+                  st.finished_at, dumps(st.metadata) if st.metadata else "{}") for st in dump.steps])
             cur.executemany(
                 "INSERT INTO attempts (run_id, job_id, step_id, attempt, status, outcome, error, started_at, finished_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -836,17 +895,19 @@ class PostgresStore:
             steps.extend((run_id, w.job_id, w.step_id, w.status, w.attempt, w.outcome,
                           self._mask(dumps(w.outputs)) if w.outputs else "{}",
                           dumps(list(w.masked_keys)) if w.masked_keys else "[]", error,
-                          self._mask(w.reason) if w.reason else None, w.started_at, w.finished_at))
+                          self._mask(w.reason) if w.reason else None, w.started_at, w.finished_at,
+                          self._mask(dumps(w.metadata)) if w.metadata else "{}"))
             if w.attempt > 0:
                 attempts.append((run_id, w.job_id, w.step_id, w.attempt, w.attempt_status or w.status, w.outcome, error,
                                  w.started_at, w.finished_at))
-        rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(writes))
+        rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(writes))
         parts: list[tuple[str, Sequence[Any]]] = [(
             "INSERT INTO steps (run_id, job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, "
-            f"started_at, finished_at) VALUES {rows} ON CONFLICT (run_id, job_id, step_id) DO UPDATE SET "
+            f"started_at, finished_at, metadata) VALUES {rows} ON CONFLICT (run_id, job_id, step_id) DO UPDATE SET "
             "status = excluded.status, attempt = excluded.attempt, outcome = excluded.outcome, outputs = excluded.outputs, "
             "masked_keys = excluded.masked_keys, error = excluded.error, reason = excluded.reason, "
-            "started_at = COALESCE(excluded.started_at, steps.started_at), finished_at = excluded.finished_at", steps)]
+            "started_at = COALESCE(excluded.started_at, steps.started_at), finished_at = excluded.finished_at, "
+            "metadata = excluded.metadata", steps)]
         if attempts:
             rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(attempts))
             parts.append((
@@ -858,14 +919,45 @@ class PostgresStore:
         return parts
 
     def set_step(self, run_id: str, write: StepWrite, event: Event | None, *, sync: bool = True) -> None:
-        self._write([*self._step_parts(run_id, [write]), *self._history_part(event)], fence=run_id, sync=sync)
+        self._write_steps(run_id, [write], [], event, sync=sync)
 
     def set_steps(self, run_id: str, writes: Sequence[StepWrite], event: Event | None) -> None:
         if not writes:
             self._write(self._history_part(event), fence=run_id)
             return
         latest = {(w.job_id, w.step_id): w for w in writes}  # one statement may write a row once
-        self._write([*self._step_parts(run_id, list(latest.values())), *self._history_part(event)], fence=run_id)
+        self._write_steps(run_id, list(latest.values()), [], event)
+
+    def _write_steps(self, run_id: str, writes: Sequence[StepWrite], more: Sequence[tuple[str, Sequence[Any]]],
+                     event: Event | None, *, sync: bool = True) -> None:
+        """Step rows (and ``more`` parts) in one write. Metadata a step reports is merged, key by
+        key, into the run's runtime metadata in the same transaction: that one reads the run's
+        row first (locked, and the fence checked on it), so it is a transaction of two statements."""
+        parts = [*self._step_parts(run_id, writes), *more, *self._history_part(event)]
+        reported = [w.metadata for w in writes if w.metadata]
+        if not reported:
+            self._write(parts, fence=run_id, sync=sync)
+            return
+        with self._transaction("writing") as cur:
+            cur.execute("SELECT runtime_metadata, generation FROM runs WHERE run_id = %s FOR UPDATE", (run_id,))
+            row = cur.fetchone()
+            mine = self._generations.get(run_id)
+            if mine is not None and (row is None or row[1] != mine):
+                raise StateError(
+                    f"run {run_id} was taken over by another executor (generation {row[1] if row else 'none'}; this "
+                    f"process has {mine}): this write was refused",
+                    code="state.fenced",
+                    hint="this process stops; the run continues where the other executor records it",
+                )
+            merged = dict(json.loads(row[0])) if row and row[0] else {}
+            for m in reported:
+                merged.update(json.loads(self._mask(dumps(m))))
+            parts.append(("UPDATE runs SET runtime_metadata = %s WHERE run_id = %s", (dumps(merged), run_id)))
+            if not sync:
+                cur.execute("SET LOCAL synchronous_commit TO off")
+            stmt, params = self._statement(parts)
+            cur.execute(stmt, params)
+        self._unsynced = not sync
 
     def jobs(self, run_id: str) -> dict[str, JobRecord]:
         rows = self._query(
@@ -879,13 +971,13 @@ class PostgresStore:
 
     def steps(self, run_id: str) -> dict[tuple[str, str], StepRecord]:
         rows = self._query(
-            "SELECT job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, started_at, finished_at "
-            "FROM steps WHERE run_id = %s", (run_id,))
+            "SELECT job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, started_at, finished_at, "
+            "metadata FROM steps WHERE run_id = %s", (run_id,))
         return {
             (r[0], r[1]): StepRecord(
                 run_id=run_id, job_id=r[0], step_id=r[1], status=r[2], attempt=r[3], outcome=r[4], outputs=load_map(r[5]),
                 masked_keys=() if not r[6] or r[6] == "[]" else tuple(json.loads(r[6])), error=r[7], reason=r[8],
-                started_at=r[9], finished_at=r[10])
+                started_at=r[9], finished_at=r[10], metadata=load_map(r[11]))
             for r in rows
         }
 
@@ -909,14 +1001,12 @@ class PostgresStore:
 
     # waits and events ----------------------------------------------------------------------
     def set_wait(self, wait: WaitRecord, write: StepWrite, event: Event | None) -> None:
-        self._write([
-            *self._step_parts(wait.run_id, [write]),
+        self._write_steps(wait.run_id, [write], [
             ("INSERT INTO waits (run_id, job_id, step_id, kind, events, due_at, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
              "ON CONFLICT (run_id, job_id, step_id) DO UPDATE SET kind = excluded.kind, events = excluded.events, "
              "due_at = excluded.due_at, created_at = excluded.created_at",
              (wait.run_id, wait.job_id, wait.step_id, wait.kind, dumps(list(wait.events)), wait.due_at, wait.created_at)),
-            *self._history_part(event),
-        ], fence=wait.run_id)
+        ], event)
 
     def waits(self, run_id: str) -> list[WaitRecord]:
         rows = self._query(
@@ -966,7 +1056,7 @@ class PostgresStore:
         if limit:
             sql += " LIMIT %s"
             params.append(limit)
-        return [run_from_row(r, LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
+        return self._runs(sql, params)
 
 
 class _LockSession:

@@ -28,10 +28,11 @@ ACTIVE_STATUSES = ("RUNNING", "WAITING")
 RUN_COLUMNS = (
     "run_id flow_id flow_file flow_sha256 flow_text flow_version params business_key key_scope status pid host "
     "created_at started_at updated_at finished_at attempt plugin_paths selected_jobs error "
-    "workspace_root cancel_reason due_at profile"
+    "workspace_root cancel_reason due_at profile tags flow_metadata meta runtime_metadata"
 ).split()
 #: run columns stored as JSON text, and the type each is read back as
-RUN_JSON: Mapping[str, type] = {"params": dict, "plugin_paths": tuple, "selected_jobs": tuple}
+RUN_JSON: Mapping[str, type] = {"params": dict, "plugin_paths": tuple, "selected_jobs": tuple, "tags": tuple,
+                                "flow_metadata": dict, "meta": dict, "runtime_metadata": dict}
 #: every run column but the flow text (lists of runs do not need it)
 LIGHT_RUN_COLUMNS = [c for c in RUN_COLUMNS if c != "flow_text"]
 

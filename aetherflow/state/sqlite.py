@@ -32,14 +32,14 @@ from typing import Any, Unpack
 from aetherflow.errors import ConflictError, KeyInUseError, StateError
 from aetherflow.events import Event
 from aetherflow.locks import OsLock, is_free
-from aetherflow.model import freeze
-from aetherflow.state.rows import ACTIVE_STATUSES, run_from_row
+from aetherflow.model import KEY_SEPARATOR, freeze
 from aetherflow.state.rows import LIGHT_RUN_COLUMNS as _LIGHT_RUN_COLUMNS
 from aetherflow.state.rows import RUN_COLUMNS as _RUN_COLUMNS
 from aetherflow.state.rows import RUN_JSON as _RUN_JSON
 from aetherflow.state.rows import dumps as _dumps
 from aetherflow.state.rows import like_prefix as _like_prefix
 from aetherflow.state.rows import load_map as _map
+from aetherflow.state.rows import run_from_row
 from aetherflow.state.store import (
     AttemptRecord,
     JobFields,
@@ -54,7 +54,7 @@ from aetherflow.state.store import (
     WaitRecord,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: job rows written without their own fsync: resume derives them from the step records
 _LAZY_JOB_STATUSES = frozenset({"RUNNING", "SUCCESS"})
 
@@ -200,7 +200,26 @@ _MIGRATIONS: tuple[str, ...] = (
     DROP TABLE history;
     ALTER TABLE history_v3 RENAME TO history;
     """,
-    # version 4: the run's executor generation (fencing, see state/store.py): every create or
+    # version 4: what a run is labelled with (the flow's tags and metadata, the caller's
+    # `--meta`), the metadata its steps report (per step, and merged on the run), and business
+    # keys found by value through an index: key_value is the VALUE of NAME::VALUE
+    """
+    ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE runs ADD COLUMN flow_metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN runtime_metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN key_value TEXT;
+    UPDATE runs SET key_value = substr(business_key, instr(business_key, '::') + 2)
+        WHERE business_key IS NOT NULL AND instr(business_key, '::') > 0;
+    CREATE INDEX runs_key_value ON runs(key_value, created_at DESC);
+    ALTER TABLE steps ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE run_tags (
+        tag TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        PRIMARY KEY (tag, run_id)
+    ) WITHOUT ROWID;
+    """,
+    # version 5: the run's executor generation (fencing, see state/store.py): every create or
     # claim takes the next one, and a write of an executor whose generation is not current is
     # refused
     """
@@ -213,6 +232,51 @@ _RECOVERY_HINT = (
     "`sqlite3 FILE '.recover' | sqlite3 NEW.db` and point --state at NEW.db, or move the file "
     "aside to start with an empty store (the runs it recorded are then forgotten)"
 )
+
+
+def _key_filter(key: str) -> str:
+    """The WHERE term (one ``?``) matching runs holding business key ``key``: ``NAME::VALUE``
+    exactly, a bare ``VALUE`` under any name (both indexed)."""
+    return "business_key=?" if KEY_SEPARATOR in key else "key_value=?"
+
+
+def _key_value(business_key: str | None) -> str | None:
+    """The VALUE of a ``NAME::VALUE`` business key (indexed, for lookups by value)."""
+    if business_key is None or KEY_SEPARATOR not in business_key:
+        return None
+    return business_key.split(KEY_SEPARATOR, 1)[1]
+
+
+#: the tables aetherflow-core's state file (its ``flow.state.path``) holds
+_CORE_TABLES = frozenset({"job_runs", "step_runs", "locks"})
+
+
+def _refuse_foreign(db: Any, path: str) -> None:
+    """A database without our schema version that already has tables is not ours: never
+    create our tables next to (or over) another program's. aetherflow-core's state file, which
+    every one of its flows names in ``flow.state.path``, is recognised and named. The version and
+    the tables are read in one read transaction (another aetherflow may be creating ours)."""
+    db.execute("BEGIN")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+    finally:
+        db.execute("COMMIT")
+    if version != 0 or not tables:
+        return
+    if _CORE_TABLES <= tables:
+        raise StateError(
+            f"{path} is an aetherflow-core state file (tables {', '.join(sorted(tables))}); aetherflow keeps its runs "
+            "in a store of its own and neither reads nor changes that file",
+            code="state.foreign",
+            hint="give aetherflow another file: change flow.state.path (for example to state/aetherflow.db), or run with "
+            "--state PATH (or AETHERFLOW_STATE); leave the aetherflow-core file as it is",
+        )
+    raise StateError(
+        f"{path} is not an aetherflow state database (it holds tables {', '.join(sorted(tables))}); aetherflow leaves it alone",
+        code="state.foreign",
+        hint="point flow.state.path, --state or AETHERFLOW_STATE at a new file or at an aetherflow store",
+    )
 
 
 class SqliteStore:
@@ -240,6 +304,7 @@ class SqliteStore:
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0, cached_statements=256
             )
             self._db.execute("PRAGMA busy_timeout=30000")
+            _refuse_foreign(self._db, self.path)  # before anything is changed in the file
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
             if mode is None:
                 raise sqlite3.DatabaseError("journal mode not set")
@@ -401,13 +466,16 @@ class SqliteStore:
             if c in _RUN_JSON:
                 v = self._mask(_dumps(v))
             values.append(v)
+        key_value = _key_value(run.business_key)
         with self._tx() as db:
             if run.business_key is not None:
-                row = db.execute(
-                    "SELECT run_id, status, pid, host FROM runs WHERE business_key=? AND key_scope IS ? "
-                    "AND status IN ('RUNNING','WAITING')",
-                    (run.business_key, run.key_scope),
-                ).fetchone()
+                sql = ("SELECT run_id, status, pid, host FROM runs WHERE business_key=? "
+                       "AND status IN ('RUNNING','WAITING')")
+                params: list[Any] = [run.business_key]
+                if run.key_scope != "*":  # a global run conflicts with every holder; others with
+                    sql += " AND (key_scope IS ? OR key_scope='*')"  # their scope and global ones
+                    params.append(run.key_scope)
+                row = db.execute(sql + " LIMIT 1", params).fetchone()
                 if row is not None:
                     exc = KeyInUseError(
                         f"business key '{run.business_key}' is held by run {row[0]} ({row[1]}, pid {row[2]} on {row[3]})",
@@ -416,8 +484,11 @@ class SqliteStore:
                     exc.holder = row[0]  # type: ignore[attr-defined]
                     raise exc
             db.execute(
-                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})", values
+                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}, key_value) VALUES ({', '.join('?' * len(_RUN_COLUMNS))}, ?)",
+                (*values, key_value),
             )
+            for tag in dict.fromkeys(run.tags):
+                db.execute("INSERT INTO run_tags (tag, run_id) VALUES (?, ?)", (tag, run.run_id))
             self._history(db, event)
         self._generations[run.run_id] = 1
 
@@ -445,7 +516,8 @@ class SqliteStore:
         return [run_from_row(r, _LIGHT_RUN_COLUMNS) for r in rows]
 
     def list_runs(
-        self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None, limit: int = 50
+        self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None,
+        tags: Sequence[str] = (), limit: int = 50,
     ) -> list[RunRecord]:
         where: list[str] = []
         params: list[Any] = []
@@ -456,18 +528,27 @@ class SqliteStore:
             where.append("flow_id=?")
             params.append(flow_id)
         if key:
-            if "::" in key:
-                where.append("business_key=?")
-                params.append(key)
-            else:
-                where.append("(business_key=? OR business_key LIKE ? ESCAPE '\\')")
-                params.append(key)
-                params.append("%::" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"))
+            where.append(_key_filter(key))
+            params.append(key)
+        for tag in tags:
+            where.append("EXISTS (SELECT 1 FROM run_tags t WHERE t.tag=? AND t.run_id=runs.run_id)")
+            params.append(tag)
         sql = f"SELECT {', '.join(_LIGHT_RUN_COLUMNS)} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         params.append(limit)
+        return [run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
+
+    def runs_for_key(self, key: str, *, flow_id: str | None = None, active_only: bool = False) -> list[RunRecord]:
+        sql = f"SELECT {', '.join(_LIGHT_RUN_COLUMNS)} FROM runs WHERE {_key_filter(key)}"
+        params: list[Any] = [key]
+        if flow_id:
+            sql += " AND flow_id=?"
+            params.append(flow_id)
+        if active_only:
+            sql += " AND status IN ('RUNNING','WAITING')"
+        sql += " ORDER BY created_at DESC, rowid DESC"
         return [run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
 
     def update_run(self, run_id: str, event: Event | None, **fields: Unpack[RunFields]) -> None:
@@ -506,10 +587,6 @@ class SqliteStore:
         self._generations[run_id] = generation
         return True
 
-    def active_run_for_key(self, key: str) -> RunRecord | None:
-        runs = [r for r in self.list_runs(key=key, limit=20) if r.status in ACTIVE_STATUSES]
-        return runs[0] if runs else None
-
     def dump_run(self, run_id: str) -> RunDump | None:
         run = self.get_run(run_id)
         if run is None:
@@ -534,8 +611,9 @@ class SqliteStore:
             if db.execute("SELECT 1 FROM runs WHERE run_id=?", (rid,)).fetchone() is not None:
                 raise ConflictError(f"run {rid} is already recorded in {self.path}", code="store.run_exists")
             values = [_dumps(getattr(run, c)) if c in _RUN_JSON else getattr(run, c) for c in _RUN_COLUMNS]
-            db.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
-                       values)
+            db.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}, key_value) "
+                       f"VALUES ({', '.join('?' * len(_RUN_COLUMNS))}, ?)", (*values, _key_value(run.business_key)))
+            db.executemany("INSERT INTO run_tags (tag, run_id) VALUES (?, ?)", [(t, rid) for t in dict.fromkeys(run.tags)])
             db.executemany(
                 "INSERT INTO jobs (run_id, job_id, status, reason, outcome, outputs, started_at, finished_at) "
                 "VALUES (?,?,?,?,?,?,?,?)",
@@ -544,10 +622,10 @@ class SqliteStore:
             )
             db.executemany(
                 "INSERT INTO steps (run_id, job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, "
-                "started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "started_at, finished_at, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(rid, st.job_id, st.step_id, st.status, st.attempt, st.outcome, _dumps(st.outputs) if st.outputs else "{}",
                   _dumps(list(st.masked_keys)) if st.masked_keys else "[]", st.error, st.reason, st.started_at,
-                  st.finished_at) for st in dump.steps],
+                  st.finished_at, _dumps(st.metadata) if st.metadata else "{}") for st in dump.steps],
             )
             db.executemany(
                 "INSERT INTO attempts (run_id, job_id, step_id, attempt, status, outcome, error, started_at, finished_at) "
@@ -574,7 +652,7 @@ class SqliteStore:
     def delete_runs(self, run_ids: Sequence[str]) -> None:
         with self._tx() as db:
             for rid in run_ids:
-                for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "runs"):
+                for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "run_tags", "runs"):
                     db.execute(f"DELETE FROM {table} WHERE run_id=?", (rid,))
 
     # jobs and steps -------------------------------------------------------------------------
@@ -603,12 +681,14 @@ class SqliteStore:
         outputs = self._mask(_dumps(w.outputs)) if w.outputs else "{}"
         error = self._mask(w.error) if w.error else None
         reason = self._mask(w.reason) if w.reason else None
+        metadata = self._mask(_dumps(w.metadata)) if w.metadata else "{}"
         db.execute(
             "INSERT INTO steps (run_id, job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, "
-            "started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(run_id, job_id, step_id) DO UPDATE SET "
-            "status=excluded.status, attempt=excluded.attempt, outcome=excluded.outcome, outputs=excluded.outputs, "
-            "masked_keys=excluded.masked_keys, error=excluded.error, reason=excluded.reason, "
-            "started_at=COALESCE(excluded.started_at, steps.started_at), finished_at=excluded.finished_at",
+            "started_at, finished_at, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(run_id, job_id, step_id) "
+            "DO UPDATE SET status=excluded.status, attempt=excluded.attempt, outcome=excluded.outcome, "
+            "outputs=excluded.outputs, masked_keys=excluded.masked_keys, error=excluded.error, reason=excluded.reason, "
+            "started_at=COALESCE(excluded.started_at, steps.started_at), finished_at=excluded.finished_at, "
+            "metadata=excluded.metadata",
             (
                 run_id,
                 w.job_id,
@@ -622,8 +702,13 @@ class SqliteStore:
                 reason,
                 w.started_at,
                 w.finished_at,
+                metadata,
             ),
         )
+        if w.metadata:  # merged into the run's runtime metadata, key by key, in this transaction
+            row = db.execute("SELECT runtime_metadata FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            merged = {**(json.loads(row[0]) if row and row[0] else {}), **json.loads(metadata)}
+            db.execute("UPDATE runs SET runtime_metadata=? WHERE run_id=?", (_dumps(merged), run_id))
         if w.attempt > 0:
             db.execute(
                 "INSERT INTO attempts (run_id, job_id, step_id, attempt, status, outcome, error, started_at, finished_at) "
@@ -667,8 +752,8 @@ class SqliteStore:
 
     def steps(self, run_id: str) -> dict[tuple[str, str], StepRecord]:
         rows = self._query(
-            "SELECT job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, started_at, finished_at "
-            "FROM steps WHERE run_id=?",
+            "SELECT job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, started_at, finished_at, "
+            "metadata FROM steps WHERE run_id=?",
             (run_id,),
         )
         return {
@@ -685,6 +770,7 @@ class SqliteStore:
                 reason=r[8],
                 started_at=r[9],
                 finished_at=r[10],
+                metadata=_map(r[11]),
             )
             for r in rows
         }
@@ -782,6 +868,15 @@ class SqliteStore:
             db.execute("UPDATE runs SET status='CANCELLED', cancel_reason=?, finished_at=?, due_at=NULL WHERE run_id=?",
                        (reason, now, run_id))
             self._history(db, event)
+
+    def reschedule_run(self, run_id: str, due_at: float, event: Event | None) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE runs SET due_at=? WHERE run_id=? AND status='WAITING'", (due_at, run_id))
+            if cur.rowcount != 1:
+                return False
+            db.execute("UPDATE waits SET due_at=? WHERE run_id=?", (due_at, run_id))
+            self._history(db, event)
+            return True
 
     def add_event(self, ev: ReceivedEvent, event: Event | None) -> int:
         with self._tx(fence=ev.run_id) as db:
