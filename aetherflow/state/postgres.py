@@ -429,12 +429,10 @@ class PostgresStore:
         return StateError(f"state store {self._public}: {doing}: {text}", code="state.error")
 
     def _lost_error(self, doing: str) -> StateError:
-        return StateError(
-            f"lost the state store {self._public} {doing}: {self._lost}",
-            code="state.lost",
-            hint="what this process executes is stopped and it records nothing more; a run it executed shows "
-            "CRASHED: resume it (from any host sharing the store) once the database is reachable",
-        )
+        hint = ("what this process executes is stopped and it records nothing more; a run it executed shows "
+                "CRASHED: resume it (from any host sharing the store) once the database is reachable"
+                if self._on_lost is not None else "check that the database is reachable, then run the command again")
+        return StateError(f"lost the state store {self._public} {doing}: {self._lost}", code="state.lost", hint=hint)
 
     def _mark_lost(self, reason: str) -> None:
         with self._state_lock:
