@@ -121,7 +121,7 @@ class RunOutcome:
 
 
 #: how long a run turned away by the flow lock looks for the holder's record, to name it
-HOLDER_RECORD_WAIT = 2.0
+HOLDER_RECORD_WAIT = 5.0
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$")
 

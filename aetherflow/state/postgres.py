@@ -455,19 +455,15 @@ class PostgresStore:
         ``w1``... of one statement, fenced when this store executes run ``fence``, committed
         without waiting for the WAL flush when not ``sync``. ``value`` is an expression over
         them the statement returns (``(SELECT id FROM w0)``)."""
-        try:
-            return self._write_raw(parts, fence=fence, sync=sync, value=value, value_params=value_params)
-        except psycopg.Error as exc:
-            raise self._error(exc, "writing") from None
-
-    def _write_raw(self, parts: Sequence[tuple[str, Sequence[Any]]], *, fence: str | None, sync: bool,
-                   value: str | None, value_params: Sequence[Any]) -> Any:
-        """``_write`` letting psycopg's errors through."""
         if self._lost is not None:
             raise self._lost_error("before writing")
         stmt, params = self._statement(parts, fence=fence, sync=sync, value=value, value_params=value_params)
-        row = self._conn.execute(stmt, params).fetchone()
-        self._unsynced = not sync
+        try:
+            row = self._conn.execute(stmt, params).fetchone()
+        except psycopg.Error as exc:
+            raise self._error(exc, "writing") from None
+        if not sync:
+            self._unsynced = True
         return row[-1] if row else None
 
     def _statement(self, parts: Sequence[tuple[str, Sequence[Any]]], *, fence: str | None = None, sync: bool = True,
@@ -492,7 +488,8 @@ class PostgresStore:
 
     @contextmanager
     def _transaction(self, doing: str) -> Iterator[psycopg.Cursor[Any]]:
-        """An explicit transaction, for the few writes of many rows (``load_run``, ``delete_runs``)."""
+        """An explicit transaction, for the few writes that are more than one statement: many rows
+        (``load_run``, ``delete_runs``), a business key's admission, a step's metadata merge."""
         if self._lost is not None:
             raise self._lost_error(f"before {doing}")
         try:
@@ -563,7 +560,9 @@ class PostgresStore:
 
     def sync(self) -> None:
         """Make every commit so far durable: a synchronous commit of a transaction with an id
-        flushes the WAL up to it, the commits made without waiting included."""
+        flushes the WAL up to it, the commits made without waiting included. (A later
+        synchronous write does the same when it changed a row; one that changed none would not,
+        so only this clears the mark.)"""
         if not self._unsynced:
             return
         if self._lost is not None:
@@ -661,7 +660,6 @@ class PostgresStore:
             raise ConflictError(f"run {run.run_id} is already recorded in {self._public}", code="run.exists") from None
         except psycopg.Error as exc:
             raise self._error(exc, "writing") from None
-        self._unsynced = False
         self._generations[run.run_id] = 1
 
     def _runs(self, sql: str, params: Sequence[Any]) -> list[RunRecord]:
@@ -955,7 +953,8 @@ class PostgresStore:
                 cur.execute("SET LOCAL synchronous_commit TO off")
             stmt, params = self._statement(parts)
             cur.execute(stmt, params)
-        self._unsynced = not sync
+        if not sync:
+            self._unsynced = True
 
     def jobs(self, run_id: str) -> dict[str, JobRecord]:
         rows = self._query(
