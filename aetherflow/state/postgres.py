@@ -60,10 +60,13 @@ from aetherflow.events import Event
 from aetherflow.model import KEY_SEPARATOR, freeze
 from aetherflow.state.backends import public_location
 from aetherflow.state.rows import (
+    FENCED_HINT,
     LIGHT_RUN_COLUMNS,
     RUN_COLUMNS,
     RUN_JSON,
     dumps,
+    fenced,
+    key_value,
     like_prefix,
     load_map,
     run_from_row,
@@ -263,13 +266,6 @@ def _key_filter(key: str) -> str:
     return "business_key = %s" if KEY_SEPARATOR in key else "key_value = %s"
 
 
-def _key_value(business_key: str | None) -> str | None:
-    """The VALUE of a ``NAME::VALUE`` business key (indexed, for lookups by value)."""
-    if business_key is None or KEY_SEPARATOR not in business_key:
-        return None
-    return business_key.split(KEY_SEPARATOR, 1)[1]
-
-
 def lock_ident(schema: str, name: str) -> int:
     """The advisory lock key (a signed 64-bit integer) of lock ``name`` in ``schema``."""
     digest = hashlib.blake2b(f"{schema}\0{name}".encode(), digest_size=8).digest()
@@ -418,8 +414,7 @@ class PostgresStore:
         text = self._scrub(str(exc).strip())
         conn = conn or self._conn
         if exc.sqlstate == FENCED:
-            return StateError(f"{text}: this write was refused", code="state.fenced",
-                              hint="this process stops; the run continues where the other executor records it")
+            return StateError(f"{text}: this write was refused", code="state.fenced", hint=FENCED_HINT)
         if conn.broken or conn.closed:
             self._mark_lost(f"the connection to the database failed ({text})")
             return self._lost_error(doing)
@@ -628,7 +623,7 @@ class PostgresStore:
         taken one after the other, and each sees the runs admitted before it."""
         parts: list[tuple[str, Sequence[Any]]] = [(
             f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}, key_value) VALUES ({', '.join(['%s'] * (len(RUN_COLUMNS) + 1))})",
-            [*self._run_values(run, self._mask), _key_value(run.business_key)])]
+            [*self._run_values(run, self._mask), key_value(run.business_key)])]
         if run.tags:
             parts.append(("INSERT INTO run_tags (tag, run_id) SELECT DISTINCT t, %s FROM unnest(%s::text[]) AS t",
                           (run.run_id, list(run.tags))))
@@ -837,7 +832,7 @@ class PostgresStore:
                 raise ConflictError(f"run {rid} is already recorded in {self._public}", code="store.run_exists")
             cur.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}, key_value) "
                         f"VALUES ({', '.join(['%s'] * (len(RUN_COLUMNS) + 1))})",
-                        [*self._run_values(run, lambda s: s), _key_value(run.business_key)])
+                        [*self._run_values(run, lambda s: s), key_value(run.business_key)])
             cur.executemany("INSERT INTO run_tags (tag, run_id) VALUES (%s, %s)", [(t, rid) for t in dict.fromkeys(run.tags)])
             cur.executemany(
                 "INSERT INTO jobs (run_id, job_id, status, reason, outcome, outputs, started_at, finished_at) "
@@ -939,12 +934,7 @@ class PostgresStore:
             row = cur.fetchone()
             mine = self._generations.get(run_id)
             if mine is not None and (row is None or row[1] != mine):
-                raise StateError(
-                    f"run {run_id} was taken over by another executor (generation {row[1] if row else 'none'}; this "
-                    f"process has {mine}): this write was refused",
-                    code="state.fenced",
-                    hint="this process stops; the run continues where the other executor records it",
-                )
+                raise fenced(run_id, row[1] if row else None, mine)
             merged = dict(json.loads(row[0])) if row and row[0] else {}
             for m in reported:
                 merged.update(json.loads(self._mask(dumps(m))))

@@ -8,22 +8,22 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aetherflow.model import freeze
+from aetherflow.errors import StateError
+from aetherflow.model import KEY_SEPARATOR, freeze
 from aetherflow.state.store import RunRecord
 
 __all__ = [
-    "ACTIVE_STATUSES",
+    "FENCED_HINT",
     "LIGHT_RUN_COLUMNS",
     "RUN_COLUMNS",
     "RUN_JSON",
     "dumps",
+    "fenced",
+    "key_value",
     "like_prefix",
     "load_map",
     "run_from_row",
 ]
-
-#: statuses of a run that holds its business key
-ACTIVE_STATUSES = ("RUNNING", "WAITING")
 
 RUN_COLUMNS = (
     "run_id flow_id flow_file flow_sha256 flow_text flow_version params business_key key_scope status pid host "
@@ -70,3 +70,24 @@ def run_from_row(row: Sequence[Any], cols: Sequence[str]) -> RunRecord:
             v = freeze(v) if conv is dict else tuple(v)
         d[c] = v
     return RunRecord(**d)
+
+
+def key_value(business_key: str | None) -> str | None:
+    """The VALUE of a ``NAME::VALUE`` business key (indexed, for lookups by value)."""
+    if business_key is None or KEY_SEPARATOR not in business_key:
+        return None
+    return business_key.split(KEY_SEPARATOR, 1)[1]
+
+
+#: what a process refused a write by fencing does (the engine stops the run's steps)
+FENCED_HINT = "this process stops; the run continues where the other executor records it"
+
+
+def fenced(run_id: str, current: int | None, mine: int) -> StateError:
+    """The refusal of a write whose executor's generation of the run is no longer current."""
+    return StateError(
+        f"run {run_id} was taken over by another executor (generation {'none' if current is None else current}; "
+        f"this process has {mine}): this write was refused",
+        code="state.fenced",
+        hint=FENCED_HINT,
+    )

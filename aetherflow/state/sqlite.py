@@ -37,9 +37,9 @@ from aetherflow.state.rows import LIGHT_RUN_COLUMNS as _LIGHT_RUN_COLUMNS
 from aetherflow.state.rows import RUN_COLUMNS as _RUN_COLUMNS
 from aetherflow.state.rows import RUN_JSON as _RUN_JSON
 from aetherflow.state.rows import dumps as _dumps
+from aetherflow.state.rows import fenced, key_value, run_from_row
 from aetherflow.state.rows import like_prefix as _like_prefix
 from aetherflow.state.rows import load_map as _map
-from aetherflow.state.rows import run_from_row
 from aetherflow.state.store import (
     AttemptRecord,
     JobFields,
@@ -240,13 +240,6 @@ def _key_filter(key: str) -> str:
     return "business_key=?" if KEY_SEPARATOR in key else "key_value=?"
 
 
-def _key_value(business_key: str | None) -> str | None:
-    """The VALUE of a ``NAME::VALUE`` business key (indexed, for lookups by value)."""
-    if business_key is None or KEY_SEPARATOR not in business_key:
-        return None
-    return business_key.split(KEY_SEPARATOR, 1)[1]
-
-
 #: the tables aetherflow-core's state file (its ``flow.state.path``) holds
 _CORE_TABLES = frozenset({"job_runs", "step_runs", "locks"})
 
@@ -425,12 +418,7 @@ class SqliteStore:
         mine = self._generations[run_id]
         row = db.execute("SELECT generation FROM runs WHERE run_id=?", (run_id,)).fetchone()
         if row is None or row[0] != mine:
-            raise StateError(
-                f"run {run_id} was taken over by another executor (generation {row[0] if row else 'none'}; "
-                f"this process has {mine}): this write was refused",
-                code="state.fenced",
-                hint="this process stops; the run continues where the other executor records it",
-            )
+            raise fenced(run_id, row[0] if row else None, mine)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -466,7 +454,7 @@ class SqliteStore:
             if c in _RUN_JSON:
                 v = self._mask(_dumps(v))
             values.append(v)
-        key_value = _key_value(run.business_key)
+        value_of_key = key_value(run.business_key)
         with self._tx() as db:
             if run.business_key is not None:
                 sql = ("SELECT run_id, status, pid, host FROM runs WHERE business_key=? "
@@ -485,7 +473,7 @@ class SqliteStore:
                     raise exc
             db.execute(
                 f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}, key_value) VALUES ({', '.join('?' * len(_RUN_COLUMNS))}, ?)",
-                (*values, key_value),
+                (*values, value_of_key),
             )
             for tag in dict.fromkeys(run.tags):
                 db.execute("INSERT INTO run_tags (tag, run_id) VALUES (?, ?)", (tag, run.run_id))
@@ -612,7 +600,7 @@ class SqliteStore:
                 raise ConflictError(f"run {rid} is already recorded in {self.path}", code="store.run_exists")
             values = [_dumps(getattr(run, c)) if c in _RUN_JSON else getattr(run, c) for c in _RUN_COLUMNS]
             db.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}, key_value) "
-                       f"VALUES ({', '.join('?' * len(_RUN_COLUMNS))}, ?)", (*values, _key_value(run.business_key)))
+                       f"VALUES ({', '.join('?' * len(_RUN_COLUMNS))}, ?)", (*values, key_value(run.business_key)))
             db.executemany("INSERT INTO run_tags (tag, run_id) VALUES (?, ?)", [(t, rid) for t in dict.fromkeys(run.tags)])
             db.executemany(
                 "INSERT INTO jobs (run_id, job_id, status, reason, outcome, outputs, started_at, finished_at) "
