@@ -23,10 +23,11 @@ def explain(settings: Any, req: Any) -> dict[str, Any]:
     runner = Runner(settings, cancel=CancelToken())
     redactor = resolve.Redactor()
     env = runner._env(flow, req)
-    params = resolve.resolve_params(flow, req.params, env)
+    run = template.run_scope("<run_id>", settings.clock(), 1)
+    params = resolve.resolve_params(flow, req.params, env, run=run)
     secrets = resolve.resolve_secrets(flow, env, redactor, runner._command_runner(env))
     scope = {"env": env, "params": params, "secrets": {k: v.reveal() for k, v in secrets.items()},
-             "run_id": "<run_id>", "flow_id": flow.id, "run": {"id": "<run_id>"}}
+             "run_id": "<run_id>", "flow_id": flow.id, "run": run}
     resources = resolve.resolve_resources(flow, runner._profiles(flow, req), scope, redactor, profile_override=req.profile,
                                            decoders=loaded_plugins.registry.decoders)
     out_res = []

@@ -365,11 +365,13 @@ class Runner:
                 if req.dry_run:
                     return self._dry_run_existing(existing, req, state_path, loaded_plugins)
                 return self.resume(req, run_id=req.run_id, store_path=state_path)
-        from aetherflow import resolve
+        from aetherflow import resolve, template
 
         redactor = resolve.Redactor()
         env = self._env(flow, req)
-        params = resolve.resolve_params(flow, req.params, env)
+        now = self.settings.clock()
+        run_id = req.run_id or new_run_id(lambda: now)
+        params = resolve.resolve_params(flow, req.params, env, run=template.run_scope(run_id, now, 1))
         if req.key is not None and flow.unique is None:
             raise UsageError("--key needs `flow.unique` in the flow file", code="usage.key_without_unique")
         business_key = None
@@ -381,7 +383,6 @@ class Runner:
         from aetherflow.engine.plan import make_plan, select_jobs
 
         selected = select_jobs(flow, req.jobs, req.with_upstream)
-        run_id = req.run_id or new_run_id(self.settings.clock)
         if req.dry_run:
             plan = make_plan(flow, selected=selected, stored_jobs={}, stored_steps={}, reruns={})
             from aetherflow.engine.plan import describe
@@ -389,7 +390,6 @@ class Runner:
             return RunOutcome(run_id=run_id, flow_id=flow.id, status="DRY_RUN", store_path=str(state_path), plan=describe(plan, flow))
         store = open_store(state_path, redactor.mask)
         remember_store(self.settings, state_path)
-        now = self.settings.clock()
         rec = RunRecord(
             run_id=run_id,
             flow_id=flow.id,
@@ -467,12 +467,13 @@ class Runner:
             loaded_plugins = load_registry(self.settings, rec.plugin_paths)
             _warn_plugin_errors(loaded_plugins)
             flow = load_checked(flow[0], loaded_plugins, raw=flow[1], cache=validation_cache(self.settings)).flow
-            from aetherflow import resolve
+            from aetherflow import resolve, template
 
             redactor = resolve.Redactor()
             store.set_mask(redactor.mask)
             env = self._env(flow, req)
-            params = resolve.resolve_params(flow, {}, env, stored=rec.params)
+            params = resolve.resolve_params(flow, {}, env, stored=rec.params,
+                                            run=template.run_scope(rec.run_id, rec.created_at, rec.attempt))
             secrets = resolve.resolve_secrets(flow, env, redactor, self._command_runner(env))
             self.on_mask(redactor.mask)
             if req.event is not None:  # stored durably first, whatever happens next
@@ -615,7 +616,7 @@ class Runner:
         secrets: Mapping[str, Any], redactor: Any, loaded_plugins: Any, selected: Sequence[str], new: bool, run_lock: Any = None,
         flow_lock: Any = None,
     ) -> RunOutcome:
-        from aetherflow import resolve
+        from aetherflow import resolve, template
         from aetherflow.connectors.base import LazyConnectors
         from aetherflow.engine.plan import make_plan, parse_reruns
         from aetherflow.engine.run import Executor, RunInputs, Services
@@ -657,7 +658,7 @@ class Runner:
             resources = resolve.resolve_resources(
                 flow, self._profiles(flow, req),
                 {"env": env, "params": params, "secrets": {k: v.reveal() for k, v in secrets.items()},
-                 "run_id": rec.run_id, "flow_id": flow.id, "run": {"id": rec.run_id}},
+                 "run_id": rec.run_id, "flow_id": flow.id, "run": template.run_scope(rec.run_id, rec.created_at, rec.attempt)},
                 redactor, profile_override=req.profile, decoders=loaded_plugins.registry.decoders,
             )
             connectors = LazyConnectors(resources, loaded_plugins.registry, log)

@@ -23,6 +23,11 @@ Grammar (inside any string value of a flow)::
   A value masked in the run store (:class:`~aetherflow.model.Masked`) is refused
   (``template.masked_secret``): secrets are read with ``{{ secrets.NAME }}``.
 
+The ``run`` root (:func:`run_scope`) is derived from the run's recorded start time, never from
+the clock at render time, so it is the same in every attempt and every resume of a run:
+``id``, ``attempt``, ``started_at`` (ISO-8601, UTC), ``date`` (``YYYY-MM-DD`` in UTC) and
+``local_date`` (``YYYY-MM-DD`` in the local time zone of the process rendering it).
+
 This module keeps no mutable module-level state; only compiled regular expressions and the
 :data:`MISSING` sentinel live at module level.
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
@@ -46,6 +52,7 @@ __all__ = [
     "lookup",
     "parse",
     "render",
+    "run_scope",
     "tokens",
 ]
 
@@ -214,6 +221,27 @@ def tokens(value: Any) -> Iterator[Token]:
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from tokens(item)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run root
+
+
+def run_scope(run_id: str, started_at: float, attempt: int | None = None) -> dict[str, Any]:
+    """The ``run`` template root of a run that started at ``started_at`` (epoch seconds, as
+    recorded in the store): ``id``, ``attempt`` (when known), ``started_at``
+    (``2026-11-20T02:15:00+00:00``), ``date`` (the UTC date, ``2026-11-20``) and
+    ``local_date`` (the date in this process's local time zone)."""
+    utc = time.gmtime(started_at)
+    scope: dict[str, Any] = {
+        "id": run_id,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", utc),
+        "date": time.strftime("%Y-%m-%d", utc),
+        "local_date": time.strftime("%Y-%m-%d", time.localtime(started_at)),
+    }
+    if attempt is not None:
+        scope["attempt"] = attempt
+    return scope
 
 
 # ---------------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class Executor:
             "env": inputs.env,
             "params": inputs.params,
             "secrets": inputs.secrets,
-            "run": {"id": self.run_id, "started_at": iso(inputs.run.created_at), "attempt": inputs.run.attempt},
+            "run": template.run_scope(self.run_id, inputs.run.created_at, inputs.run.attempt),
             "run_id": self.run_id,
             "flow_id": self.flow.id,
             "jobs": self.jobs_scope,

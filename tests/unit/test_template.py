@@ -330,3 +330,26 @@ def test_missing_sentinel() -> None:
 def test_masked_repr() -> None:
     assert repr(Masked("x")) == "'***'"
     assert Masked("x").name == "x"
+
+
+# ---------------------------------------------------------------------------------------------
+# the run root
+
+
+def test_run_scope_is_derived_from_the_recorded_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from aetherflow.template import run_scope
+
+    monkeypatch.setenv("TZ", "Pacific/Auckland")  # UTC+13 in January: the local day is ahead
+    time.tzset()
+    try:
+        started = 1704153600.0 + 3600 * 12  # 2024-01-02T12:00:00Z = 2024-01-03 01:00 in Auckland
+        scope = run_scope("r1", started, 2)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert scope == {"id": "r1", "attempt": 2, "started_at": "2024-01-02T12:00:00+00:00", "date": "2024-01-02",
+                     "local_date": "2024-01-03"}
+    assert render("sales-{{ run.date }}.csv", {"run": scope}) == "sales-2024-01-02.csv"
+    assert "attempt" not in run_scope("r1", started)
