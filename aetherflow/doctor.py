@@ -108,10 +108,9 @@ def doctor(settings: Any, flow_path: str, env_files: Sequence[str]) -> list[dict
     except AetherflowError as exc:
         add("env files", False, exc.message)
         env = dict(settings.env)
-    missing: set[str] = set()
-    for tok in _all_tokens(flow):
-        if tok.path[0] == "env" and len(tok.path) > 1 and tok.default is None and tok.path[1] not in env:
-            missing.add(tok.path[1])
+    from aetherflow.spec.references import missing_env
+
+    missing = {var for var, _ in missing_env(loaded.data, loaded.positions, flow_path, env)}
     for spec in flow.secrets.values():
         if "env" in spec.source and str(spec.source["env"]) not in env:
             missing.add(str(spec.source["env"]))
@@ -139,17 +138,3 @@ def doctor(settings: Any, flow_path: str, env_files: Sequence[str]) -> list[dict
     add("state filesystem", fstype not in NETWORK_FS,
         f"{fstype or 'unknown'}" + (" is a network filesystem: SQLite locking is unsafe there" if fstype in NETWORK_FS else " (local)"))
     return checks
-
-
-def _all_tokens(flow: Any) -> list[Any]:
-    values: list[Any] = [thaw(r.config) for r in flow.resources.values()]
-    values += [thaw(r.options) for r in flow.resources.values()]
-    values += [thaw(s.inputs) for j in flow.jobs for s in j.steps]
-    values += [p.default for p in flow.params.values() if isinstance(p.default, str)]
-    out: list[Any] = []
-    for v in values:
-        try:
-            out.extend(template.tokens(v))
-        except AetherflowError:
-            continue
-    return out

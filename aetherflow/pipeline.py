@@ -147,6 +147,17 @@ def check_flow(
     return loaded, issues
 
 
+def refuse_missing_env(loaded: Any, path: str, env: Mapping[str, str], jobs: Sequence[str], given: Mapping[str, Any]) -> None:
+    """Exit 2 before a run starts when a template of its jobs, resources, flow settings or
+    defaults of params not ``given`` reads an env variable that is not set and has no default
+    (``template.missing_env``), every such place at once."""
+    from aetherflow.spec.references import missing_env_issues
+
+    issues = missing_env_issues(loaded.data, loaded.positions, path, env, jobs=jobs, skip_params=given)
+    if issues:
+        raise SpecError(issues, file=path)
+
+
 def load_checked(path: str, loaded_plugins: Any, *, raw: bytes | None = None, cache: Any = None) -> Any:
     loaded, issues = check_flow(path, loaded_plugins, raw=raw, cache=cache)
     if issues:
@@ -369,6 +380,10 @@ class Runner:
 
         redactor = resolve.Redactor()
         env = self._env(flow, req)
+        from aetherflow.engine.plan import make_plan, select_jobs
+
+        selected = select_jobs(flow, req.jobs, req.with_upstream)
+        refuse_missing_env(loaded, req.flow_path, env, selected, given=req.params)
         now = self.settings.clock()
         run_id = req.run_id or new_run_id(lambda: now)
         params = resolve.resolve_params(flow, req.params, env, run=template.run_scope(run_id, now, 1))
@@ -380,9 +395,6 @@ class Runner:
             business_key = f"{flow.unique.key}::{value}"
         secrets = resolve.resolve_secrets(flow, env, redactor, self._command_runner(env))
         self.on_mask(redactor.mask)
-        from aetherflow.engine.plan import make_plan, select_jobs
-
-        selected = select_jobs(flow, req.jobs, req.with_upstream)
         if req.dry_run:
             plan = make_plan(flow, selected=selected, stored_jobs={}, stored_steps={}, reruns={})
             from aetherflow.engine.plan import describe

@@ -86,6 +86,21 @@ def issues_text(issues: Sequence[Issue]) -> str:
     return "\n".join(lines)
 
 
+def warnings_text(warnings: Sequence[Issue]) -> str:
+    """Issues that do not make a flow invalid, as ``file:line:col: warning: code: message``."""
+    lines = []
+    for w in warnings:
+        loc = w.location
+        at = f" (at {loc.path})" if loc and loc.path else ""
+        line = f"{loc if loc else '<flow>'}: warning: {w.code}: {w.message}{at}"
+        if w.hint:
+            line += f"\n    hint: {w.hint}"
+        lines.append(line)
+    n = len(warnings)
+    lines.append(f"{n} warning{'s' if n != 1 else ''}")
+    return "\n".join(lines)
+
+
 def error_text(exc: AetherflowError) -> str:
     from aetherflow.errors import SpecError
 

@@ -255,7 +255,7 @@ def resolve_params(
                 default = template.render(spec.default, {"env": env} if run is None else {"env": env, "run": run})
             except TemplateError as exc:
                 raise ResolutionError(
-                    f"param '{name}' default: {exc}", code="param.default", location=spec.location
+                    f"param '{name}' default: {exc}", code="param.default", location=spec.location, hint=exc.hint
                 ) from exc
             out[name] = coerce_param(spec, default, "default")
         elif spec.required:

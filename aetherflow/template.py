@@ -50,6 +50,7 @@ __all__ = [
     "TemplateSyntaxError",
     "Token",
     "lookup",
+    "missing_env_hint",
     "parse",
     "render",
     "run_scope",
@@ -357,6 +358,8 @@ def _masked_error(token: Token, masked: Masked) -> TemplateError:
 
 
 def _missing_hint(scope: Mapping[str, Any], path: tuple[str, ...]) -> str:
+    if len(path) == 2 and path[0] == "env" and isinstance(scope.get("env"), Mapping):
+        return missing_env_hint(path[1])  # not the dozens of unrelated names the environment has
     for i in range(len(path) - 1, 0, -1):
         value = lookup(scope, path[:i])
         if value is MISSING:
@@ -375,6 +378,12 @@ def _missing_hint(scope: Mapping[str, Any], path: tuple[str, ...]) -> str:
         return f"'{prefix}' is a {type(value).__name__}, which has no fields"
     roots = ", ".join(sorted(str(k) for k in scope))
     return f"known roots: {roots}" if roots else "nothing is in scope here"
+
+
+def missing_env_hint(var: str) -> str:
+    """What to do about ``{{ env.VAR }}`` when ``VAR`` is not set."""
+    return (f"set {var} (in the environment, a flow.env_files file or --env-file), "
+            f"or give the template a default: '{{{{ env.{var}:VALUE }}}}'")
 
 
 def _json_default(obj: object) -> str:

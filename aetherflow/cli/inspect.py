@@ -39,6 +39,8 @@ def validate_cmd(
     """Check FLOW: YAML, schema, references, templates, `when`, step types and inputs.
 
     Every problem is printed as FILE:LINE:COLUMN: CODE: MESSAGE (at JSON.PATH). Exit 0 or 2.
+    An env variable read without a default that is not set here is a warning (exit 0): `run`
+    refuses it, but CI validates without the production environment.
 
     Example: aetherflow validate flows/daily.yaml
     """

@@ -353,3 +353,14 @@ def test_run_scope_is_derived_from_the_recorded_start(monkeypatch: pytest.Monkey
                      "local_date": "2024-01-03"}
     assert render("sales-{{ run.date }}.csv", {"run": scope}) == "sales-2024-01-02.csv"
     assert "attempt" not in run_scope("r1", started)
+
+
+def test_a_missing_env_variable_is_named_in_the_hint_without_the_others() -> None:
+    env = {f"VAR_{i:02d}": "x" for i in range(30)}
+    with pytest.raises(TemplateError) as info:
+        render("{{ env.WAREHOUSE_DSN }}", {"env": env})
+    assert info.value.code == "template.missing"
+    hint = info.value.hint or ""
+    assert hint.startswith("set WAREHOUSE_DSN (in the environment")
+    assert "'{{ env.WAREHOUSE_DSN:VALUE }}'" in hint
+    assert "VAR_" not in hint
