@@ -191,11 +191,10 @@ def steps_show(
         reg = load_registry(_settings(plugin_path)).registry
         st = reg.step(type_name)
         if st is None:
-            import difflib
+            from aetherflow.engine.preflight import unknown_type_hint
 
-            close = difflib.get_close_matches(type_name, sorted(reg.steps), n=1)
             raise UsageError(f"unknown step type '{type_name}'", code="flow.unknown_step_type",
-                             hint=f"did you mean '{close[0]}'?" if close else "see `aetherflow steps list`")
+                             hint=unknown_type_hint(type_name, reg.steps))
         stdout(f"{st.name}\n  source: {st.source}\n  outcomes: {', '.join(st.outcomes)}\n  may wait: {'yes' if st.meta.waits else 'no'}")
         if st.meta.description:
             stdout(f"  {st.meta.description}")
