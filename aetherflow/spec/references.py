@@ -3,9 +3,9 @@ they are reported together with schema problems (every problem at once).
 
 * ``template.unknown_param`` / ``when.unknown_param`` — ``params.X`` where the flow declares no
   parameter ``X`` (in step inputs and outputs, resources, ``flow.workspace``, ``flow.state`` and
-  ``when``);
+  ``when``; a template with a ``:DEFAULT`` renders its default and is not reported);
 * ``template.unknown_secret`` / ``when.unknown_secret`` — ``secrets.X`` where ``secrets:``
-  declares no ``X`` (in step inputs and outputs, resources and ``when``);
+  declares no ``X`` (in step inputs and outputs, resources and ``when``; likewise);
 * ``flow.unknown_resource`` — a step's ``resource:`` input (and the aetherflow-core
   ``connector:`` of ``zip`` / ``unzip``), written as a plain name, that ``resources:`` does not
   declare; steps nested in ``with_lock`` included.
@@ -145,7 +145,8 @@ class _Checker:
     def templates(self, value: Any, path: Path_, *, secrets: bool) -> None:
         for sub, text in _strings(value, path, ("params.", "secrets.")):
             for tok in _tokens(text):
-                self.path(tok.path, sub, "template", secrets=secrets)
+                if tok.default is None:  # with a default it renders that: not an error
+                    self.path(tok.path, sub, "template", secrets=secrets)
 
     def when(self, value: Any, path: Path_) -> None:
         if not isinstance(value, str) or ("params." not in value and "secrets." not in value):
