@@ -252,17 +252,69 @@ def progress_text(ev: Event) -> str | None:
     return None
 
 
+class ArtifactWatch:
+    """The files a step wrote under its job's ``artifacts/`` directory (for ``-v``): the
+    directory (from ``job.started``) is listed when the step starts and again when it ends;
+    new or changed files are the step's. At most ``limit`` files are looked at."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._dirs: dict[tuple[str, str], str] = {}
+        self._before: dict[tuple[str, str, str], dict[str, tuple[int, int]]] = {}
+
+    def written(self, ev: Event) -> list[str]:
+        """Paths (absolute, sorted) a step wrote, on its end event; ``[]`` otherwise."""
+        n = ev.name
+        if n == "job.started" and ev.job_id and ev.data.get("workspace"):
+            self._dirs[(ev.run_id, ev.job_id)] = str(ev.data["workspace"]) + "/artifacts"
+            return []
+        if not (ev.job_id and ev.step_id):
+            return []
+        key = (ev.run_id, ev.job_id, ev.step_id)
+        where = self._dirs.get((ev.run_id, ev.job_id))
+        if where is None:
+            return []
+        if n == "step.started":
+            self._before[key] = self._listing(where)
+            return []
+        if n in ("step.finished", "step.failed", "step.waiting"):
+            before = self._before.pop(key, None)
+            if before is None:
+                return []
+            return sorted(p for p, stamp in self._listing(where).items() if before.get(p) != stamp)
+        return []
+
+    def _listing(self, top: str) -> dict[str, tuple[int, int]]:
+        import os
+
+        found: dict[str, tuple[int, int]] = {}
+        for root, _dirs, files in os.walk(top):
+            for name in files:
+                path = os.path.join(root, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                found[path] = (st.st_mtime_ns, st.st_size)
+                if len(found) >= self.limit:
+                    return found
+        return found
+
+
 class ProgressLines:
-    """Observer printing one plain line per job/step event (``-v``)."""
+    """Observer printing one plain line per job/step event (``-v``), and under a step's end the
+    files it wrote to its job's ``artifacts/``."""
 
     def __init__(self, stream: IO[str], mask: Any = None) -> None:
         self.stream = stream
+        self.artifacts = ArtifactWatch()
 
     def __call__(self, ev: Event) -> None:
+        written = self.artifacts.written(ev)
         line = progress_text(ev)
         if line is None:
             return
-        self.stream.write(line + "\n")
+        self.stream.write(line + "\n" + "".join(f"       wrote {p}\n" for p in written))
         self.stream.flush()
 
 
@@ -274,12 +326,17 @@ class ProgressJsonLines:
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
+        self.artifacts = ArtifactWatch()
 
     def __call__(self, ev: Event) -> None:
+        written = self.artifacts.written(ev)
         line = progress_text(ev)
         if line is None:
             return
-        self.stream.write(dumps_line({**ev.as_dict(), "level": self.LEVELS.get(ev.name, "info"), "message": line}) + "\n")
+        record: dict[str, Any] = {**ev.as_dict(), "level": self.LEVELS.get(ev.name, "info"), "message": line}
+        if written:
+            record["artifacts_written"] = written
+        self.stream.write(dumps_line(record) + "\n")
         self.stream.flush()
 
 
@@ -315,6 +372,7 @@ def run_show_text(doc: Mapping[str, Any]) -> str:
     for j in doc["jobs"]:
         reason = f" — {j['reason']}" if j.get("reason") else ""
         lines.append(f"  job {j['job_id']}: {j['status']}{reason}")
+        lines.extend(_workspace_lines(j))
         for s in j["steps"]:
             dur = duration(s["finished_at"] - s["started_at"]) if s.get("finished_at") and s.get("started_at") else "-"
             extra = []
@@ -338,6 +396,18 @@ def run_show_text(doc: Mapping[str, Any]) -> str:
     for w in doc.get("waits", []):
         lines.append(f"  waiting: {w['job_id']}.{w['step_id']} for {', '.join(w['events']) or 'timer'} due {local_time(w.get('due_at'))}")
     return "\n".join(lines)
+
+
+def _workspace_lines(job: Mapping[str, Any]) -> list[str]:
+    ws = job.get("workspace")
+    if not ws:
+        return []
+    import os
+
+    lines = [f"    workspace {ws}" + ("" if os.path.isdir(ws) else " (removed)")]
+    for f in job.get("artifacts") or ():
+        lines.append(f"      {f['path']} ({f['bytes']} bytes)")
+    return lines
 
 
 def history_text(events: Iterable[Event]) -> str:

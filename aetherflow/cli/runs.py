@@ -101,10 +101,12 @@ def runs_list(
 def runs_show(
     run_id: Annotated[str, typer.Argument(help="Run id (or a unique prefix).", autocompletion=_complete_run_ids)],
     history: Annotated[bool, typer.Option("--history", help="The append-only event history.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list the files in each job's artifacts/.")] = False,
     state: o.State = None,
     as_json: o.Json = False,
 ) -> None:
-    """One run: jobs, steps, statuses, attempts, durations, outputs (secrets masked), errors.
+    """One run: jobs (with their workspace directory), steps, statuses, attempts, durations,
+    outputs (secrets masked), errors.
 
     Example: aetherflow runs show 20261122T031500-a1b2c3 --history
     """
@@ -116,6 +118,7 @@ def runs_show(
         store, rec = find_run(_settings(state), run_id)
         try:
             doc = show_doc(store, rec)
+            add_workspaces(doc, rec, artifacts=verbose)
             events = store.history(rec.run_id) if history else []
         finally:
             store.close()
@@ -193,6 +196,19 @@ def show_doc(store: Any, rec: Any) -> dict[str, Any]:
     waits = [{"job_id": w.job_id, "step_id": w.step_id, "kind": w.kind, "events": list(w.events), "due_at": w.due_at}
              for w in store.waits(rec.run_id)]
     return {"run": run, "jobs": job_docs, "waits": waits}
+
+
+def add_workspaces(doc: dict[str, Any], rec: Any, *, artifacts: bool) -> None:
+    """Each job that started gets its ``workspace`` directory (``None`` otherwise) and, with
+    ``artifacts``, the files under its ``artifacts/`` (paths relative to the workspace, sizes)."""
+    from aetherflow.workspace import artifact_files, job_workspace
+
+    for j in doc["jobs"]:
+        ws = (job_workspace(Path(rec.workspace_root), rec.flow_id, j["job_id"], rec.run_id)
+              if rec.workspace_root and j.get("started_at") else None)
+        j["workspace"] = str(ws.path) if ws else None
+        if artifacts:
+            j["artifacts"] = artifact_files(ws) if ws else []
 
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")

@@ -390,7 +390,7 @@ class Executor:
         with self._status_lock:
             self.jobs_scope[job.id] = {"status": JobStatus.RUNNING, "outcome": None, "skip_reason": None, "outputs": outputs, "steps": steps_info}
             self.result.jobs[job.id] = JobStatus.RUNNING
-        self.svc.store.set_job(self.run_id, job.id, JobStatus.RUNNING, self._rec(self.event("job.started", job_id=job.id)), started_at=now)
+        self.svc.store.set_job(self.run_id, job.id, JobStatus.RUNNING, self._rec(self.event("job.started", job_id=job.id, workspace=str(ws.path))), started_at=now)
         steps_scope: dict[str, Any] = {}
         scope = self._scope_for(job, steps_scope, ws)
         scope["job"]["outputs"] = outputs

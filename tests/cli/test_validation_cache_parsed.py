@@ -49,7 +49,7 @@ def without_times(doc: Any) -> Any:
     """A ``runs show --json`` document without what differs between two runs of one flow."""
     if isinstance(doc, dict):
         return {k: without_times(v) for k, v in doc.items()
-                if not k.endswith("_at") and k not in ("run_id", "pid", "duration_seconds")}
+                if not k.endswith("_at") and k not in ("run_id", "pid", "duration_seconds", "workspace")}
     if isinstance(doc, list):
         return [without_times(v) for v in doc]
     return doc
