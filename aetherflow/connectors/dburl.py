@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from aetherflow.api import Connector, ConnectorError, register_connector
-from aetherflow.connectors.dbapi import Row, RowStream, SqlConnector
+from aetherflow.connectors.dbapi import Row, RowStream, SqlConnector, Transaction
 from aetherflow.connectors.postgres import PostgresConnector
 from aetherflow.connectors.sqlite import SqliteConnector
 
@@ -67,6 +68,13 @@ class SqlAlchemyUrlConnector(Connector):
 
     def execute(self, sql: str, params: Any = None) -> int:
         return self.inner.execute(*self._sql(sql, params))
+
+    @property
+    def placeholder(self) -> str:
+        return self.inner.placeholder
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        return self.inner.transaction()
 
     def close(self) -> None:
         self.inner.close()
