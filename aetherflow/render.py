@@ -172,19 +172,19 @@ def outcome_records(o: Any, *, verbose: bool) -> list[tuple[str, str]]:
     lines: list[tuple[str, str]] = []
     if status == "SUCCESS":
         if verbose:
-            lines.append(("info", f"run {o.run_id} SUCCESS ({_jobs_summary(o.jobs)})"))
+            lines.append(("info", f"run {o.run_id} SUCCESS ({_jobs_summary(o.jobs, o.reasons)})"))
         return lines
     if status == "WAITING":
         lines.append(("info", wait_line(o)))
         problems = _problem_lines(o)
         if problems:
-            lines.append(("error", f"run {o.run_id} also has failed or blocked jobs ({_jobs_summary(o.jobs)})"))
+            lines.append(("error", f"run {o.run_id} also has failed or blocked jobs ({_jobs_summary(o.jobs, o.reasons)})"))
             lines.extend(("error", line) for line in problems)
         if verbose:
             lines.append(("info", f"continue with: aetherflow resume {o.run_id} (or `aetherflow resume --due` from cron)"))
         return lines
     if status in ("FAILED", "INTERRUPTED", "CANCELLED"):
-        lines.append(("error", f"run {o.run_id} {status} ({_jobs_summary(o.jobs)})"))
+        lines.append(("error", f"run {o.run_id} {status} ({_jobs_summary(o.jobs, o.reasons)})"))
         lines.extend(("error", line) for line in _problem_lines(o))
         if status != "CANCELLED":
             lines.append(("info", f"resume with: aetherflow resume {o.run_id}"))
@@ -197,11 +197,45 @@ def outcome_lines(o: Any, *, verbose: bool) -> list[str]:
 
 
 def _problem_lines(o: Any) -> list[str]:
-    lines = [f"  failed: {j}.{s}: {_first_lines(e)}" for j, s, e in o.failed_steps]
+    lines = [f"  {j}.{s}: {e}" if _interrupted(e)
+             else f"  failed: {j}.{s}: " + _indent_rest(step_error(s, _first_lines(e)), "    ")
+             for j, s, e in o.failed_steps]
     for j, reason in o.reasons.items():
         if o.jobs.get(j) == "BLOCKED":
             lines.append(f"  blocked: {j}: {reason}")
     return lines
+
+
+def step_error(step_id: str | None, text: str) -> str:
+    """An error shown with its step already named: without the ``step 'ID': `` its message may
+    start with (``step 'ID' failed: step 'ID': ...`` says it once)."""
+    if not step_id:
+        return text
+    again = f"step '{step_id}': "
+    if text.startswith(again):
+        return text[len(again):]
+    failed = f"step '{step_id}' failed: "
+    if text.startswith(failed + again):
+        return failed + text[len(failed + again):]
+    return text
+
+
+def _job_step_error(text: str) -> str:
+    """A run's error ``JOB.STEP: message``, without a repeated ``step 'STEP': ``."""
+    where, sep, rest = text.partition(": ")
+    if sep and "." in where and " " not in where:
+        return f"{where}: {step_error(where.rsplit('.', 1)[1], rest)}"
+    return text
+
+
+def _first_line(text: str) -> str:
+    first, _, more = text.partition("\n")
+    return first + (" …" if more.strip() else "")
+
+
+def _indent_rest(text: str, indent: str) -> str:
+    """Continuation lines of a multi-line message under ``indent`` (their own indentation kept)."""
+    return text.replace("\n", "\n" + indent)
 
 
 def _first_lines(text: str, n: int = 12) -> str:
@@ -211,10 +245,17 @@ def _first_lines(text: str, n: int = 12) -> str:
     return "\n".join(parts[:n]) + f"\n    … {len(parts) - n} more line(s)"
 
 
-def _jobs_summary(jobs: Mapping[str, Any]) -> str:
+def _interrupted(reason: Any) -> bool:
+    """A job or step stopped by SIGTERM/SIGINT or the run's timeout (recorded FAILED with the
+    reason ``interrupted (...)``), not one that failed by itself."""
+    return isinstance(reason, str) and reason.startswith("interrupted (")
+
+
+def _jobs_summary(jobs: Mapping[str, Any], reasons: Mapping[str, Any] | None = None) -> str:
     counts: dict[str, int] = {}
-    for s in jobs.values():
-        counts[str(s)] = counts.get(str(s), 0) + 1
+    for job, status in jobs.items():
+        s = "INTERRUPTED" if str(status) == "FAILED" and _interrupted((reasons or {}).get(job)) else str(status)
+        counts[s] = counts.get(s, 0) + 1
     return ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no jobs"
 
 
@@ -238,9 +279,10 @@ def progress_text(ev: Event) -> str | None:
     if n == "step.finished":
         return f"done   {where} {d.get('status')} outcome={d.get('outcome')} in {duration(d.get('duration'))}"
     if n == "step.failed":
-        return f"FAIL   {where}: {_first_lines(str(d.get('error')), 3)}"
+        return f"FAIL   {where}: " + _indent_rest(step_error(ev.step_id, _first_lines(str(d.get('error')), 3)), "       ")
     if n == "step.retry":
-        return f"retry  {where} after attempt {ev.attempt} in {d.get('delay')}s: {_first_lines(str(d.get('error')), 2)}"
+        err = step_error(ev.step_id, _first_lines(str(d.get("error")), 2))
+        return f"retry  {where} after attempt {ev.attempt} in {d.get('delay')}s: " + _indent_rest(err, "       ")
     if n == "step.waiting":
         return f"wait   {where}"
     if n in ("job.skipped", "job.blocked"):
@@ -340,6 +382,34 @@ class ProgressJsonLines:
         self.stream.flush()
 
 
+def steps_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``steps list``: one line per step type, with the first sentence of its summary (never
+    cut mid-sentence; the whole summary is in ``--json`` and ``steps show``) and its source."""
+    import re
+
+    name_width = max((len(r["type"]) for r in rows), default=0)
+    lines = []
+    for r in rows:
+        summary = r["description"] or ""
+        first = re.split(r"(?<=[.!?])\s+(?=[A-Z`(])", summary, maxsplit=1)[0]
+        lines.append(f"{r['type'].ljust(name_width)}  {first}  [{r['source']}]".replace("   [", "  ["))
+    return "\n".join(lines)
+
+
+def _table(head: Sequence[str], data: Sequence[Sequence[Any]]) -> str:
+    widths = [max(len(str(x[i])) for x in (head, *data)) for i in range(len(head))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+                     for row in (head, *data))
+
+
+def locks_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``locks list``: one held lock a line under a header."""
+    if not rows:
+        return "no locks held"
+    data = [(r["lock"], r["kind"], r["run_id"] or "-", r["pid"], r["host"], local_time(r["since"])) for r in rows]
+    return _table(("LOCK", "KIND", "RUN ID", "PID", "HOST", "SINCE"), data)
+
+
 def runs_table(rows: Iterable[Mapping[str, Any]]) -> str:
     rows = list(rows)
     if not rows:
@@ -349,9 +419,7 @@ def runs_table(rows: Iterable[Mapping[str, Any]]) -> str:
         (r["run_id"], r["flow_id"], r["status"], local_time(r.get("created_at")), duration(r.get("duration")), r.get("business_key") or "")
         for r in rows
     ]
-    widths = [max(len(str(x[i])) for x in (head, *data)) for i in range(len(head))]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in (head, *data)]
-    return "\n".join(lines)
+    return _table(head, data)
 
 
 def run_show_text(doc: Mapping[str, Any]) -> str:
@@ -366,11 +434,11 @@ def run_show_text(doc: Mapping[str, Any]) -> str:
     if r.get("params"):
         lines.append(f"  params {json.dumps(r['params'], ensure_ascii=False, default=str)}")
     if r.get("error"):
-        lines.append(f"  error {r['error']}")
+        lines.append(f"  error {_first_line(_job_step_error(r['error']))}")
     if r.get("cancel_reason"):
         lines.append(f"  cancel reason {r['cancel_reason']}")
     for j in doc["jobs"]:
-        reason = f" — {j['reason']}" if j.get("reason") else ""
+        reason = f" — {_first_line(_job_step_error_of_job(j['reason']))}" if j.get("reason") else ""
         lines.append(f"  job {j['job_id']}: {j['status']}{reason}")
         lines.extend(_workspace_lines(j))
         for s in j["steps"]:
@@ -385,17 +453,26 @@ def run_show_text(doc: Mapping[str, Any]) -> str:
             if s.get("reason"):
                 lines.append(f"      reason: {s['reason']}")
             if s.get("error"):
-                lines.append("      error: " + _first_lines(s["error"], 8).replace("\n", "\n        "))
+                lines.append("      error: " + _indent_rest(step_error(s["step_id"], _first_lines(s["error"], 8)), "        "))
             if s.get("outputs"):
                 out = json.dumps(s["outputs"], ensure_ascii=False, default=str)
                 lines.append(f"      outputs: {out if len(out) < 400 else out[:400] + '…'}")
             for a in s.get("attempts", []):
-                if a["attempt"] != s.get("attempt") or a.get("error"):
-                    err = f": {_first_lines(a['error'], 2)}" if a.get("error") else ""
-                    lines.append(f"      attempt {a['attempt']} {a['status']}{err}")
+                if a["attempt"] == s.get("attempt") and a.get("error") in (None, s.get("error")):
+                    continue  # the step's own line and error above say it
+                err = f": {_first_line(step_error(s['step_id'], a['error']))}" if a.get("error") else ""
+                lines.append(f"      attempt {a['attempt']} {a['status']}{err}")
     for w in doc.get("waits", []):
         lines.append(f"  waiting: {w['job_id']}.{w['step_id']} for {', '.join(w['events']) or 'timer'} due {local_time(w.get('due_at'))}")
     return "\n".join(lines)
+
+
+def _job_step_error_of_job(reason: str) -> str:
+    """A job's reason ``step 'ID' failed: ...`` without the step named twice."""
+    if reason.startswith("step '"):
+        step_id = reason[len("step '"):].partition("'")[0]
+        return step_error(step_id, reason)
+    return reason
 
 
 def _workspace_lines(job: Mapping[str, Any]) -> list[str]:

@@ -169,9 +169,7 @@ def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False, state:
             stdout(render.dumps({"steps": rows, "connectors": sorted(reg.connectors),
                                  "plugins": [{"name": p.name, "source": p.source, "error": p.error} for p in loaded.plugins]}))
             return
-        width = max(len(r["type"]) for r in rows)
-        for r in rows:
-            stdout(f"{r['type'].ljust(width)}  {r['description'] or ''}  [{r['source']}]")
+        stdout(render.steps_text(rows))
 
 
 @steps_app.command("show")

@@ -36,18 +36,35 @@ def _settings(state: str | None) -> Any:
 def _run_row(store: Any, r: Any) -> dict[str, Any]:
     from aetherflow.pipeline import display_status
 
-    end = r.finished_at or r.updated_at
+    status = str(display_status(store, r))
     return {
         "run_id": r.run_id,
         "flow_id": r.flow_id,
-        "status": str(display_status(store, r)),
+        "status": status,
         "created_at": r.created_at,
         "finished_at": r.finished_at,
-        "duration": (end - r.created_at) if end and r.created_at else None,
+        "duration": run_duration(store, r, status),
         "business_key": r.business_key,
         "store": store.path,
         "attempt": r.attempt,
     }
+
+
+def run_duration(store: Any, r: Any, status: str) -> float | None:
+    """How long a run ran: to its end; a live run until now; a CRASHED run until the last thing
+    it recorded (its process died without saying when)."""
+    import time
+
+    if r.finished_at:
+        end = r.finished_at
+    elif status == "RUNNING":
+        end = time.time()
+    elif status == "CRASHED":
+        events = store.history(r.run_id)
+        end = max([r.updated_at or 0.0, *(e.ts for e in events[-1:])])
+    else:
+        end = r.updated_at
+    return (end - r.created_at) if end and r.created_at else None
 
 
 @runs_app.command("list")
@@ -324,8 +341,4 @@ def locks_list(state: o.State = None, as_json: o.Json = False) -> None:
         if as_json:
             stdout(render.dumps({"locks": [{**r, "since": render.iso(r["since"])} for r in rows]}))
             return
-        if not rows:
-            stdout("no locks held")
-            return
-        for r in rows:
-            stdout(f"{r['lock']}  {r['kind']}  run {r['run_id']}  pid {r['pid']} on {r['host']}  since {render.local_time(r['since'])}")
+        stdout(render.locks_table(rows))
