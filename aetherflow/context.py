@@ -13,12 +13,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aetherflow.model import empty_map
-from aetherflow.records import field, record
 from aetherflow.workspace import JobWorkspace
+
+if TYPE_CHECKING:
+    from aetherflow.state.store import Lock
+
+
+class StepLocks(Protocol):
+    """``ctx.locks``: named locks shared by every process that uses the run's store, for
+    built-in steps such as ``with_lock``. ``acquire`` raises ``LockBusyError`` (naming the
+    holder) when the lock is not free within ``wait_seconds``."""
+
+    def acquire(self, key: str, wait_seconds: float = 0.0) -> Lock: ...
+    def release(self, lock: Lock) -> None: ...
 
 
 class CancelToken:
@@ -110,7 +122,7 @@ class MaskingAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.logger.log(level, msg, **kwargs)
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepContext:
     run_id: str
     flow_id: str
@@ -131,7 +143,7 @@ class StepContext:
     wakeup: Mapping[str, Any] | None = None
     #: engine services for built-ins: run a nested step, take a named lock
     invoke: Callable[..., Any] | None = None
-    locks: Any = None
+    locks: StepLocks | None = None
     inline_wait_max: float = 60.0
     clock: Callable[[], float] = time.time
     #: report a one-line status (e.g. the last output line); shown live, never stored

@@ -4,34 +4,29 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from aetherflow import template
 from aetherflow.errors import AetherflowError
 from aetherflow.model import thaw
+from aetherflow.settings import Settings
 
 
-def explain(settings: Any, req: Any) -> dict[str, Any]:
-    from aetherflow import resolve
-    from aetherflow.context import CancelToken
-    from aetherflow.pipeline import Runner, load_checked, load_registry
+def explain(settings: Settings, flow_path: str, *, params: Mapping[str, str], env_files: Sequence[str] = (),
+            profile: str | None = None, profiles_file: str | None = None) -> dict[str, Any]:
+    """Where every resolved resource value comes from; secrets shown as ``***``."""
+    from aetherflow.prepare import load_checked, load_plugins, prepare
 
-    loaded_plugins = load_registry(settings)
-    flow = load_checked(req.flow_path, loaded_plugins).flow
-    runner = Runner(settings, cancel=CancelToken())
-    redactor = resolve.Redactor()
-    env = runner._env(flow, req)
-    run = template.run_scope("<run_id>", settings.clock(), 1)
-    params = resolve.resolve_params(flow, req.params, env, run=run)
-    secrets = resolve.resolve_secrets(flow, env, redactor, runner._command_runner(env))
-    scope = {"env": env, "params": params, "secrets": {k: v.reveal() for k, v in secrets.items()},
-             "run_id": "<run_id>", "flow_id": flow.id, "run": run}
-    resources = resolve.resolve_resources(flow, runner._profiles(flow, req), scope, redactor, profile_override=req.profile,
-                                           decoders=loaded_plugins.registry.decoders)
+    loaded_plugins = load_plugins(settings)
+    flow = load_checked(flow_path, loaded_plugins).flow
+    now = settings.clock()
+    prepared = prepare(settings, flow, loaded_plugins, params=params, env_files=env_files, profile=profile,
+                       profiles_file=profiles_file, run=template.run_scope("<run_id>", now, 1))
+    redactor = prepared.redactor
     out_res = []
-    for name, r in resources.items():
+    for name, r in prepared.resources("<run_id>", now).items():
         values: dict[str, Any] = {}
         for part in ("config", "options"):
             for key, value in _leaves(thaw(getattr(r, part)), part):
@@ -41,7 +36,7 @@ def explain(settings: Any, req: Any) -> dict[str, Any]:
         out_res.append({"name": name, "kind": r.kind, "driver": r.driver, "values": values})
     return {
         "flow_id": flow.id,
-        "params": {k: redactor.mask(str(v)) if isinstance(v, str) else v for k, v in thaw(params).items()},
+        "params": {k: redactor.mask(str(v)) if isinstance(v, str) else v for k, v in thaw(prepared.params).items()},
         "secrets": [{"name": n, "source": ", ".join(f"{k}={v}" for k, v in s.source.items() if k != "command") or "command"}
                     for n, s in flow.secrets.items()],
         "resources": out_res,
@@ -78,17 +73,19 @@ def _fs_type(path: Path) -> str | None:
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "glusterfs", "ceph"}
 
 
-def doctor(settings: Any, flow_path: str, env_files: Sequence[str]) -> list[dict[str, Any]]:
+def doctor(settings: Settings, flow_path: str, env_files: Sequence[str]) -> list[dict[str, Any]]:
     from aetherflow import resolve
     from aetherflow.errors import SpecError
-    from aetherflow.pipeline import RunRequest, check_flow, load_registry, state_path_for
+    from aetherflow.prepare import check_flow, flow_env, load_plugins
+    from aetherflow.settings import state_location
+    from aetherflow.state.backends import is_url
 
     checks: list[dict[str, Any]] = []
 
     def add(name: str, ok: bool, detail: str) -> None:
         checks.append({"check": name, "ok": ok, "detail": detail})
 
-    loaded_plugins = load_registry(settings)
+    loaded_plugins = load_plugins(settings)
     for err in loaded_plugins.errors:
         add("plugin", False, f"failed to import: {err}")
     try:
@@ -98,12 +95,8 @@ def doctor(settings: Any, flow_path: str, env_files: Sequence[str]) -> list[dict
         return checks
     flow = loaded.flow
     add("flow", not issues, "valid" if not issues else f"{len(issues)} problem(s); run `aetherflow validate {flow_path}`")
-    req = RunRequest(flow_path=flow_path, env_files=tuple(env_files))
     try:
-        from aetherflow.context import CancelToken
-        from aetherflow.pipeline import Runner
-
-        env = Runner(settings, cancel=CancelToken())._env(flow, req)
+        env = flow_env(settings, flow, env_files)
         add("env files", True, ", ".join(flow.env_files) or "none declared")
     except AetherflowError as exc:
         add("env files", False, exc.message)
@@ -127,8 +120,10 @@ def doctor(settings: Any, flow_path: str, env_files: Sequence[str]) -> list[dict
                 add(f"secret {name}", True, "command source (not run by doctor)")
             else:
                 add(f"secret {name}", False, redactor.mask(exc.message))
-    state = state_path_for(settings, flow)
-    d = state.parent
+    location = state_location(settings, flow)
+    if is_url(location):
+        return checks
+    d = Path(location).parent
     probe = d
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

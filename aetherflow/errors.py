@@ -21,9 +21,10 @@ This module imports nothing but the standard library.
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
-
-from aetherflow.records import record
 
 
 class ExitCode(enum.IntEnum):
@@ -40,7 +41,25 @@ class ExitCode(enum.IntEnum):
     SIGTERM = 143
 
 
-@record(frozen=True)
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """A JSON path as issues show it: ``("jobs", 1, "a b")`` -> ``jobs[1]["a b"]``; ``()`` -> ``""``."""
+    out: list[str] = []
+    for part in path:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        elif _IDENT.fullmatch(part):
+            out.append(f".{part}" if out else part)
+        else:
+            import json
+
+            out.append(f"[{json.dumps(part, ensure_ascii=False)}]")
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
 class Location:
     """Where something is in a file: 1-based line and column, and a JSON path."""
 
@@ -57,7 +76,7 @@ class Location:
         return ":".join(parts)
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Issue:
     """One validation finding. ``code`` is a stable dotted name (docs/error-codes.md)."""
 

@@ -18,16 +18,16 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 
 from aetherflow.model import empty_map, thaw
-from aetherflow.records import field, record
 
 OBSERVER_MARK = "__aetherflow_observer__"
 T = TypeVar("T")
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     name: str
     run_id: str

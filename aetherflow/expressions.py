@@ -35,12 +35,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final, TypeAlias
 
 from aetherflow.errors import AetherflowError, ExitCode, Location
 from aetherflow.model import Masked
-from aetherflow.records import record
 from aetherflow.template import MISSING, lookup
 
 __all__ = [
@@ -84,43 +84,43 @@ class ExpressionError(AetherflowError):
 # Tree
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Const:
     """A literal: number, string, boolean or null."""
 
     value: Any
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Path:
     """A dotted path looked up in the scope."""
 
     parts: tuple[str, ...]
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ListOf:
     """A list display ``[a, b, 'c']``."""
 
     items: tuple[Expr, ...]
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Not:
     operand: Expr
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class And:
     operands: tuple[Expr, ...]
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Or:
     operands: tuple[Expr, ...]
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Compare:
     """``left OP right`` with OP one of ``== != < <= > >= in`` or ``not in``."""
 
@@ -166,7 +166,7 @@ _KEYWORDS: Final = frozenset({"and", "or", "not", "in"})
 _COMPARE_OPS: Final = frozenset({"==", "!=", "<", "<=", ">", ">="})
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Tok:
     kind: str
     value: Any

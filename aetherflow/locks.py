@@ -85,19 +85,3 @@ def is_free(lock_dir: Path, key: str) -> bool:
         probe.release()
         return True
     return False
-
-
-def run_lock_key(run_id: str) -> str:
-    return f"run:{run_id}"
-
-
-def flow_lock_key(flow_id: str) -> str:
-    return f"flow:{flow_id}"
-
-
-def job_lock_key(flow_id: str, job_id: str) -> str:
-    return f"job:{flow_id}:{job_id}"
-
-
-def user_lock_key(key: str) -> str:
-    return f"user:{key}"

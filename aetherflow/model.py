@@ -1,6 +1,6 @@
 """Immutable data model: what the YAML says (``*Spec``), statuses, and ``StepResult``.
 
-Specs are frozen records (``aetherflow.records``) whose mappings are ``MappingProxyType`` and sequences tuples
+Specs are frozen dataclasses whose mappings are ``MappingProxyType`` and sequences tuples
 (``freeze``); ``thaw`` turns them back into plain JSON-able values. Every spec carries the
 ``Location`` it came from so run-time failures can point into the YAML.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from aetherflow.errors import Location
-from aetherflow.records import field, record
 
 
 class RunStatus(enum.StrEnum):
@@ -170,7 +170,7 @@ class StepResult:
 # Specs: what the YAML says, after schema and semantic validation.
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RetrySpec:
     max_attempts: int = 1
     backoff: str = "exponential"  # exponential | linear | constant
@@ -179,7 +179,7 @@ class RetrySpec:
     jitter: bool = True
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepSpec:
     id: str
     type: str
@@ -195,7 +195,7 @@ class StepSpec:
     location: Location = field(default_factory=Location)
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
     id: str
     steps: tuple[StepSpec, ...]
@@ -207,7 +207,7 @@ class JobSpec:
     location: Location = field(default_factory=Location)
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ParamSpec:
     name: str
     type: str = "string"  # string | integer | number | boolean | list | object
@@ -219,33 +219,33 @@ class ParamSpec:
     location: Location = field(default_factory=Location)
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkspaceSpec:
     root: str | None = None
     cleanup_policy: str = "never"  # on_success | always | never
     layout: Mapping[str, Any] = field(default_factory=empty_map)
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StateSpec:
     backend: str = "sqlite"
     path: str | None = None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LocksSpec:
     scope: str = "none"  # none | flow | job
     wait_seconds: float = 0.0
     ttl_seconds: float | None = None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UniqueSpec:
     key: str
     scope: str = "flow"  # flow | global
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ResourceSpec:
     name: str
     kind: str
@@ -257,14 +257,14 @@ class ResourceSpec:
     location: Location = field(default_factory=Location)
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SecretSpec:
     name: str
     source: Mapping[str, Any]  # {env: X} | {file: P} | {dotenv: P, key: K} | {command: [...]}
     location: Location = field(default_factory=Location)
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FlowSpec:
     id: str
     jobs: tuple[JobSpec, ...]

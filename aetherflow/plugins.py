@@ -41,6 +41,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,7 +49,6 @@ from typing import Any
 from aetherflow import __version__
 from aetherflow.errors import PluginError
 from aetherflow.events import OBSERVER_MARK
-from aetherflow.records import field, record
 from aetherflow.registry import Registry
 
 GROUP = "aetherflow.plugins"
@@ -60,7 +60,7 @@ _RACY_NS = 2_000_000_000
 _EP_VALUE = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PluginInfo:
     name: str
     source: str  # "builtin", "entry point", "path"
@@ -71,7 +71,7 @@ class PluginInfo:
     error: str | None = None
 
 
-@record
+@dataclass(slots=True)
 class LoadedPlugins:
     registry: Registry
     plugins: list[PluginInfo] = field(default_factory=list)
@@ -263,13 +263,13 @@ def _header(text: str, wanted: str) -> str | None:
 # the entry point cache (see the module docstring)
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CachedDistribution:
     name: str | None
     version: str | None
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CachedEntryPoint:
     """An entry point read from the cache: what ``_load_entry_point`` uses of an ``EntryPoint``."""
 

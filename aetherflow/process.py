@@ -64,11 +64,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, Protocol
 
 from aetherflow.errors import ExitCode, Interrupted
-from aetherflow.records import record
 
 __all__ = [
     "Cancellation",
@@ -96,7 +96,7 @@ class Cancellation(Protocol):
     def is_set(self) -> bool: ...
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessResult:
     """How a command ended. ``returncode`` is negative for a signal (``-9``), None when the
     command never started (cancelled or out of time before spawning) or could not be reaped.
@@ -729,7 +729,7 @@ def _result(
     )
 
 
-@record
+@dataclass(slots=True)
 class _LoopState:
     exited: bool = False
     exit_time: float | None = None

@@ -8,11 +8,11 @@ registry: the CLI builds one per process, tests build their own.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
 from aetherflow.errors import PluginError
-from aetherflow.records import record
 
 T = TypeVar("T", bound=type)
 
@@ -24,7 +24,7 @@ DECODER_MARK = "__aetherflow_decoder__"
 DEFAULT_OUTCOMES = ("success", "skipped")
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepMeta:
     name: str
     inputs_schema: Mapping[str, Any] | None = None
@@ -36,9 +36,12 @@ class StepMeta:
     #: called in the engine's thread, without the worker hand-off: for steps that return at
     #: once and never block (a timeout or a signal cannot interrupt them)
     inline: bool = False
+    #: inputs that hold nested step specs (a mapping, or a list of them) the step runs itself
+    #: through ``ctx.invoke``: checked like the flow's own steps; none of them may wait
+    nested: tuple[str, ...] = ()
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectorMeta:
     kind: str
     driver: str
@@ -62,7 +65,7 @@ def _summary(doc: str | None) -> str | None:
     return " ".join(words) or None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepType:
     """A registered step type: its class, metadata and where it came from."""
 
@@ -109,7 +112,7 @@ class StepType:
         return len(params) == 0
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectorType:
     kind: str
     driver: str
@@ -131,6 +134,7 @@ def register_step(
     description: str | None = None,
     outcomes_input: str | None = None,
     inline: bool = False,
+    nested: Sequence[str] = (),
 ) -> Callable[[T], T]:
     """Mark a ``Step`` subclass as step type ``name``. Collected by a ``Registry``.
 
@@ -151,6 +155,7 @@ def register_step(
                 description=description or _summary(cls.__dict__.get("__doc__")),
                 outcomes_input=outcomes_input,
                 inline=inline,
+                nested=tuple(nested),
             ),
         )
         return cls

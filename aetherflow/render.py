@@ -140,7 +140,7 @@ def outcome_json(o: Any) -> dict[str, Any]:
         "run_id": o.run_id,
         "flow_id": o.flow_id,
         "status": str(o.status),
-        "store": o.store_path,
+        "store": o.store,
         "jobs": {k: str(v) for k, v in o.jobs.items()},
         "reasons": o.reasons,
         "failed_steps": [{"job": j, "step": s, "error": e} for j, s, e in o.failed_steps],

@@ -20,6 +20,7 @@ import binascii
 import json
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -27,7 +28,6 @@ from typing import Any
 from aetherflow import template
 from aetherflow.errors import Location, ResolutionError, TemplateError
 from aetherflow.model import FlowSpec, ParamSpec, ResourceSpec, SecretSpec, empty_map, freeze, thaw
-from aetherflow.records import field, record
 
 MASK = "***"
 MIN_SECRET_LEN = 3
@@ -369,7 +369,7 @@ def resolve_secrets(
 # profiles and resources
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ResolvedResource:
     name: str
     kind: str

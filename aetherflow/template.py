@@ -38,17 +38,18 @@ import json
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aetherflow.errors import Location, TemplateError
 from aetherflow.model import Masked, thaw
-from aetherflow.records import record
 
 __all__ = [
     "MISSING",
     "Template",
     "TemplateSyntaxError",
     "Token",
+    "base_scope",
     "lookup",
     "missing_env_hint",
     "parse",
@@ -106,7 +107,7 @@ class TemplateSyntaxError(TemplateError):
         self.offset = offset
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Token:
     """One ``{{ PATH[:DEFAULT] }}``: the split path, the default (or None) and the raw text."""
 
@@ -119,7 +120,7 @@ class Token:
         return ".".join(self.path)
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Template:
     """A compiled string: literal parts (escapes already applied) and tokens, in order."""
 
@@ -141,6 +142,27 @@ class Template:
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
+
+
+def base_scope(
+    *,
+    env: Mapping[str, str],
+    flow_id: str,
+    params: Mapping[str, Any] | None = None,
+    secrets: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The roots every template of a run may read (the one place they are put together):
+    ``env``, ``flow_id``, ``params`` (empty before they are resolved), ``secrets`` (when
+    resolved), and with ``run`` (its ``id`` first) ``run`` and ``run_id``. The engine adds
+    ``jobs``, ``job``, ``steps``, ``workspace`` and ``result`` where they exist."""
+    scope: dict[str, Any] = {"env": env, "flow_id": flow_id, "params": {} if params is None else params}
+    if secrets is not None:
+        scope["secrets"] = secrets
+    if run is not None:
+        scope["run"] = run
+        scope["run_id"] = run["id"]
+    return scope
 
 
 def parse(text: str) -> Template | str:

@@ -11,16 +11,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from aetherflow.errors import StepError
-from aetherflow.records import record
 
 SUBDIRS = ("artifacts", "scratch", "manifests")
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobWorkspace:
     root: Path  # the flow's workspace root
     path: Path  # this job's directory

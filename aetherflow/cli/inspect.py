@@ -12,14 +12,14 @@ import typer
 from aetherflow.cli import options as o
 from aetherflow.cli.app import root_app
 from aetherflow.cli.support import guarded, process_env, stderr, stdout
-from aetherflow.errors import ExitCode, UsageError
+from aetherflow.errors import AetherflowError, ExitCode, SpecError, UsageError
 
 steps_app = typer.Typer(help="Registered step types (built-in and plugins).\n\nExample: aetherflow steps list", no_args_is_help=True)
 root_app.add_typer(steps_app, name="steps")
 
 
 def _settings(plugin_path: list[str] | None, state: str | None = None) -> Any:
-    from aetherflow.pipeline import settings_from_env
+    from aetherflow.settings import settings_from_env
 
     return settings_from_env(process_env(), plugin_paths=tuple(plugin_path or ()), state=state)
 
@@ -44,9 +44,53 @@ def validate_cmd(
 
     Example: aetherflow validate flows/daily.yaml
     """
-    from aetherflow.cli.validate import validate_command
+    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path)
 
-    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path, state=state)
+
+def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str] | None = None) -> None:
+    """Check ``flow`` and print every issue (exit 2) or one ``ok`` line."""
+    from aetherflow import render
+    from aetherflow.prepare import check_flow, load_plugins
+
+    with guarded(as_json):
+        loaded_plugins = load_plugins(_settings(plugin_path))
+        for err in loaded_plugins.errors:
+            stderr(f"warning: plugin failed to import: {err}")
+        try:
+            loaded, issues = check_flow(flow, loaded_plugins)
+        except SpecError as exc:
+            issues = list(exc.issues)
+            loaded = None
+        warnings = _env_warnings(loaded, flow, plugin_path) if loaded is not None and not issues else []
+        if as_json:
+            doc: dict[str, Any] = {"ok": not issues, "file": flow, "issues": [i.as_dict() for i in issues],
+                                   "warnings": [w.as_dict() for w in warnings]}
+            if loaded is not None:
+                doc["flow_id"] = loaded.flow.id
+                doc["jobs"] = len(loaded.flow.jobs)
+                doc["steps"] = sum(len(j.steps) for j in loaded.flow.jobs)
+            stdout(render.dumps(doc))
+        if issues:
+            stderr(render.issues_text(issues))
+            raise SystemExit(int(ExitCode.USAGE))
+        if warnings:
+            stderr(render.warnings_text(warnings))
+        if not as_json and loaded is not None:
+            f = loaded.flow
+            stdout(f"{flow}: ok (flow {f.id}, {len(f.jobs)} job(s), {sum(len(j.steps) for j in f.jobs)} step(s))")
+
+
+def _env_warnings(loaded: Any, flow: str, plugin_path: list[str] | None) -> list[Any]:
+    """``{{ env.X }}`` without a default and ``X`` not set here: a warning only, since CI
+    validates without the production environment (``run`` refuses such a flow)."""
+    from aetherflow.prepare import flow_env
+    from aetherflow.spec.references import missing_env_issues
+
+    try:
+        env = flow_env(_settings(plugin_path), loaded.flow)
+    except AetherflowError:  # an unreadable env file: `run` and `doctor` report it
+        return []
+    return missing_env_issues(loaded.data, loaded.positions, flow, env)
 
 
 @root_app.command("schema")
@@ -66,9 +110,9 @@ def schema_cmd(
             raise UsageError(f"unknown schema {which!r}: use flow or profiles")
         schema = load_schema(which)
         if which == "flow":
-            from aetherflow.pipeline import load_registry
+            from aetherflow.prepare import load_plugins
 
-            loaded = load_registry(_settings(plugin_path))
+            loaded = load_plugins(_settings(plugin_path))
             schema = merge_step_schemas(schema, loaded.registry)
         stdout(json.dumps(schema, indent=2, ensure_ascii=False))
 
@@ -157,14 +201,16 @@ def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False, state:
     Example: aetherflow steps list
     """
     from aetherflow import render
-    from aetherflow.pipeline import load_registry
+    from aetherflow.prepare import load_plugins
 
     with guarded(as_json):
-        loaded = load_registry(_settings(plugin_path))
+        loaded = load_plugins(_settings(plugin_path))
         _plugin_warnings(loaded)
         reg = loaded.registry
-        rows = [{"type": n, "source": st.source, "outcomes": list(st.outcomes), "description": st.meta.description}
-                for n, st in sorted(reg.steps.items())]
+        rows: list[dict[str, Any]] = [
+            {"type": n, "source": st.source, "outcomes": list(st.outcomes), "description": st.meta.description}
+            for n, st in sorted(reg.steps.items())
+        ]
         if as_json:
             stdout(render.dumps({"steps": rows, "connectors": sorted(reg.connectors),
                                  "plugins": [{"name": p.name, "source": p.source, "error": p.error} for p in loaded.plugins]}))
@@ -183,10 +229,10 @@ def steps_show(
     Example: aetherflow steps show external.process
     """
     from aetherflow.model import thaw
-    from aetherflow.pipeline import load_registry
+    from aetherflow.prepare import load_plugins
 
     with guarded():
-        reg = load_registry(_settings(plugin_path)).registry
+        reg = load_plugins(_settings(plugin_path)).registry
         st = reg.step(type_name)
         if st is None:
             from aetherflow.engine.preflight import unknown_type_hint
@@ -216,13 +262,11 @@ def explain_cmd(
     """
     from aetherflow import render
     from aetherflow.doctor import explain
-    from aetherflow.pipeline import RunRequest
     from aetherflow.resolve import parse_param_args
 
     with guarded(as_json):
-        req = RunRequest(flow_path=flow, profile=profile, profiles_file=profiles, env_files=tuple(env_file or ()),
-                         params=parse_param_args(param or []))
-        doc = explain(_settings(None, state), req)
+        doc = explain(_settings(None, state), flow, params=parse_param_args(param or []), env_files=tuple(env_file or ()),
+                      profile=profile, profiles_file=profiles)
         if as_json:
             stdout(render.dumps(doc))
             return

@@ -1,5 +1,5 @@
 """`aetherflow run` and `aetherflow resume`: the typer commands (their options and help). What
-they do is in ``cli/runexec.py``, which ``cli/fast.py`` also calls without typer."""
+they do is in ``cli/runexec.py``."""
 
 # No `from __future__ import annotations` here: typer reads the command signatures, and string
 # annotations are evaluated again on each read (several per command); real ones are built once.

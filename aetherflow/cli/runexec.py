@@ -1,7 +1,6 @@
-"""`run` and `resume` without typer: what the commands do once their arguments are parsed.
-``cli/runcmd.py`` (the typer commands) and ``cli/fast.py`` (the same arguments parsed without
-typer, for start-up time) both call :func:`run_command` and :func:`resume_command` with the
-parameters of the typer command functions, by name. Each ends with ``SystemExit(code)``."""
+"""What `run` and `resume` (and `resume --due`) do once typer has parsed their arguments
+(``cli/runcmd.py`` declares the commands and calls :func:`run_command` and
+:func:`resume_command`). Each ends with ``SystemExit(code)``."""
 
 from __future__ import annotations
 
@@ -82,7 +81,8 @@ def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_lo
              log_format: str = "text", mask_filter: MaskFilter | None = None) -> None:
     from aetherflow import render
     from aetherflow.context import CancelToken
-    from aetherflow.pipeline import Runner, settings_from_env
+    from aetherflow.runner import Runner
+    from aetherflow.settings import settings_from_env
 
     env = process_env()
     stack: list[Any] = []
@@ -124,8 +124,8 @@ def run_command(*, flow: str | None = None, flow_yaml: str | None = None, run_id
                 dry_run: bool = False, as_json: bool = False, quiet: bool = False, verbose: int = 0,
                 log_format: str = "text", no_color: bool = False, events_log: str | None = None,
                 detailed_exitcode: bool = False) -> None:
-    from aetherflow.pipeline import RunRequest
     from aetherflow.resolve import parse_param_args
+    from aetherflow.runner import RunRequest
 
     with guarded(as_json, log_format):
         mask_filter = setup_logging(verbose, quiet, log_format)
@@ -151,7 +151,7 @@ def resume_command(*, run_id: str | None = None, event: str | None = None, data:
                    plugin_path: list[str] | None = None, state: str | None = None, as_json: bool = False,
                    quiet: bool = False, verbose: int = 0, log_format: str = "text", no_color: bool = False,
                    events_log: str | None = None, detailed_exitcode: bool = False) -> None:
-    from aetherflow.pipeline import RunRequest, parse_event_data
+    from aetherflow.runner import RunRequest, parse_event_data
 
     with guarded(as_json, log_format):
         mask_filter = setup_logging(verbose, quiet, log_format)
@@ -182,10 +182,11 @@ def resume_command(*, run_id: str | None = None, event: str | None = None, data:
 
 def _run_for_key(settings: Any, key: str) -> str:
     from aetherflow.errors import NotFoundError
-    from aetherflow.pipeline import known_stores, open_store
+    from aetherflow.state.catalog import StoreCatalog
 
-    for p in known_stores(settings):
-        store = open_store(p)
+    catalog = StoreCatalog(settings.home, settings.state)
+    for location in catalog.locations():
+        store = catalog.open(location)
         try:
             rec = store.active_run_for_key(key)
         finally:
@@ -201,7 +202,8 @@ def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbos
     from aetherflow import render
     from aetherflow.context import CancelToken
     from aetherflow.errors import AetherflowError, ConflictError
-    from aetherflow.pipeline import Runner, RunRequest, known_stores, open_store, settings_from_env
+    from aetherflow.runner import Runner, RunRequest
+    from aetherflow.settings import settings_from_env
 
     env = process_env()
     settings = settings_from_env(env, state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log)
@@ -211,16 +213,16 @@ def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbos
     worst = 0
     now = settings.clock()
     due: list[str] = []
-    for p in known_stores(settings):
-        store = open_store(p)
+    runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack, log_format=log_format),
+                    hooks=crash_hooks(env), on_mask=mask_filter.set_mask if mask_filter else None)
+    for location in runner.catalog.locations():
+        store = runner.catalog.open(location)
         try:
             due.extend(r.run_id for r in store.due_runs(now, flow_id=flow_id, limit=limit))
         finally:
             store.close()
     if limit is not None:
         due = due[:limit]
-    runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack, log_format=log_format),
-                    hooks=crash_hooks(env), on_mask=mask_filter.set_mask if mask_filter else None)
     # steps, plugins and their children never write to our stdout (results only)
     with stdout_to_stderr(), signal_handlers(token.set):
         for rid in due:

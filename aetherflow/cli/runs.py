@@ -3,7 +3,6 @@
 # No `from __future__ import annotations` here: typer reads the command signatures, and string
 # annotations are evaluated again on each read (several per command); real ones are built once.
 
-import re
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,15 +27,22 @@ def _complete_run_ids(incomplete: str) -> list[str]:
 
 
 def _settings(state: str | None) -> Any:
-    from aetherflow.pipeline import settings_from_env
+    from aetherflow.settings import settings_from_env
 
     return settings_from_env(process_env(), state=state)
 
 
-def _run_row(store: Any, r: Any) -> dict[str, Any]:
-    from aetherflow.pipeline import display_status
+def _catalog(state: str | None) -> Any:
+    from aetherflow.state.catalog import StoreCatalog
 
-    status = str(display_status(store, r))
+    settings = _settings(state)
+    return StoreCatalog(settings.home, settings.state)
+
+
+def _run_row(store: Any, r: Any) -> dict[str, Any]:
+    from aetherflow.state.store import shown_status
+
+    status = str(shown_status(store, r))
     return {
         "run_id": r.run_id,
         "flow_id": r.flow_id,
@@ -45,7 +51,7 @@ def _run_row(store: Any, r: Any) -> dict[str, Any]:
         "finished_at": r.finished_at,
         "duration": run_duration(store, r, status),
         "business_key": r.business_key,
-        "store": store.path,
+        "store": store.location,
         "attempt": r.attempt,
     }
 
@@ -86,8 +92,6 @@ def runs_list(
     """
     from aetherflow import render
     from aetherflow.model import RunStatus
-    from aetherflow.pipeline import known_stores, open_store
-
     with guarded(as_json):
         st = status.upper() if status else None
         valid = [s.value for s in RunStatus]
@@ -95,8 +99,9 @@ def runs_list(
             raise UsageError(f"--status {status!r}: unknown status; use one of {', '.join(valid)} (any case)",
                              code="usage.status")
         rows: list[dict[str, Any]] = []
-        for p in known_stores(_settings(state)):
-            store = open_store(p)
+        catalog = _catalog(state)
+        for location in catalog.locations():
+            store = catalog.open(location)
             try:
                 query = "RUNNING" if st == "CRASHED" else st
                 for r in store.list_runs(status=query, flow_id=flow_id, key=key, limit=limit):
@@ -129,10 +134,8 @@ def runs_show(
     """
     from aetherflow import render
     from aetherflow.model import thaw
-    from aetherflow.pipeline import find_run
-
     with guarded(as_json):
-        store, rec = find_run(_settings(state), run_id)
+        store, rec = _catalog(state).find_run(run_id)
         try:
             doc = show_doc(store, rec)
             add_workspaces(doc, rec, artifacts=verbose)
@@ -160,7 +163,7 @@ def _job_outputs(j: Any) -> dict[str, Any]:
 
 def show_doc(store: Any, rec: Any) -> dict[str, Any]:
     from aetherflow.model import MASKED_KEYS_FIELD, thaw
-    from aetherflow.pipeline import display_status
+    from aetherflow.state.store import shown_status
 
     jobs = store.jobs(rec.run_id)
     steps = store.steps(rec.run_id)
@@ -205,10 +208,10 @@ def show_doc(store: Any, rec: Any) -> dict[str, Any]:
                          "steps": sdocs})
     run: dict[str, Any] = {
         "run_id": rec.run_id, "flow_id": rec.flow_id, "flow_file": rec.flow_file, "flow_sha256": rec.flow_sha256,
-        "flow_version": rec.flow_version, "status": str(display_status(store, rec)), "stored_status": rec.status,
+        "flow_version": rec.flow_version, "status": str(shown_status(store, rec)), "stored_status": rec.status,
         "params": thaw(rec.params), "business_key": rec.business_key, "pid": rec.pid, "host": rec.host,
         "created_at": rec.created_at, "finished_at": rec.finished_at, "attempt": rec.attempt, "error": rec.error,
-        "cancel_reason": rec.cancel_reason, "due_at": rec.due_at, "store": store.path,
+        "cancel_reason": rec.cancel_reason, "due_at": rec.due_at, "store": store.location,
     }
     waits = [{"job_id": w.job_id, "step_id": w.step_id, "kind": w.kind, "events": list(w.events), "due_at": w.due_at}
              for w in store.waits(rec.run_id)]
@@ -228,19 +231,19 @@ def add_workspaces(doc: dict[str, Any], rec: Any, *, artifacts: bool) -> None:
             j["artifacts"] = artifact_files(ws) if ws else []
 
 
-_AGE = re.compile(r"^(\d+)([smhdw])$")
-
-
 def parse_age(text: str) -> float:
-    m = _AGE.match(text.strip())
-    if not m:
-        raise UsageError(f"--older-than {text!r}: use e.g. 30d, 12h, 90m", code="usage.age")
-    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    from aetherflow.durations import EXAMPLES, parse_duration
+
+    seconds = parse_duration(text, unit_required=True)
+    if seconds is None:
+        raise UsageError(f"--older-than {text!r}: use a number and a unit, {EXAMPLES.removeprefix('e.g. 90, ')}",
+                         code="usage.age")
+    return seconds
 
 
 @runs_app.command("prune")
 def runs_prune(
-    older_than: Annotated[str, typer.Option("--older-than", help="Age cut-off, e.g. 30d.")],
+    older_than: Annotated[str, typer.Option("--older-than", help="Age cut-off with a unit (ms, s, m, h, d, w), e.g. 30d or 1.5d.")],
     yes: Annotated[bool, typer.Option("--yes", help="Really delete (otherwise only list).")] = False,
     state: o.State = None,
     as_json: o.Json = False,
@@ -250,14 +253,15 @@ def runs_prune(
     Example: aetherflow runs prune --older-than 30d --yes
     """
     from aetherflow import render
-    from aetherflow.pipeline import known_stores, open_store
+    from aetherflow.state.catalog import StoreCatalog
 
     with guarded(as_json):
         settings = _settings(state)
         cutoff = settings.clock() - parse_age(older_than)
         pruned: list[str] = []
-        for p in known_stores(settings):
-            store = open_store(p)
+        catalog = StoreCatalog(settings.home, settings.state)
+        for location in catalog.locations():
+            store = catalog.open(location)
             try:
                 old = [r for r in store.list_runs(limit=1_000_000)
                        if r.status in ("SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED") and (r.finished_at or r.created_at) < cutoff]
@@ -293,7 +297,8 @@ def cancel_cmd(
 
     Example: aetherflow cancel 20261122T031500-a1b2c3 --reason "bad input file"
     """
-    from aetherflow.pipeline import cancel_run
+    from aetherflow.runner import cancel_run
+    from aetherflow.state.catalog import StoreCatalog
 
     with guarded():
         settings = _settings(state)
@@ -304,7 +309,7 @@ def cancel_cmd(
 
             run_id = _run_for_key(settings, key)
         assert run_id is not None
-        rec, what, event = cancel_run(settings, run_id, reason)
+        rec, what, event = cancel_run(StoreCatalog(settings.home, settings.state), run_id, reason, settings.clock)
         if events_log:
             from aetherflow.events import JsonLinesLog
 
@@ -323,16 +328,15 @@ def locks_list(state: o.State = None, as_json: o.Json = False) -> None:
     Example: aetherflow locks list --json
     """
     from aetherflow import render
-    from aetherflow.locks import is_free
-    from aetherflow.pipeline import known_stores, lock_dir_of, open_store
 
     with guarded(as_json):
         rows: list[dict[str, Any]] = []
-        for p in known_stores(_settings(state)):
-            store = open_store(p)
+        catalog = _catalog(state)
+        for location in catalog.locations():
+            store = catalog.open(location)
             try:
                 for lk in store.locks():
-                    if is_free(lock_dir_of(store), lk.name):
+                    if store.lock_is_free(lk.name):
                         continue  # the holder died: the kernel released it; the record is stale
                     rows.append({"lock": lk.name, "kind": lk.kind, "run_id": lk.run_id, "pid": lk.pid, "host": lk.host,
                                  "since": lk.since})

@@ -1,6 +1,5 @@
 """What every command shares and none needs typer for: streams, the error → exit code mapping,
-logging, signals, and stdout kept clean during a run. The typer command modules use them, and so
-do ``cli/runexec.py`` and ``cli/validate.py``, which ``cli/fast.py`` calls without typer.
+logging, signals, and stdout kept clean during a run. Every command module uses them.
 
 An error ends the command with ``SystemExit(code)``: typer (click) lets it through unchanged, and
 its test runner records the code, so both ways of invoking a command exit alike.

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from aetherflow.api import Connector, ConnectorError, atomic_open, register_connector
-from aetherflow.connectors.sqlite import check_keys
+from aetherflow.connectors.base import check_keys
 
 KEYS = frozenset({"compression", "compresslevel", "max_bytes", "max_members"})
 COMPRESSION = {
@@ -143,7 +143,7 @@ class ZipArchiver(Connector):
             tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
             try:
                 files, size, names = self._extract(zf, members, tmp)
-                _swap_in(tmp, dest)
+                swap_in(tmp, dest)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -185,7 +185,7 @@ class ZipArchiver(Connector):
         """Nothing to release."""
 
 
-def _swap_in(tmp: Path, dest: Path) -> None:
+def swap_in(tmp: Path, dest: Path) -> None:
     """Rename ``tmp`` to ``dest``; an existing ``dest`` directory is moved aside first and
     removed after (a file or symlink at ``dest`` is refused)."""
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):

@@ -15,6 +15,17 @@ from typing import TYPE_CHECKING, Any
 from aetherflow.errors import ConnectorError
 from aetherflow.registry import Registry
 
+
+def check_keys(name: str, part: str, given: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    """Refuse unknown keys, so a typo is not silently ignored."""
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ConnectorError(
+            f"resource '{name}': unknown {part} key(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})",
+            code="connector.bad_config",
+        )
+
+
 if TYPE_CHECKING:
     import ssl
 

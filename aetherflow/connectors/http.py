@@ -30,12 +30,11 @@ import hashlib
 import json
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from aetherflow.api import Connector, ConnectorError, register_connector
-from aetherflow.connectors.base import tls_context
-from aetherflow.connectors.sqlite import check_keys
-from aetherflow.records import field, record
+from aetherflow.connectors.base import check_keys, tls_context
 
 if TYPE_CHECKING:
     import ssl
@@ -46,7 +45,7 @@ OPTION_KEYS = frozenset({"timeout", "verify", "headers", "user_agent"})
 CHUNK = 64 * 1024
 
 
-@record
+@dataclass(slots=True)
 class HttpResponse:
     status: int
     reason: str

@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aetherflow.api import ConnectorError, register_connector
+from aetherflow.connectors.base import check_keys
 from aetherflow.connectors.dbapi import SqlConnector
-from aetherflow.connectors.sqlite import check_keys
 
 FIELD_ALIASES = {"database": "dbname", "username": "user"}
 FIELDS = frozenset(

@@ -17,8 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aetherflow.api import Connector, ConnectorError, register_connector
-from aetherflow.connectors.base import tls_context
-from aetherflow.connectors.sqlite import check_keys
+from aetherflow.connectors.base import check_keys, tls_context
 
 if TYPE_CHECKING:
     import ssl

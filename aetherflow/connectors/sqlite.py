@@ -14,20 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from aetherflow.api import ConnectorError, register_connector
+from aetherflow.connectors.base import check_keys
 from aetherflow.connectors.dbapi import SqlConnector
 
 CONFIG_KEYS = frozenset({"path", "database", "url"})
 OPTION_KEYS = frozenset({"timeout", "read_only"})
-
-
-def check_keys(name: str, part: str, given: Mapping[str, Any], allowed: frozenset[str]) -> None:
-    """Refuse unknown keys, so a typo is not silently ignored."""
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise ConnectorError(
-            f"resource '{name}': unknown {part} key(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})",
-            code="connector.bad_config",
-        )
 
 
 def path_from_url(name: str, url: str) -> str:

@@ -4,19 +4,21 @@ thread, honour cancel and ``timeout_seconds``, check the result, run nested step
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from aetherflow.context import CancelToken, MaskingAdapter, StepContext
+from aetherflow.engine.locking import LockService
+from aetherflow.engine.recorder import Recorder
 from aetherflow.engine.results import normalize_result
 from aetherflow.errors import Interrupted, StepError, StepTimeoutError
 from aetherflow.model import JobSpec, StepResult, StepSpec, freeze, thaw
-from aetherflow.registry import StepType
-
-if TYPE_CHECKING:
-    from aetherflow.engine.run import Executor
+from aetherflow.registry import Registry, StepType
+from aetherflow.workspace import JobWorkspace
 
 MAX_OUTPUT_BYTES = 1024 * 1024
 INTERRUPT_GRACE = 8.0
@@ -62,11 +64,32 @@ def _always_in_job_thread(st: StepType) -> bool:
     return st.meta.inline or getattr(st.cls, "supervises_itself", False) is True
 
 
-class StepCaller:
-    """Calls steps for one executor. One worker thread per job thread, reused for every step."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEnv:
+    """What every step context of one run shares."""
 
-    def __init__(self, ex: Executor) -> None:
-        self.ex = ex
+    run_id: str
+    flow_id: str
+    flow_file: str
+    layout: Mapping[str, Any]
+    env: Mapping[str, str]
+    params: Mapping[str, Any]
+    connectors: Mapping[str, Any]
+    log: logging.Logger
+    mask: Callable[[str], str]
+    cancel: CancelToken  # the run's: set by a signal or a cancel
+    locks: LockService
+    inline_wait_max: float
+    clock: Callable[[], float]
+
+
+class StepCaller:
+    """Calls steps for one run. One worker thread per job thread, reused for every step."""
+
+    def __init__(self, registry: Registry, env: CallEnv, recorder: Recorder) -> None:
+        self.registry = registry
+        self.env = env
+        self.recorder = recorder
         self._step_types: dict[str, StepType] = {}
         self._legacy: dict[type, bool] = {}
         self._local = threading.local()
@@ -80,7 +103,7 @@ class StepCaller:
     def step_type(self, name: str) -> StepType:
         st = self._step_types.get(name)
         if st is None:
-            found = self.ex.svc.registry.step(name)
+            found = self.registry.step(name)
             if found is None:
                 raise StepError(f"unknown step type '{name}'", code="flow.unknown_step_type")
             st = self._step_types[name] = found
@@ -107,30 +130,32 @@ class StepCaller:
 
     # waiting --------------------------------------------------------------------------------
 
-    def call(self, st: StepType, job: JobSpec, step: StepSpec, inputs: Any, attempt: int, ws: Any, wakeup: Mapping[str, Any] | None) -> StepResult:
-        token = CancelToken(self.ex.svc.cancel)
+    def call(self, st: StepType, job: JobSpec, step: StepSpec, inputs: Any, attempt: int, ws: JobWorkspace,
+             wakeup: Mapping[str, Any] | None) -> StepResult:
+        env = self.env
+        token = CancelToken(env.cancel)
         deadline = time.monotonic() + step.timeout_seconds if step.timeout_seconds else None
         ctx = StepContext(
-            run_id=self.ex.run_id,
-            flow_id=self.ex.flow.id,
+            run_id=env.run_id,
+            flow_id=env.flow_id,
             job_id=job.id,
             step_id=step.id,
             attempt=attempt,
-            env=self.ex.inp.env,
-            params=self.ex.inp.params,
-            connectors=self.ex.inp.connectors,
+            env=env.env,
+            params=env.params,
+            connectors=env.connectors,
             ws=ws,
-            log=MaskingAdapter(self.ex.svc.log, f"{job.id}.{step.id}: ", self.ex.inp.mask),
+            log=MaskingAdapter(env.log, f"{job.id}.{step.id}: ", env.mask),
             cancel=token,
             deadline=deadline,
-            mask=self.ex.inp.mask,
-            flow_file=self.ex.flow.file,
-            layout=self.ex.flow.workspace.layout,
+            mask=env.mask,
+            flow_file=env.flow_file,
+            layout=env.layout,
             wakeup=freeze(wakeup) if wakeup else None,
             invoke=self.invoke,
-            locks=self.ex.locks,
-            inline_wait_max=self.ex.svc.inline_wait_max,
-            clock=self.ex.svc.clock,
+            locks=env.locks.for_step(job.id, step.id),
+            inline_wait_max=env.inline_wait_max,
+            clock=env.clock,
             progress=self._progress_reporter(job.id, step.id, attempt),
         )
         # the step gets its own plain copy (lists and dicts, as aetherflow-core steps expect)
@@ -159,7 +184,7 @@ class StepCaller:
         return bool(check(inputs, self._type_in_job_thread))
 
     def _type_in_job_thread(self, name: str) -> bool:
-        found = self.ex.svc.registry.step(name)
+        found = self.registry.step(name)
         return found is not None and _always_in_job_thread(found)
 
     def _progress_reporter(self, job_id: str, step_id: str, attempt: int) -> Callable[[str], None]:
@@ -172,8 +197,8 @@ class StepCaller:
             if now - last[0] < 0.25:
                 return
             last[0] = now
-            line = self.ex.inp.mask(str(text).splitlines()[-1] if text else "")[:200]
-            self.ex.svc.emit(self.ex.event("step.progress", job_id=job_id, step_id=step_id, attempt=attempt, line=line))
+            line = self.env.mask(str(text).splitlines()[-1] if text else "")[:200]
+            self.recorder.notify(self.recorder.event("step.progress", job_id=job_id, step_id=step_id, attempt=attempt, line=line))
 
         return report
 
@@ -205,10 +230,10 @@ class StepCaller:
         try:
             wake.wait(timeout)
             if not done.is_set():
-                if self.ex.svc.cancel.is_set():
+                if self.env.cancel.is_set():
                     if not done.wait(INTERRUPT_GRACE):
                         self._abandon_worker()
-                        raise Interrupted(f"step '{step_id}' interrupted ({self.ex.svc.cancel.why()})")
+                        raise Interrupted(f"step '{step_id}' interrupted ({self.env.cancel.why()})")
                 else:
                     ctx.cancel.set("timeout")
                     if not done.wait(INTERRUPT_GRACE):
@@ -233,7 +258,7 @@ class StepCaller:
     def _result_of(self, box: Mapping[str, Any], step_id: str) -> StepResult:
         if "error" in box:
             err = box["error"]
-            if isinstance(err, Interrupted) or (self.ex.svc.cancel.is_set() and not isinstance(err, StepTimeoutError)):
+            if isinstance(err, Interrupted) or (self.env.cancel.is_set() and not isinstance(err, StepTimeoutError)):
                 raise Interrupted(str(err)) from err
             if isinstance(err, (SystemExit, KeyboardInterrupt, GeneratorExit)):
                 # a step cannot end the runner: without a signal this is just a failed step

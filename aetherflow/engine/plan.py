@@ -9,32 +9,29 @@ job and every job downstream of it. Nothing in the step loop asks "are we resumi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from aetherflow.errors import UsageError
 from aetherflow.model import DONE_STEP_STATUSES, FlowSpec, JobStatus
-from aetherflow.records import field, record
 from aetherflow.state.store import JobRecord, StepRecord
 
 
 def topo_order(flow: FlowSpec) -> tuple[str, ...]:
-    """Topological order of jobs; file order breaks ties (Kahn's algorithm, stable)."""
+    """Topological order of jobs (``graphlib``); among the jobs ready at once, file order first."""
+    import heapq
+    from graphlib import TopologicalSorter
+
     index = {j.id: i for i, j in enumerate(flow.jobs)}
-    indeg = {j.id: 0 for j in flow.jobs}
-    children: dict[str, list[str]] = {j.id: [] for j in flow.jobs}
-    for j in flow.jobs:
-        for d in j.depends_on:
-            indeg[j.id] += 1
-            children[d].append(j.id)
-    ready = sorted((j for j, n in indeg.items() if n == 0), key=index.__getitem__)
+    sorter: TopologicalSorter[str] = TopologicalSorter({j.id: j.depends_on for j in flow.jobs})
+    sorter.prepare()  # the flow was validated: no cycle
+    ready: list[tuple[int, str]] = []
     out: list[str] = []
-    while ready:
-        cur = ready.pop(0)
-        out.append(cur)
-        for c in children[cur]:
-            indeg[c] -= 1
-            if indeg[c] == 0:
-                ready.append(c)
-                ready.sort(key=index.__getitem__)
+    while sorter.is_active():
+        for job_id in sorter.get_ready():
+            heapq.heappush(ready, (index[job_id], job_id))
+        _, job_id = heapq.heappop(ready)
+        out.append(job_id)
+        sorter.done(job_id)
     return tuple(out)
 
 
@@ -103,7 +100,7 @@ def parse_reruns(flow: FlowSpec, reruns: Sequence[str]) -> dict[str, str]:
     return out
 
 
-@record
+@dataclass(slots=True)
 class Plan:
     order: tuple[str, ...]
     selected: frozenset[str]

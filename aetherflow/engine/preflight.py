@@ -3,8 +3,10 @@
 * ``flow.unknown_step_type`` — with a did-you-mean and the plugins that failed to import;
 * ``inputs.*`` — step inputs against the step type's declared ``inputs_schema``;
 * ``flow.unknown_outcome`` — ``on_outcome`` keys must be outcomes the step type declares;
-* ``flow.wait_in_lock`` — a step that may wait cannot run inside ``with_lock``;
-* nested steps of ``with_lock`` (``step:`` / ``steps:``) get the same checks.
+* ``flow.wait_in_lock`` — a step that may wait cannot run nested in another (``with_lock``:
+  the lock would be held while the run waits for hours);
+* nested steps (the inputs a step type declares with ``register_step(nested=...)``, e.g.
+  ``with_lock``'s ``step:`` / ``steps:``) get the same checks.
 
 ``check_inputs=False`` skips only the ``inputs.*`` checks (JSON Schema, the costly part), for a
 flow the validation cache knows passed them with the same step types' schemas: see
@@ -20,8 +22,6 @@ from typing import Any
 from aetherflow.errors import Issue, Location
 from aetherflow.model import FlowSpec
 from aetherflow.registry import Registry
-
-LOCK_STEP = "with_lock"
 
 
 class Preflight:
@@ -44,7 +44,7 @@ class Preflight:
 
     def loc(self, path: tuple[str | int, ...], *, key: bool = False) -> Location:
         if self.pos is None:
-            from aetherflow.spec.loader import format_path
+            from aetherflow.errors import format_path
 
             return Location(self.file, None, None, format_path(path))
         loc: Location = self.pos.location(self.file, path, key=key)
@@ -55,7 +55,7 @@ class Preflight:
             for si, step in enumerate(job.steps):
                 path: tuple[str | int, ...] = ("jobs", ji, "steps", si)
                 raw = data["jobs"][ji]["steps"][si] if data is not None else None
-                self.check_step(step.type, step.inputs, dict(step.on_outcome), path, raw, in_lock=False)
+                self.check_step(step.type, step.inputs, dict(step.on_outcome), path, raw, nested_in=None)
         return self.issues
 
     def check_step(
@@ -66,7 +66,7 @@ class Preflight:
         path: tuple[str | int, ...],
         raw: Mapping[str, Any] | None,
         *,
-        in_lock: bool,
+        nested_in: str | None,
     ) -> None:
         st = self.registry.step(type_name)
         if st is None:
@@ -76,13 +76,13 @@ class Preflight:
                 msg += "; plugins that failed to import: " + "; ".join(self.plugin_errors)
             self.issues.append(Issue("flow.unknown_step_type", msg, self.loc((*path, "type")), hint))
             return
-        if in_lock and st.meta.waits:
+        if nested_in is not None and st.meta.waits:
             self.issues.append(
                 Issue(
                     "flow.wait_in_lock",
-                    f"step type '{type_name}' may wait, and a waiting step cannot hold a with_lock lock",
+                    f"step type '{type_name}' may wait, and a waiting step cannot run nested in '{nested_in}'",
                     self.loc((*path, "type")),
-                    "move the waiting step out of with_lock",
+                    f"move the waiting step out of {nested_in}",
                 )
             )
         allowed = st.outcomes_for(inputs)
@@ -108,24 +108,17 @@ class Preflight:
             self.issues.extend(
                 validate_inputs(validator, _plain(inputs), file=self.file, positions=self.pos, base_path=(*path, "inputs"))
             )
-        if type_name == LOCK_STEP:
-            self.check_nested(inputs, path)
+        for name in st.meta.nested:
+            self.check_nested(type_name, inputs.get(name), (*path, "inputs", name))
 
-    def check_nested(self, inputs: Mapping[str, Any], path: tuple[str | int, ...]) -> None:
-        nested: list[tuple[Mapping[str, Any], tuple[str | int, ...]]] = []
-        one = inputs.get("step")
-        if isinstance(one, Mapping):
-            nested.append((one, (*path, "inputs", "step")))
-        many = inputs.get("steps")
-        if isinstance(many, (list, tuple)):
-            for i, s in enumerate(many):
-                if isinstance(s, Mapping):
-                    nested.append((s, (*path, "inputs", "steps", i)))
-        for spec, npath in nested:
+    def check_nested(self, parent: str, value: Any, path: tuple[str | int, ...]) -> None:
+        """The step specs of one ``nested`` input: a mapping, or a list of mappings."""
+        specs = [(value, path)] if isinstance(value, Mapping) else (
+            [(s, (*path, i)) for i, s in enumerate(value) if isinstance(s, Mapping)] if isinstance(value, (list, tuple)) else [])
+        for spec, npath in specs:
             t = spec.get("type")
-            if not isinstance(t, str):
-                continue
-            self.check_step(t, spec.get("inputs") or {}, {}, npath, None, in_lock=True)
+            if isinstance(t, str):
+                self.check_step(t, spec.get("inputs") or {}, {}, npath, None, nested_in=parent)
 
 
 #: step type names other tools use for "run a command"

@@ -15,7 +15,7 @@ def backoff_delay(retry: RetrySpec, attempt: int, rng: Callable[[], float] | Non
     (``rng`` default ``random.random``, imported only when a step is retried)."""
     base = retry.initial_delay_seconds
     if retry.backoff == "exponential":
-        delay = base * (2 ** (attempt - 1))
+        delay = base * 2.0 ** (attempt - 1)
     elif retry.backoff == "linear":
         delay = base * attempt
     else:

@@ -4,15 +4,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aetherflow.errors import Issue, Location, SpecError
 from aetherflow.model import FlowSpec
-from aetherflow.records import record
 
 
-@record(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LoadedFlow:
     """A flow and what was needed to build it (positions, for registry-aware checks)."""
 

@@ -59,14 +59,13 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from aetherflow.errors import Issue, Location, SpecError
+from aetherflow.errors import Issue, Location, SpecError, format_path
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DEPTH",
     "Path",
     "Positions",
-    "format_path",
     "load_yaml",
 ]
 
@@ -80,24 +79,6 @@ _Pos = tuple[int, int]
 
 
 # --------------------------------------------------------------------------- paths
-
-
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def format_path(path: Sequence[str | int]) -> str:
-    """Render a JSON path: ``("jobs", 1, "a b")`` -> ``jobs[1]["a b"]``; ``()`` -> ``""``."""
-    out: list[str] = []
-    for part in path:
-        if isinstance(part, int):
-            out.append(f"[{part}]")
-        elif _IDENT.fullmatch(part):
-            out.append(f".{part}" if out else part)
-        else:
-            import json
-
-            out.append(f"[{json.dumps(part, ensure_ascii=False)}]")
-    return "".join(out)
 
 
 class Positions:

@@ -25,7 +25,7 @@ from collections.abc import Container, Iterator, Mapping, Sequence
 from typing import Any
 
 from aetherflow import template
-from aetherflow.errors import Issue, Location
+from aetherflow.errors import Issue, Location, format_path
 
 __all__ = ["missing_env", "missing_env_issues", "reference_issues"]
 
@@ -274,8 +274,6 @@ def _tokens(text: str) -> list[template.Token]:
 
 def _loc(positions: Any, file: str, path: Path_) -> Location:
     if positions is None:
-        from aetherflow.spec.loader import format_path
-
         return Location(file, None, None, format_path(path))
     loc: Location = positions.location(file, path)
     return loc

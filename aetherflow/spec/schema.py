@@ -8,11 +8,9 @@ Contract
     (editable installs). Every call returns a fresh dict; nothing is cached at module level.
 
 ``SchemaValidator(schema, *, prefix="schema", templates=False, check=True)``
-    Compiles a Draft 2020-12 validator once (formats are not checked); the caller keeps the
-    object for as long as it needs it. A document is first checked by the yes/no check of
-    ``spec.quickcheck`` (no jsonschema import); jsonschema is imported and compiled only for a
-    document that fails it, or for a schema it does not cover, and its errors are what is
-    reported. ``check=True`` validates the schema itself first (jsonschema, at once).
+    Compiles a Draft 2020-12 jsonschema validator on first use (formats are not checked); the
+    caller keeps the object for as long as it needs it. ``check=True`` validates the schema
+    itself first.
     ``validate(data, *, file, positions, base_path=())``
     returns every problem as an :class:`~aetherflow.errors.Issue`: deduplicated by (code, path)
     and sorted by line and column. ``positions`` come from ``spec.loader.load_yaml``; without
@@ -48,9 +46,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path as FsPath
 from typing import Any
 
-from aetherflow.errors import Issue, Location, PluginError, UsageError
-from aetherflow.spec.loader import Path, Positions, format_path
-from aetherflow.spec.quickcheck import compile_check
+from aetherflow.errors import Issue, Location, PluginError, UsageError, format_path
+from aetherflow.spec.loader import Path, Positions
 
 __all__ = ["SchemaValidator", "inputs_validator", "load_schema", "validate_inputs"]
 
@@ -104,7 +101,7 @@ class SchemaValidator:
     ``inputs_schema`` comes from a plugin) and raises :class:`PluginError` if not.
     """
 
-    __slots__ = ("_inlined", "_prefix", "_quick", "_templates", "_validator", "schema")
+    __slots__ = ("_inlined", "_prefix", "_templates", "_validator", "schema")
 
     def __init__(
         self,
@@ -130,9 +127,6 @@ class SchemaValidator:
         # validated against a copy whose local $refs are inlined: same keywords, no reference
         # resolution per instance (that lookup was most of the cost of a large flow)
         self._inlined = _inline_refs(self.schema)
-        # "valid?" first without jsonschema (spec/quickcheck.py); jsonschema, imported and
-        # compiled on first need, says what is wrong
-        self._quick = compile_check(self._inlined)
         self._validator: Any = None
         self._prefix = prefix
         self._templates = templates
@@ -153,8 +147,6 @@ class SchemaValidator:
         base_path: Path = (),
     ) -> list[Issue]:
         """Every problem of ``data`` as Issues, deduplicated by (code, path), sorted by position."""
-        if self._quick is not None and self._quick(data):
-            return []
         errors = self._errors(data)
         if self._templates:
             errors = [e for e in errors if not _template_only(e)]

@@ -73,7 +73,7 @@ class Builder:
         return loc
 
     def key_loc(self, path: Path_) -> Location:
-        from aetherflow.spec.loader import format_path
+        from aetherflow.errors import format_path
 
         line, col = self.pos.key(path)
         return Location(self.file, line, col, format_path(path))
@@ -331,37 +331,24 @@ class Builder:
         return tuple(out)
 
     def check_graph(self, jobs_data: Sequence[Mapping[str, Any]]) -> None:
-        """Report each dependency cycle once, located at its first job in file order."""
+        """Report each dependency cycle once (``graphlib`` finds one; an edge of it is set aside
+        and the search goes on), written from and located at its first job in file order."""
+        from graphlib import CycleError, TopologicalSorter
+
         index = {j["id"]: i for i, j in enumerate(jobs_data)}
-        deps = {j["id"]: [d for d in (j.get("depends_on") or ()) if d in index and d != j["id"]] for j in jobs_data}
-        state: dict[str, int] = {}
-        reported: set[frozenset[str]] = set()
-
-        def visit(node: str, stack: list[str]) -> None:
-            state[node] = 1
-            stack.append(node)
-            for nxt in deps.get(node, ()):
-                if state.get(nxt) == 1:
-                    cycle = stack[stack.index(nxt):]
-                    key = frozenset(cycle)
-                    if key not in reported:
-                        reported.add(key)
-                        first = min(cycle, key=lambda n: index[n])
-                        k = cycle.index(first)
-                        ordered = cycle[k:] + cycle[:k] + [first]
-                        self.issue(
-                            "flow.cycle",
-                            f"dependency cycle: {' -> '.join(ordered)}",
-                            ("jobs", index[first], "depends_on"),
-                        )
-                elif state.get(nxt) is None:
-                    visit(nxt, stack)
-            stack.pop()
-            state[node] = 2
-
-        for j in jobs_data:
-            if state.get(j["id"]) is None:
-                visit(j["id"], [])
+        deps = {j["id"]: {d for d in (j.get("depends_on") or ()) if d in index and d != j["id"]} for j in jobs_data}
+        while True:
+            try:
+                TopologicalSorter(deps).prepare()
+                return
+            except CycleError as exc:
+                # [a, b, ..., a], each node a dependency of the next; reversed, each depends on the next
+                cycle: list[str] = list(reversed(exc.args[1][1:]))
+            first = min(cycle, key=lambda n: index[n])
+            k = cycle.index(first)
+            ordered = cycle[k:] + cycle[:k] + [first]
+            self.issue("flow.cycle", f"dependency cycle: {' -> '.join(ordered)}", ("jobs", index[first], "depends_on"))
+            deps[ordered[0]].discard(ordered[1])
 
 
 def _char_at(text: str, line: int, column: int) -> str:

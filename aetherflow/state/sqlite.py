@@ -27,16 +27,19 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from aetherflow.errors import KeyInUseError, StateError
 from aetherflow.events import Event
+from aetherflow.locks import OsLock, is_free
 from aetherflow.model import freeze
 from aetherflow.state.store import (
     AttemptRecord,
+    JobFields,
     JobRecord,
     LockRecord,
     ReceivedEvent,
+    RunFields,
     RunRecord,
     StepRecord,
     StepWrite,
@@ -222,13 +225,18 @@ def _json_default(value: Any) -> Any:
 _EMPTY_MAP = freeze({})
 
 
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern (``ESCAPE '\\'``) matching what starts with ``prefix``."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _map(text: str | None) -> Any:
     """A stored JSON object, frozen; the common empty one without parsing (10,000 steps on resume)."""
     return _EMPTY_MAP if not text or text == "{}" else freeze(json.loads(text))
 
 
 class SqliteStore:
-    """``StateStore`` on one SQLite file."""
+    """``StateStore`` on one SQLite file; its named locks are OS file locks in ``locks/`` beside it."""
 
     def __init__(self, path: str | os.PathLike[str], *, mask: Callable[[str], str] | None = None) -> None:
         self.path = str(path)
@@ -269,8 +277,22 @@ class SqliteStore:
                     pass
 
     # plumbing ------------------------------------------------------------------------------
+    @property
+    def location(self) -> str:
+        return self.path
+
+    @property
+    def _lock_dir(self) -> Path:
+        return Path(self.path).parent / "locks"
+
     def set_mask(self, mask: Callable[[str], str]) -> None:
         self._mask = mask
+
+    def lock(self, name: str) -> OsLock:
+        return OsLock(self._lock_dir, name)
+
+    def lock_is_free(self, name: str) -> bool:
+        return is_free(self._lock_dir, name)
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -416,10 +438,17 @@ class SqliteStore:
         rows = self._query("SELECT cancel_reason FROM runs WHERE run_id=?", (run_id,))
         return rows[0][0] if rows and rows[0][0] else None
 
+    def run_ids(self, prefix: str, limit: int = 50) -> list[str]:
+        rows = self._query(
+            "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' ORDER BY created_at DESC LIMIT ?",
+            (_like_prefix(prefix), limit),
+        )
+        return [r[0] for r in rows]
+
     def find_runs(self, prefix: str) -> list[RunRecord]:
         rows = self._query(
             f"SELECT {', '.join(_LIGHT_RUN_COLUMNS)} FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 5",
-            (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+            (_like_prefix(prefix),),
         )
         return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in rows]
 
@@ -449,7 +478,7 @@ class SqliteStore:
         params.append(limit)
         return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
 
-    def update_run(self, run_id: str, event: Event | None, **fields: Any) -> None:
+    def update_run(self, run_id: str, event: Event | None, **fields: Unpack[RunFields]) -> None:
         sets: list[str] = []
         values: list[Any] = []
         for k, v in fields.items():
@@ -493,7 +522,7 @@ class SqliteStore:
                     db.execute(f"DELETE FROM {table} WHERE run_id=?", (rid,))
 
     # jobs and steps -------------------------------------------------------------------------
-    def set_job(self, run_id: str, job_id: str, status: str, event: Event | None, **fields: Any) -> None:
+    def set_job(self, run_id: str, job_id: str, status: str, event: Event | None, **fields: Unpack[JobFields]) -> None:
         outputs = fields.get("outputs")
         with self._tx(sync=status not in _LAZY_JOB_STATUSES) as db:
             db.execute(
@@ -505,7 +534,7 @@ class SqliteStore:
                     run_id,
                     job_id,
                     status,
-                    self._mask(fields["reason"]) if fields.get("reason") else None,
+                    self._mask(reason) if (reason := fields.get("reason")) else None,
                     fields.get("outcome"),
                     self._mask(_dumps(outputs)) if outputs else "{}",
                     fields.get("started_at"),

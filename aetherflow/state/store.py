@@ -1,21 +1,36 @@
-"""The narrow state-store interface and its records.
+"""The state store's interface and its records: everything the engine and the commands ask of a
+store, and nothing else.
 
-The engine talks only to ``StateStore``; ``sqlite.py`` is the embedded implementation and a
-PostgreSQL backend can implement the same protocol. Every method that changes state is one
-transaction and appends the given history ``Event`` in that same transaction.
+A backend (``state/sqlite.py``; a PostgreSQL one implements the same protocol) is chosen by
+``state/backends.py`` from a store location and passes the one contract test suite
+(``tests/state/test_store_contract.py``). Nothing outside ``state/`` knows which backend it
+talks to.
+
+Rules every backend keeps:
+
+- Every method that changes state is one transaction, and appends the given history ``Event``
+  (when not ``None``) in that same transaction.
+- Every text written (outputs, errors, reasons, history data, params) passes through the mask
+  set with ``set_mask`` first: no secret reaches the store.
+- ``lock(name)`` is a named lock shared by every process using this store and released by the
+  system when its holder dies (the run executor lock, flow and job locks, ``with_lock``);
+  ``lock_is_free`` probes one without keeping it. Holder *records* (``record_lock``) are only
+  for messages and ``locks list``.
+- An unreadable, corrupt or unreachable store raises ``StateError`` with a recovery hint; it is
+  never reset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypedDict, Unpack
 
 from aetherflow.events import Event
 from aetherflow.model import empty_map
-from aetherflow.records import field, record
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
     run_id: str
     flow_id: str
@@ -43,7 +58,7 @@ class RunRecord:
     profile: str | None = None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobRecord:
     run_id: str
     job_id: str
@@ -55,7 +70,7 @@ class JobRecord:
     finished_at: float | None = None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepRecord:
     run_id: str
     job_id: str
@@ -71,7 +86,7 @@ class StepRecord:
     finished_at: float | None = None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptRecord:
     run_id: str
     job_id: str
@@ -84,7 +99,7 @@ class AttemptRecord:
     finished_at: float | None = None
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WaitRecord:
     run_id: str
     job_id: str
@@ -95,7 +110,7 @@ class WaitRecord:
     created_at: float = 0.0
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReceivedEvent:
     id: int
     run_id: str
@@ -107,7 +122,7 @@ class ReceivedEvent:
     consumed: bool = False
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LockRecord:
     name: str
     run_id: str | None
@@ -117,7 +132,7 @@ class LockRecord:
     kind: str
 
 
-@record(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StepWrite:
     """One step state change (the engine builds these; the store persists them)."""
 
@@ -137,45 +152,145 @@ class StepWrite:
     attempt_status: str | None = None
 
 
-class StateStore(Protocol):
-    path: str
+class RunFields(TypedDict, total=False):
+    """Run columns ``update_run`` may change."""
 
-    def close(self) -> None: ...
+    flow_sha256: str
+    flow_text: str
+    status: str
+    pid: int | None
+    host: str | None
+    updated_at: float | None
+    finished_at: float | None
+    selected_jobs: tuple[str, ...]
+    error: str | None
+    cancel_reason: str | None
+    due_at: float | None
 
-    # runs ------------------------------------------------------------------------------
-    def create_run(self, run: RunRecord, event: Event) -> None: ...
+
+class JobFields(TypedDict, total=False):
+    """Job columns ``set_job`` writes besides the status."""
+
+    reason: str | None
+    outcome: str | None
+    outputs: Mapping[str, Any] | None
+    started_at: float | None
+    finished_at: float | None
+
+
+class Lock(Protocol):
+    """A named lock of one store, shared by every process using it; the system releases it when
+    its holder dies. ``acquire`` waits up to ``wait_seconds`` (0: one try) and says whether it is
+    held; ``release`` of a lock not held does nothing."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def is_held(self) -> bool: ...
+    def acquire(self, wait_seconds: float = 0.0) -> bool: ...
+    def release(self) -> None: ...
+
+
+class RunReader(Protocol):
+    """What commands that only look (``runs``, ``status``, ``locks list``, completion) use."""
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for people: a file path, or a URL without its password."""
+        ...
+
     def get_run(self, run_id: str) -> RunRecord | None: ...
     def find_runs(self, prefix: str) -> list[RunRecord]: ...
     def list_runs(
         self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None, limit: int = 50
     ) -> list[RunRecord]: ...
-    def update_run(self, run_id: str, event: Event | None, **fields: Any) -> None: ...
+    def run_ids(self, prefix: str, limit: int = 50) -> list[str]: ...
     def active_run_for_key(self, key: str) -> RunRecord | None: ...
-    def delete_runs(self, run_ids: Sequence[str]) -> None: ...
-
-    # jobs and steps --------------------------------------------------------------------
-    def set_job(self, run_id: str, job_id: str, status: str, event: Event | None, **fields: Any) -> None: ...
-    def set_step(self, run_id: str, write: StepWrite, event: Event | None, *, sync: bool = True) -> None: ...
-    def sync(self) -> None: ...
+    def cancel_reason(self, run_id: str) -> str | None: ...
+    def due_runs(self, now: float, *, flow_id: str | None = None, limit: int | None = None) -> list[RunRecord]: ...
     def jobs(self, run_id: str) -> dict[str, JobRecord]: ...
     def steps(self, run_id: str) -> dict[tuple[str, str], StepRecord]: ...
     def attempts(self, run_id: str) -> list[AttemptRecord]: ...
     def history(self, run_id: str) -> list[Event]: ...
-    def append_history(self, event: Event) -> None: ...
-
-    # waits and events ------------------------------------------------------------------
-    def set_wait(self, wait: WaitRecord, write: StepWrite, event: Event | None) -> None: ...
     def waits(self, run_id: str) -> list[WaitRecord]: ...
-    def clear_waits(self, run_id: str, event: Event | None) -> None: ...
-    def cancel_run(self, run_id: str, reason: str, now: float, event: Event | None) -> None: ...
-    def add_event(self, ev: ReceivedEvent, event: Event | None) -> int: ...
     def pending_events(self, run_id: str) -> list[ReceivedEvent]: ...
-    def consume_event(self, event_id: int) -> None: ...
-    def due_runs(self, now: float, *, flow_id: str | None = None, limit: int | None = None) -> list[RunRecord]: ...
-    def claim_run(self, run_id: str, expect_status: str, pid: int, host: str, event: Event | None) -> bool: ...
-
-    # locks -----------------------------------------------------------------------------
-    def record_lock(self, lock: LockRecord, event: Event | None) -> None: ...
-    def remove_lock(self, name: str, run_id: str | None, event: Event | None) -> None: ...
     def locks(self) -> list[LockRecord]: ...
     def lock_holder(self, name: str) -> LockRecord | None: ...
+    def lock_is_free(self, name: str) -> bool: ...
+    def close(self) -> None: ...
+
+
+class StateStore(RunReader, Protocol):
+    """A store that also records: runs, jobs, steps, waits, events, history, lock holders."""
+
+    def set_mask(self, mask: Callable[[str], str]) -> None: ...
+    def lock(self, name: str) -> Lock: ...
+
+    # runs
+    def create_run(self, run: RunRecord, event: Event) -> None:
+        """Insert a run; a business key held by an active run (``key_scope`` alike) raises
+        ``KeyInUseError`` naming the holder (its ``holder`` attribute is the run id)."""
+        ...
+
+    def update_run(self, run_id: str, event: Event | None, **fields: Unpack[RunFields]) -> None: ...
+    def claim_run(self, run_id: str, expect_status: str, pid: int, host: str, event: Event | None) -> bool:
+        """Move the run from ``expect_status`` to RUNNING for this executor, at once and only if it
+        is still in that status; steps and attempts left RUNNING are recorded FAILED."""
+        ...
+
+    def cancel_run(self, run_id: str, reason: str, now: float, event: Event | None) -> None: ...
+    def delete_runs(self, run_ids: Sequence[str]) -> None: ...
+
+    # jobs and steps
+    def set_job(self, run_id: str, job_id: str, status: str, event: Event | None, **fields: Unpack[JobFields]) -> None: ...
+    def set_step(self, run_id: str, write: StepWrite, event: Event | None, *, sync: bool = True) -> None:
+        """``sync=False`` only for a step result the caller follows at once with a synchronous
+        write (the next step's RUNNING): the backend may then skip its own flush."""
+        ...
+
+    def set_steps(self, run_id: str, writes: Sequence[StepWrite], event: Event | None) -> None: ...
+    def sync(self) -> None:
+        """Make every write so far durable (those made with ``sync=False`` too)."""
+        ...
+
+    def append_history(self, event: Event) -> None: ...
+
+    # waits and events
+    def set_wait(self, wait: WaitRecord, write: StepWrite, event: Event | None) -> None: ...
+    def remove_wait(self, run_id: str, job_id: str, step_id: str) -> None: ...
+    def clear_waits(self, run_id: str, event: Event | None) -> None: ...
+    def add_event(self, ev: ReceivedEvent, event: Event | None) -> int: ...
+    def consume_event(self, event_id: int) -> None: ...
+
+    # lock holder records
+    def record_lock(self, lock: LockRecord, event: Event | None) -> None: ...
+    def remove_lock(self, name: str, run_id: str | None, event: Event | None) -> None: ...
+
+
+# lock names: the same on every backend ------------------------------------------------------
+
+
+def run_lock_key(run_id: str) -> str:
+    """Held by the process executing the run, for as long as it does."""
+    return f"run:{run_id}"
+
+
+def flow_lock_key(flow_id: str) -> str:
+    return f"flow:{flow_id}"
+
+
+def job_lock_key(flow_id: str, job_id: str) -> str:
+    return f"job:{flow_id}:{job_id}"
+
+
+def user_lock_key(key: str) -> str:
+    """A ``with_lock`` lock."""
+    return f"user:{key}"
+
+
+def shown_status(store: RunReader, rec: RunRecord) -> str:
+    """The status to show: a run recorded RUNNING whose executor lock is free lost its process
+    and is shown CRASHED."""
+    if rec.status != "RUNNING":
+        return rec.status
+    return "CRASHED" if store.lock_is_free(run_lock_key(rec.run_id)) else "RUNNING"

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from aetherflow import durations
 from aetherflow.api import (
     STEP_SKIPPED,
     STEP_SUCCESS,
@@ -93,18 +93,12 @@ class Noop(Step):
         return StepResult(STEP_SUCCESS, inputs)
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
 def parse_duration(text: Any) -> float:
-    """``30``, ``30s``, ``30m``, ``2h``, ``1d``, ``500ms`` → seconds."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text)
-    m = _DURATION.match(str(text))
-    if not m:
-        raise StepError(f"invalid duration {text!r}: use e.g. 90, 30s, 30m, 2h or 1d", code="step.bad_duration")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    """A ``wait``/``wait_for_event`` duration in seconds (the grammar of aetherflow.durations)."""
+    seconds = durations.parse_duration(text)
+    if seconds is None:
+        raise StepError(f"invalid duration {text!r}: use {durations.EXAMPLES}", code="step.bad_duration")
+    return seconds
 
 
 def parse_until(text: str) -> float:
@@ -211,6 +205,7 @@ def _nested_specs(inputs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         "additionalProperties": False,
         "oneOf": [{"required": ["step"]}, {"required": ["steps"]}],
     },
+    nested=("step", "steps"),
 )
 class WithLock(Step):
     """Run one nested step (`step`) or several (`steps`) while holding the OS lock `lock_key`.
@@ -237,7 +232,7 @@ class WithLock(Step):
         key = str(inputs["lock_key"])
         specs = _nested_specs(inputs)
         started = time.monotonic()
-        lock = ctx.locks.acquire(key, float(inputs.get("wait_seconds", 0)), job_id=ctx.job_id, step_id=ctx.step_id)
+        lock = ctx.locks.acquire(key, float(inputs.get("wait_seconds", 0)))
         waited = time.monotonic() - started
         try:
             outputs: dict[str, Any] = {}
@@ -253,7 +248,7 @@ class WithLock(Step):
                     status = STEP_SKIPPED
                     break
         finally:
-            ctx.locks.release(lock, job_id=ctx.job_id, step_id=ctx.step_id)
+            ctx.locks.release(lock)
         outputs.update({"lock_key": key, "lock_wait_seconds": round(waited, 3)})
         if len(specs) > 1:
             outputs["steps"] = per_step

@@ -37,7 +37,7 @@ from aetherflow.api import (
     StepResult,
     register_step,
 )
-from aetherflow.connectors.archive import UnsafeArchiveError, ZipArchiver, _swap_in
+from aetherflow.connectors.archive import UnsafeArchiveError, ZipArchiver, swap_in
 from aetherflow.steps._paths import flow_area, workspace_path
 
 MAX_NAMES = 1000
@@ -326,7 +326,7 @@ class Unzip(Step):
             tmp, names, size = _extract_to_temp(archiver, archive, str(inputs["archive"]), dest.parent,
                                                 password=password, members=members)
             try:
-                _swap_in(tmp, dest)
+                swap_in(tmp, dest)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

@@ -73,10 +73,10 @@ def test_pipeline_check_on_a_hit_imports_no_yaml(home: Path, write_flow: Callabl
     flow = write_flow(ONE_STEP)
     code = textwrap.dedent(f"""
         import os, sys
-        from aetherflow import pipeline
-        settings = pipeline.settings_from_env(dict(os.environ))
-        loaded, issues = pipeline.check_flow({str(flow)!r}, pipeline.load_registry(settings),
-                                             cache=pipeline.validation_cache(settings))
+        from aetherflow import prepare, settings as s
+        settings = s.settings_from_env(dict(os.environ))
+        loaded, issues = prepare.check_flow({str(flow)!r}, prepare.load_plugins(settings),
+                                            cache=prepare.validation_cache(settings))
         assert not issues, issues
         print(loaded.flow.id, loaded.flow.jobs[0].steps[0].location, "yaml" in sys.modules)
     """)

@@ -38,7 +38,8 @@ plugins._entry_points = lambda: (scans.append(1), _scan())[1]
 
 PROBE = COUNT_SCANS + textwrap.dedent("""
     import json, os, sys
-    from aetherflow.pipeline import load_registry, settings_from_env
+    from aetherflow.prepare import load_plugins as load_registry
+    from aetherflow.settings import settings_from_env
 
     loaded = load_registry(settings_from_env(dict(os.environ)))
     print(json.dumps({

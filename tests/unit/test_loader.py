@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from aetherflow.errors import Location, SpecError
-from aetherflow.spec.loader import Positions, format_path, load_yaml
+from aetherflow.errors import Location, SpecError, format_path
+from aetherflow.spec.loader import Positions, load_yaml
 
 
 def load(text: str | bytes, **kwargs: Any) -> Any:

@@ -107,22 +107,22 @@ FLOW = ("version: 1\nflow:\n  id: f\n{parallel}jobs:\n"
 def _traced_run(tmp_path: Path, monkeypatch, text: str) -> list[tuple[bool, list[str]]]:
     """Run ``text`` in this process against a real store with SQL tracing on; every transaction
     as (synchronous?, the step rows it wrote as "job.step=STATUS")."""
-    from aetherflow import pipeline
     from aetherflow.context import CancelToken
+    from aetherflow.runner import Runner, RunRequest
+    from aetherflow.settings import settings_from_env
+    from aetherflow.state.sqlite import SqliteStore
 
     flow = tmp_path / "f.yaml"
     flow.write_text(text, encoding="utf-8")
     statements: list[str] = []
-    real_open = pipeline.open_store
 
-    def traced(path: Path, mask=None):
-        store = real_open(path, mask)
+    def traced(location: str, mask=None):  # the runner's store seam
+        store = SqliteStore(location, mask=mask)
         store._db.set_trace_callback(statements.append)
         return store
 
-    monkeypatch.setattr(pipeline, "open_store", traced)
-    settings = pipeline.settings_from_env({"AETHERFLOW_HOME": str(tmp_path / "home")})
-    outcome = pipeline.Runner(settings, cancel=CancelToken()).run(pipeline.RunRequest(flow_path=str(flow), run_id="r"))
+    settings = settings_from_env({"AETHERFLOW_HOME": str(tmp_path / "home")})
+    outcome = Runner(settings, cancel=CancelToken(), open_store=traced).run(RunRequest(flow_path=str(flow), run_id="r"))
     assert outcome.status == "SUCCESS"
     txs: list[tuple[bool, list[str]]] = []
     sync, rows = True, []

@@ -1,0 +1,326 @@
+"""The state store contract (``aetherflow/state/store.py``), one suite for every backend
+(``tests/state/conftest.py``): what the engine and the commands rely on, through the protocol
+only. A new backend is ready when it passes this file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from aetherflow.errors import KeyInUseError
+from aetherflow.events import Event
+from aetherflow.model import freeze
+from aetherflow.state.store import (
+    LockRecord,
+    ReceivedEvent,
+    RunRecord,
+    StateStore,
+    StepWrite,
+    WaitRecord,
+    run_lock_key,
+    shown_status,
+)
+
+Stores = Callable[..., StateStore]
+
+
+def run_rec(run_id: str = "r1", *, flow_id: str = "f", created: float = 100.0, key: str | None = None,
+            scope: str | None = None, status: str = "RUNNING", **kw: object) -> RunRecord:
+    return RunRecord(run_id=run_id, flow_id=flow_id, flow_file="/flows/f.yaml", flow_sha256="ab" * 32,
+                     flow_text="version: 1\n", params=freeze({"date": "2026-12-07"}), business_key=key,
+                     key_scope=scope, status=status, pid=123, host="h1", created_at=created, started_at=created,
+                     **kw)  # type: ignore[arg-type]
+
+
+def ev(name: str, run_id: str = "r1", **data: object) -> Event:
+    return Event(name=name, run_id=run_id, ts=1.0, flow_id="f", data=freeze(data))
+
+
+# runs -------------------------------------------------------------------------------------------
+
+
+def test_create_and_read_a_run(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec(plugin_paths=("/p",), selected_jobs=("a",), workspace_root="/w", profile="prod"), ev("run.started"))
+    got = s.get_run("r1")
+    assert got is not None
+    assert (got.flow_id, got.status, got.pid, got.host, got.attempt) == ("f", "RUNNING", 123, "h1", 1)
+    assert dict(got.params) == {"date": "2026-12-07"}
+    assert (got.plugin_paths, got.selected_jobs, got.workspace_root, got.profile) == (("/p",), ("a",), "/w", "prod")
+    assert got.flow_text == "version: 1\n"
+    assert s.get_run("nope") is None
+    assert [e.name for e in s.history("r1")] == ["run.started"]
+
+
+def test_another_client_sees_a_committed_run(stores: Stores) -> None:
+    a, b = stores(), stores()
+    a.create_run(run_rec(), ev("run.started"))
+    assert b.get_run("r1") is not None
+
+
+def test_list_find_and_ids_newest_first(stores: Stores) -> None:
+    s = stores()
+    for i, (rid, flow, status) in enumerate([("a1", "f", "SUCCESS"), ("a2", "g", "FAILED"), ("b1", "f", "WAITING")]):
+        s.create_run(run_rec(rid, flow_id=flow, created=100.0 + i, status=status), ev("run.started", rid))
+    assert [r.run_id for r in s.list_runs()] == ["b1", "a2", "a1"]
+    assert [r.run_id for r in s.list_runs(flow_id="f")] == ["b1", "a1"]
+    assert [r.run_id for r in s.list_runs(status="FAILED")] == ["a2"]
+    assert [r.run_id for r in s.list_runs(limit=1)] == ["b1"]
+    assert sorted(r.run_id for r in s.find_runs("a")) == ["a1", "a2"]
+    assert s.run_ids("a") == ["a2", "a1"]
+    assert s.run_ids("%") == [] and s.run_ids("_1") == []  # the prefix is literal
+
+
+def test_update_run_and_cancel_reason(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec(), ev("run.started"))
+    assert s.cancel_reason("r1") is None
+    s.update_run("r1", ev("run.cancel_requested"), cancel_reason="bad input")
+    s.update_run("r1", None, status="FAILED", error="j.s: boom", finished_at=200.0, due_at=None)
+    got = s.get_run("r1")
+    assert got is not None and (got.status, got.error, got.finished_at) == ("FAILED", "j.s: boom", 200.0)
+    assert s.cancel_reason("r1") == "bad input"
+    assert [e.name for e in s.history("r1")] == ["run.started", "run.cancel_requested"]
+
+
+def test_claim_run_is_atomic_and_fails_leftover_running_steps(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec(status="FAILED"), ev("run.started"))
+    s.set_step("r1", StepWrite(job_id="j", step_id="s", status="RUNNING", attempt=1, started_at=1.0), None)
+    results: list[bool] = []
+    clients = [stores() for _ in range(4)]
+    barrier = threading.Barrier(len(clients))
+
+    def claim(c: StateStore) -> None:
+        barrier.wait()
+        results.append(c.claim_run("r1", "FAILED", os.getpid(), "h2", ev("run.resumed")))
+
+    threads = [threading.Thread(target=claim, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, False, False, True]
+    got = s.get_run("r1")
+    assert got is not None and (got.status, got.attempt, got.host) == ("RUNNING", 2, "h2")
+    step = s.steps("r1")[("j", "s")]
+    assert step.status == "FAILED" and step.error
+    assert [a.status for a in s.attempts("r1")] == ["FAILED"]
+
+
+def test_business_key_admission(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec("r1", key="order::42", scope="f"), ev("run.started"))
+    with pytest.raises(KeyInUseError) as info:
+        stores().create_run(run_rec("r2", key="order::42", scope="f"), ev("run.started", "r2"))
+    assert getattr(info.value, "holder", None) == "r1"
+    assert stores().get_run("r2") is None  # nothing half-written
+    s.create_run(run_rec("r3", key="order::42", scope="other_flow"), ev("run.started", "r3"))  # another scope
+    found = s.active_run_for_key("order::42")
+    assert found is not None and found.run_id in ("r1", "r3")
+    s.update_run("r1", None, status="SUCCESS")
+    s.update_run("r3", None, status="SUCCESS")
+    assert s.active_run_for_key("order::42") is None
+    s.create_run(run_rec("r4", key="order::42", scope="f"), ev("run.started", "r4"))  # free again
+    assert [r.run_id for r in s.list_runs(key="42")] == ["r4", "r3", "r1"]
+
+
+def test_delete_runs_removes_every_row(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec(), ev("run.started"))
+    s.create_run(run_rec("keep"), ev("run.started", "keep"))
+    s.set_job("r1", "j", "SUCCESS", None, outputs={"n": 1})
+    s.set_step("r1", StepWrite(job_id="j", step_id="s", status="SUCCESS", attempt=1), None)
+    s.set_wait(WaitRecord(run_id="r1", job_id="j", step_id="w", kind="event", events=("go",), created_at=1.0),
+               StepWrite(job_id="j", step_id="w", status="WAITING", attempt=1), None)
+    s.add_event(ReceivedEvent(id=0, run_id="r1", job_id="j", step_id="w", name="go", received_at=1.0), None)
+    s.delete_runs(["r1"])
+    assert s.get_run("r1") is None
+    assert (s.jobs("r1"), s.steps("r1"), s.attempts("r1"), s.waits("r1"), s.pending_events("r1"), s.history("r1")) == (
+        {}, {}, [], [], [], [])
+    assert s.get_run("keep") is not None and len(s.history("keep")) == 1
+
+
+# jobs, steps, attempts -------------------------------------------------------------------------
+
+
+def test_jobs_steps_and_attempts(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec(), ev("run.started"))
+    s.set_job("r1", "j", "RUNNING", ev("job.started"), started_at=1.0)
+    s.set_step("r1", StepWrite(job_id="j", step_id="s", status="RUNNING", attempt=1, started_at=1.0), ev("step.started"))
+    s.set_step("r1", StepWrite(job_id="j", step_id="s", status="FAILED", attempt=1, error="boom", finished_at=2.0), None)
+    s.set_step("r1", StepWrite(job_id="j", step_id="s", status="RUNNING", attempt=2, started_at=3.0), None)
+    s.set_step("r1", StepWrite(job_id="j", step_id="s", status="SUCCESS", attempt=2, outcome="success",
+                               outputs={"rows": 3, "token": "x"}, masked_keys=("token",), finished_at=4.0),
+               ev("step.finished"), sync=False)
+    s.sync()
+    s.set_job("r1", "j", "SUCCESS", ev("job.finished"), outcome="success", outputs={"count": 3}, finished_at=5.0)
+    step = s.steps("r1")[("j", "s")]
+    assert (step.status, step.attempt, step.outcome, step.started_at, step.finished_at) == ("SUCCESS", 2, "success", 3.0, 4.0)
+    assert dict(step.outputs) == {"rows": 3, "token": "x"} and step.masked_keys == ("token",)
+    assert [(a.attempt, a.status, a.error) for a in s.attempts("r1")] == [(1, "FAILED", "boom"), (2, "SUCCESS", None)]
+    job = s.jobs("r1")["j"]
+    assert (job.status, job.outcome, dict(job.outputs), job.started_at, job.finished_at) == ("SUCCESS", "success", {"count": 3}, 1.0, 5.0)
+    assert [e.name for e in s.history("r1")] == ["run.started", "job.started", "step.started", "step.finished", "job.finished"]
+
+
+def test_set_steps_writes_all_in_one_go(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec(), ev("run.started"))
+    s.set_steps("r1", [StepWrite(job_id="j", step_id=f"s{i}", status="SKIPPED", attempt=0, reason="upstream skipped")
+                       for i in range(3)], ev("job.skipped"))
+    assert sorted(k[1] for k, v in s.steps("r1").items() if v.status == "SKIPPED") == ["s0", "s1", "s2"]
+    assert s.attempts("r1") == []  # attempt 0: never executed
+
+
+def test_history_is_ordered_per_run_with_data(stores: Stores) -> None:
+    a, b = stores(), stores()
+    a.create_run(run_rec("r1"), ev("run.started", "r1"))
+    b.create_run(run_rec("r2"), ev("run.started", "r2"))
+    for i in range(5):
+        (a if i % 2 else b).append_history(ev(f"e{i}", "r1", n=i))
+    names = [(e.name, dict(e.data)) for e in a.history("r1")]
+    assert names == [("run.started", {})] + [(f"e{i}", {"n": i}) for i in range(5)]
+    assert [e.name for e in a.history("r2")] == ["run.started"]
+
+
+def test_the_mask_applies_to_everything_written(stores: Stores) -> None:
+    s = stores()
+    s.set_mask(lambda text: text.replace("s3cret", "***"))
+    s.create_run(run_rec(), Event(name="run.started", run_id="r1", ts=1.0, flow_id="f", data=freeze({"arg": "s3cret"})))
+    s.set_step("r1", StepWrite(job_id="j", step_id="s", status="FAILED", attempt=1, error="login s3cret refused",
+                               reason="s3cret", outputs={"v": "s3cret"}), None)
+    s.set_job("r1", "j", "FAILED", None, reason="s3cret", outputs={"v": "s3cret"})
+    s.update_run("r1", None, error="s3cret", cancel_reason="s3cret")
+    s.add_event(ReceivedEvent(id=0, run_id="r1", job_id="j", step_id="s", name="go", data=freeze({"v": "s3cret"}),
+                              received_at=1.0), None)
+    reader = stores()
+    seen = repr((reader.get_run("r1"), reader.steps("r1"), reader.jobs("r1"), reader.history("r1"),
+                 reader.pending_events("r1"), reader.attempts("r1")))
+    assert "s3cret" not in seen and "***" in seen
+
+
+# waits and events ------------------------------------------------------------------------------
+
+
+def test_waits_events_and_due_runs(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec("r1", status="RUNNING"), ev("run.started"))
+    s.create_run(run_rec("r2", flow_id="g", status="RUNNING"), ev("run.started", "r2"))
+    s.set_wait(WaitRecord(run_id="r1", job_id="j", step_id="w", kind="event", events=("approved", "rejected"), created_at=1.0),
+               StepWrite(job_id="j", step_id="w", status="WAITING", attempt=1, reason="event approved"), ev("step.waiting"))
+    s.set_wait(WaitRecord(run_id="r1", job_id="j", step_id="t", kind="timer", due_at=50.0, created_at=2.0),
+               StepWrite(job_id="j", step_id="t", status="WAITING", attempt=1), None)
+    assert [(w.step_id, w.events, w.due_at) for w in s.waits("r1")] == [("w", ("approved", "rejected"), None), ("t", (), 50.0)]
+    assert s.steps("r1")[("j", "w")].status == "WAITING"
+    s.update_run("r1", None, status="WAITING", due_at=50.0)
+    s.update_run("r2", None, status="WAITING", due_at=10.0)
+    assert [r.run_id for r in s.due_runs(60.0)] == ["r2", "r1"]
+    assert [r.run_id for r in s.due_runs(20.0)] == ["r2"]
+    assert [r.run_id for r in s.due_runs(60.0, flow_id="f")] == ["r1"]
+    assert [r.run_id for r in s.due_runs(60.0, limit=1)] == ["r2"]
+    eid = s.add_event(ReceivedEvent(id=0, run_id="r1", job_id="j", step_id="w", name="approved",
+                                    data=freeze({"by": "ops"}), received_at=2.0), ev("event.received"))
+    pending = s.pending_events("r1")
+    assert [(e.id, e.name, dict(e.data)) for e in pending] == [(eid, "approved", {"by": "ops"})]
+    s.consume_event(eid)
+    assert s.pending_events("r1") == []
+    s.remove_wait("r1", "j", "w")
+    assert [w.step_id for w in s.waits("r1")] == ["t"]
+    s.clear_waits("r1", ev("run.cancelled"))
+    assert s.waits("r1") == []
+
+
+def test_cancel_run_in_one_transaction(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec(status="WAITING"), ev("run.started"))
+    s.set_job("r1", "j", "WAITING", None)
+    s.set_wait(WaitRecord(run_id="r1", job_id="j", step_id="w", kind="event", events=("go",), created_at=1.0),
+               StepWrite(job_id="j", step_id="w", status="WAITING", attempt=1), None)
+    s.cancel_run("r1", "no longer needed", 9.0, ev("run.cancelled"))
+    got = s.get_run("r1")
+    assert got is not None and (got.status, got.cancel_reason, got.finished_at, got.due_at) == (
+        "CANCELLED", "no longer needed", 9.0, None)
+    assert s.jobs("r1")["j"].status == "CANCELLED" and s.steps("r1")[("j", "w")].status == "CANCELLED"
+    assert s.waits("r1") == []
+
+
+# locks -----------------------------------------------------------------------------------------
+
+
+def test_named_locks_exclude_other_clients(stores: Stores) -> None:
+    a, b = stores(), stores()
+    la, lb = a.lock("user:k"), b.lock("user:k")
+    assert la.acquire(0) and la.is_held
+    assert not lb.acquire(0) and not lb.is_held
+    assert not b.lock_is_free("user:k")
+    assert b.lock("user:other").acquire(0)
+    la.release()
+    assert not la.is_held
+    assert b.lock_is_free("user:k") and lb.acquire(0)
+    lb.release()
+    lb.release()  # releasing a lock not held does nothing
+
+
+def test_a_lock_waits_for_its_holder(stores: Stores) -> None:
+    a, b = stores(), stores()
+    la = a.lock("flow:f")
+    assert la.acquire(0)
+    timer = threading.Timer(0.3, la.release)
+    timer.start()
+    try:
+        assert b.lock("flow:f").acquire(30)
+    finally:
+        timer.cancel()
+
+
+def test_a_dead_holders_lock_is_free_and_its_run_shows_crashed(stores: Stores, location: str) -> None:
+    s = stores()
+    s.create_run(run_rec(), ev("run.started"))
+    code = textwrap.dedent(f"""
+        import sys
+        from aetherflow.state.backends import open_store
+        store = open_store({location!r})
+        held = store.lock({run_lock_key('r1')!r})
+        assert held.acquire(0)
+        print("held", flush=True)
+        sys.stdin.read()
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        rec = s.get_run("r1")
+        assert rec is not None
+        assert not s.lock_is_free(run_lock_key("r1")) and shown_status(s, rec) == "RUNNING"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        assert s.lock_is_free(run_lock_key("r1")) and shown_status(s, rec) == "CRASHED"
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate(timeout=30)
+
+
+def test_lock_holder_records(stores: Stores) -> None:
+    s = stores()
+    s.record_lock(LockRecord(name="user:k", run_id="r1", pid=1, host="h", since=5.0, kind="with_lock"), None)
+    s.record_lock(LockRecord(name="flow:f", run_id="r1", pid=1, host="h", since=6.0, kind="flow"), None)
+    assert [lk.name for lk in stores().locks()] == ["user:k", "flow:f"]
+    holder = s.lock_holder("user:k")
+    assert holder is not None and (holder.run_id, holder.pid, holder.host, holder.kind) == ("r1", 1, "h", "with_lock")
+    s.remove_lock("user:k", "other-run", None)  # only the holder's record is removed
+    assert s.lock_holder("user:k") is not None
+    s.remove_lock("user:k", "r1", None)
+    assert s.lock_holder("user:k") is None and [lk.name for lk in s.locks()] == ["flow:f"]
+
+
+def test_location_names_the_store(stores: Stores, location: str) -> None:
+    assert stores().location == location
