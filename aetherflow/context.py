@@ -21,6 +21,7 @@ from aetherflow.model import empty_map
 from aetherflow.workspace import JobWorkspace
 
 if TYPE_CHECKING:
+    from aetherflow.events import Event
     from aetherflow.state.store import Lock
 
 
@@ -148,6 +149,8 @@ class StepContext:
     clock: Callable[[], float] = time.time
     #: report a one-line status (e.g. the last output line); shown live, never stored
     progress: Callable[[str], None] | None = None
+    #: the run's history so far, oldest first (read-only; secrets masked): ``ctx.history()``
+    history: Callable[[], tuple[Event, ...]] | None = None
 
     @property
     def idempotency_key(self) -> str:

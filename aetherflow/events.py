@@ -4,7 +4,7 @@ Every state change the engine records is also an ``Event``; the same events go t
 history (``runs show --history``), to observers registered by plugins (``register_observer``)
 and to ``--events-log FILE``. Event names are stable (docs/events.md):
 
-run.started run.resumed run.finished run.waiting run.cancelled run.interrupted
+run.started run.resumed run.finished run.waiting run.cancelled run.interrupted run.scheduled
 job.started job.finished job.skipped job.blocked
 step.started step.finished step.failed step.retry step.waiting step.restored
 event.received timer.fired lock.acquired lock.released lock.waiting flow.changed_accepted
@@ -29,6 +29,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
+    """One state change of a run. ``business_key``, ``flow_version``, ``tags`` and ``meta`` (the
+    flow's ``metadata`` under the caller's ``run --meta``) label every event of the run for
+    observers and the events log; the store's history keeps them once, on the run."""
+
     name: str
     run_id: str
     ts: float  # wall-clock epoch seconds
@@ -37,6 +41,10 @@ class Event:
     step_id: str | None = None
     attempt: int | None = None
     data: Mapping[str, Any] = field(default_factory=empty_map)
+    business_key: str | None = None
+    flow_version: int | None = None
+    tags: tuple[str, ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=empty_map)
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"event": self.name, "ts": self.ts, "run_id": self.run_id, "flow_id": self.flow_id}
@@ -46,6 +54,14 @@ class Event:
             d["step_id"] = self.step_id
         if self.attempt is not None:
             d["attempt"] = self.attempt
+        if self.business_key is not None:
+            d["business_key"] = self.business_key
+        if self.flow_version is not None:
+            d["flow_version"] = self.flow_version
+        if self.tags:
+            d["tags"] = list(self.tags)
+        if self.meta:
+            d["meta"] = thaw(self.meta)
         if self.data:
             d["data"] = thaw(self.data)
         return d

@@ -79,7 +79,8 @@ def validation_cache(settings: Settings) -> ValidationCache | None:
 
 
 def check_flow(
-    path: str, loaded: LoadedPlugins, *, raw: bytes | None = None, cache: ValidationCache | None = None
+    path: str, loaded: LoadedPlugins, *, raw: bytes | None = None, cache: ValidationCache | None = None,
+    strict: bool = False,
 ) -> tuple[LoadedFlow, list[Issue]]:
     """Load and fully validate a flow: the flow and every semantic and registry issue; raises
     ``SpecError`` for YAML and schema problems (nothing to check further).
@@ -87,7 +88,7 @@ def check_flow(
     With a ``cache``, a flow whose exact bytes, with the same flow schema and step input
     schemas, were fully valid before is not parsed again (the cache holds the parse) and skips
     the JSON Schema checks; everything else is checked as always. A flow with no issue is
-    remembered, with its parse."""
+    remembered, with its parse. ``strict`` adds the checks of ``validate --strict``."""
     from aetherflow.engine.preflight import Preflight, inputs_fingerprint
     from aetherflow.spec import load_flow, read_flow_bytes, sort_issues
 
@@ -109,7 +110,7 @@ def check_flow(
         if partial is None:
             raise
         flow_file, semantic = partial, list(exc.issues)
-    pf = Preflight(loaded.registry, flow_file.positions, path, loaded.errors, check_inputs=not known)
+    pf = Preflight(loaded.registry, flow_file.positions, path, loaded.errors, check_inputs=not known, strict=strict)
     issues = sort_issues(semantic + pf.check(flow_file.flow, flow_file.data))
     if key is not None and cache is not None and not known and not issues:
         cache.remember(key, flow_file.data, flow_file.positions)

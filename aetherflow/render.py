@@ -433,6 +433,11 @@ def run_show_text(doc: Mapping[str, Any]) -> str:
         lines.append(f"  key {r['business_key']}")
     if r.get("params"):
         lines.append(f"  params {json.dumps(r['params'], ensure_ascii=False, default=str)}")
+    if r.get("tags"):
+        lines.append(f"  tags {', '.join(r['tags'])}")
+    for field, label in (("flow_metadata", "flow metadata"), ("meta", "meta"), ("runtime_metadata", "runtime metadata")):
+        if r.get(field):
+            lines.append(f"  {label} {json.dumps(r[field], ensure_ascii=False, default=str, sort_keys=True)}")
     if r.get("error"):
         lines.append(f"  error {_first_line(_job_step_error(r['error']))}")
     if r.get("cancel_reason"):
@@ -457,6 +462,9 @@ def run_show_text(doc: Mapping[str, Any]) -> str:
             if s.get("outputs"):
                 out = json.dumps(s["outputs"], ensure_ascii=False, default=str)
                 lines.append(f"      outputs: {out if len(out) < 400 else out[:400] + '…'}")
+            if s.get("metadata"):
+                meta = json.dumps(s["metadata"], ensure_ascii=False, default=str, sort_keys=True)
+                lines.append(f"      metadata: {meta if len(meta) < 400 else meta[:400] + '…'}")
             for a in s.get("attempts", []):
                 if a["attempt"] == s.get("attempt") and a.get("error") in (None, s.get("error")):
                     continue  # the step's own line and error above say it

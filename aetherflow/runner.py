@@ -34,7 +34,15 @@ from aetherflow.errors import (
     UsageError,
 )
 from aetherflow.events import Event, Fanout
-from aetherflow.model import MASKED_KEYS_FIELD, FlowSpec, RunStatus, freeze, thaw
+from aetherflow.model import (
+    KEY_SEPARATOR,
+    MASKED_KEYS_FIELD,
+    FlowSpec,
+    RunStatus,
+    freeze,
+    split_key,
+    thaw,
+)
 from aetherflow.prepare import (
     Prepared,
     load_checked,
@@ -54,6 +62,7 @@ from aetherflow.state.store import (
     RunRecord,
     StateStore,
     flow_lock_key,
+    run_labels,
     run_lock_key,
     shown_status,
 )
@@ -63,7 +72,8 @@ if TYPE_CHECKING:
     from aetherflow.plugins import LoadedPlugins
     from aetherflow.resolve import Redactor
 
-__all__ = ["RunOutcome", "RunRequest", "Runner", "cancel_run", "check_run_id", "new_run_id", "parse_event_data"]
+__all__ = ["RunOutcome", "RunRequest", "Runner", "cancel_run", "check_run_id", "new_run_id", "parse_event_data",
+           "parse_meta_args", "schedule_resume"]
 
 log = logging.getLogger("aetherflow")
 
@@ -88,6 +98,7 @@ class RunRequest:
     event: str | None = None
     event_data: Any = None
     due_only: bool = False  # claim only if still WAITING and due (resume --due)
+    meta: Mapping[str, str] = field(default_factory=dict)  # `run --meta K=V`: the caller's telemetry labels
 
 
 @dataclass(slots=True)
@@ -127,7 +138,33 @@ def new_run_id(clock: Callable[[], float]) -> str:
 def _event(clock: Callable[[], float], rec: RunRecord, name: str, *, job_id: str | None = None,
            step_id: str | None = None, **data: Any) -> Event:
     return Event(name=name, run_id=rec.run_id, ts=clock(), flow_id=rec.flow_id, job_id=job_id, step_id=step_id,
-                 data=freeze(data))
+                 data=freeze(data), **run_labels(rec))
+
+
+_META_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+META_MAX_ENTRIES = 32
+META_VALUE_MAX = 1000
+
+
+def parse_meta_args(args: Sequence[str]) -> dict[str, str]:
+    """``run --meta K=V`` (repeatable): the caller's telemetry labels of the run. Names like
+    ``ticket`` or ``ci.job`` (letters, digits, ``_ . -``, at most 64), values text of at most
+    1000 characters without control characters, each name once, at most 32."""
+    out: dict[str, str] = {}
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if not sep or not _META_NAME.match(name):
+            raise UsageError(f"--meta {arg!r}: expected NAME=VALUE, NAME made of letters, digits, _ . - "
+                             "(at most 64, starting with a letter or _)", code="usage.meta")
+        if name in out:
+            raise UsageError(f"--meta {name}: given twice", code="usage.meta")
+        if len(value) > META_VALUE_MAX or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise UsageError(f"--meta {name}: the value must be at most {META_VALUE_MAX} characters without control "
+                             "characters", code="usage.meta")
+        out[name] = value
+    if len(out) > META_MAX_ENTRIES:
+        raise UsageError(f"--meta: at most {META_MAX_ENTRIES} entries", code="usage.meta")
+    return out
 
 
 class Runner:
@@ -188,8 +225,11 @@ class Runner:
             raise UsageError("--key needs `flow.unique` in the flow file", code="usage.key_without_unique")
         business_key = None
         if req.key is not None and flow.unique is not None:
-            value = req.key.split("::", 1)[1] if req.key.startswith(flow.unique.key + "::") else req.key
-            business_key = f"{flow.unique.key}::{value}"
+            name, value = split_key(req.key)
+            if name is not None and name != flow.unique.key:
+                raise UsageError(f"--key {req.key!r} names the key '{name}', but flow '{flow.id}' keys its runs by "
+                                 f"'{flow.unique.key}' (a key value cannot contain '{KEY_SEPARATOR}')", code="usage.key")
+            business_key = f"{flow.unique.key}{KEY_SEPARATOR}{value}"
         from aetherflow.engine.plan import describe, make_plan, select_jobs
 
         selected = select_jobs(flow, req.jobs, req.with_upstream)
@@ -226,6 +266,9 @@ class Runner:
             selected_jobs=tuple(req.jobs) if req.jobs else (),
             workspace_root=str(workspace_root(self.settings, flow, prepared.env)),
             profile=req.profile,
+            tags=flow.tags,
+            flow_metadata=flow.metadata,
+            meta=freeze(dict(req.meta)),
         )
         return self._execute(store, prepared, rec, req, resources=resources, selected=selected, new=True)
 
@@ -248,6 +291,11 @@ class Runner:
             raise UsageError(
                 f"run {req.run_id} exists: its params were fixed when it started; --param cannot change them",
                 code="usage.params_of_existing_run",
+            )
+        if req.meta:
+            raise UsageError(
+                f"run {req.run_id} exists: its --meta was recorded when it started and cannot change",
+                code="usage.meta_of_existing_run",
             )
         return existing
 
@@ -313,13 +361,13 @@ class Runner:
             if req.jobs:  # `run FLOW --run-id ID --job J`: run more jobs of an existing run
                 store.update_run(run_id, None, selected_jobs=tuple(req.jobs))
             expect = rec.status
-            if not store.claim_run(run_id, expect, self.pid, self.host,
-                                   self._event(rec, "run.resumed", attempt=rec.attempt + 1, previous_status=expect)):
+            resumed = self._event(rec, "run.resumed", attempt=rec.attempt + 1, previous_status=expect)
+            if not store.claim_run(run_id, expect, self.pid, self.host, resumed):
                 raise ConflictError(f"run {run_id} changed state while resuming; try again", code="run.claim_lost")
             claimed = store.get_run(run_id)
             assert claimed is not None
             return self._execute(store, prepared, claimed, req, resources=resources, selected=selected, new=False,
-                                 run_lock=run_lock, flow_lock=flow_lock)
+                                 run_lock=run_lock, flow_lock=flow_lock, start_event=resumed)
         finally:
             if flow_lock is not None:
                 flow_lock.release()
@@ -410,7 +458,10 @@ class Runner:
     def _execute(
         self, store: StateStore, prepared: Prepared, rec: RunRecord, req: RunRequest, *, resources: Mapping[str, Any],
         selected: Sequence[str], new: bool, run_lock: Lock | None = None, flow_lock: Lock | None = None,
+        start_event: Event | None = None,
     ) -> RunOutcome:
+        """Execute a recorded run (``new``: record it first). ``start_event`` is the stored
+        ``run.resumed`` of a resume; observers get the very event the history has."""
         from aetherflow.connectors.base import LazyConnectors
         from aetherflow.engine.plan import make_plan, parse_reruns
         from aetherflow.engine.run import Executor, RunInputs, Services
@@ -433,9 +484,10 @@ class Runner:
             if flow.locks.scope == "flow":
                 held.append(flow_lock or self._flow_lock(store, flow, "an earlier run is still going; this run was not started"))
             if new:
+                start_event = self._event(rec, "run.started", flow_file=rec.flow_file, params=thaw(prepared.params),
+                                          business_key=rec.business_key, attempt=rec.attempt)
                 try:
-                    store.create_run(rec, self._event(rec, "run.started", flow_file=rec.flow_file, params=thaw(prepared.params),
-                                                      business_key=rec.business_key))
+                    store.create_run(rec, start_event)
                 except KeyInUseError as exc:
                     raise self._explain_key_holder(store, rec, exc) from exc
             store.record_lock(LockRecord(name=run_lock_key(rec.run_id), run_id=rec.run_id, pid=self.pid, host=self.host,
@@ -462,7 +514,8 @@ class Runner:
                 should_cancel=lambda: store.cancel_reason(rec.run_id),
             )
             ex = Executor(inputs, svc)
-            emit(self._event(rec, "run.started" if new else "run.resumed", attempt=rec.attempt))
+            if start_event is not None:
+                emit(start_event)
             if flow_lock_ev is not None:
                 emit(flow_lock_ev)
             result = ex.execute()
@@ -535,7 +588,10 @@ class Runner:
         if result.failed_steps:
             j, s, e = result.failed_steps[-1]
             err = f"{j}.{s}: {e}"
-        ev = self._event(rec, name, status=status, duration=round(now - (rec.started_at or now), 6), error=err)
+        ended = store.get_run(rec.run_id)
+        runtime = thaw(ended.runtime_metadata) if ended is not None and ended.runtime_metadata else None
+        extra: dict[str, Any] = {"runtime_metadata": runtime} if runtime else {}
+        ev = self._event(rec, name, status=status, duration=round(now - (rec.started_at or now), 6), error=err, **extra)
         if status == RunStatus.CANCELLED:
             store.clear_waits(rec.run_id, None)
         if status == RunStatus.WAITING:
@@ -558,11 +614,15 @@ def _not_waiting(run_id: str, status: str, event: str | None) -> UsageError:
 
 
 def _masked_event(ev: Event, redactor: Redactor) -> Event:
-    """The event with secrets masked in its data (observers and the events log never see one)."""
-    if not ev.data:
+    """The event with secrets masked in its data and labels (observers and the events log
+    never see one)."""
+    if not ev.data and not ev.meta:
         return ev
     data, changed = redactor.mask_value(thaw(ev.data))
-    return replace(ev, data=freeze(data)) if changed else ev
+    meta, meta_changed = redactor.mask_value(thaw(ev.meta))
+    if not changed and not meta_changed:
+        return ev
+    return replace(ev, data=freeze(data), meta=freeze(meta))
 
 
 def _short(exc: BaseException) -> str:
@@ -589,6 +649,52 @@ def cancel_run(catalog: StoreCatalog, run_id: str, reason: str | None, clock: Ca
         return rec, "cancelled", ev
     finally:
         lock.release()
+        store.close()
+
+
+def parse_due(at: str | None, in_: str | None, now: float) -> float:
+    """``resume --at TIME`` (ISO-8601; without a zone, local time) or ``--in DURATION`` (the
+    duration grammar, from ``now``) as epoch seconds."""
+    if at is not None and in_ is not None:
+        raise UsageError("give --at TIME or --in DURATION, not both", code="usage.due_time")
+    if in_ is not None:
+        from aetherflow.durations import EXAMPLES, parse_duration
+
+        seconds = parse_duration(in_)
+        if seconds is None:
+            raise UsageError(f"--in {in_!r}: not a duration; use {EXAMPLES}", code="usage.due_time")
+        return now + seconds
+    assert at is not None
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(at.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"--at {at!r}: not an ISO-8601 time, e.g. 2026-11-23T06:00:00+01:00 or 2026-11-23 06:00",
+                         code="usage.due_time") from exc
+    if when.tzinfo is None:
+        when = when.astimezone()  # local time
+    return when.timestamp()
+
+
+def schedule_resume(catalog: StoreCatalog, run_id: str, due_at: float, clock: Callable[[], float]) -> tuple[RunRecord, Event]:
+    """``resume RUN --at/--in``: the WAITING run's waits (events, timers, retries alike) fall
+    due at ``due_at``, so ``resume --due`` continues it then, as a fired timer (``wait``:
+    ``elapsed``, ``wait_for_event``: ``timeout``; a parked retry runs). Any other status is an
+    error (exit 2): only a waiting run has something to schedule. Returns the record and the
+    ``run.scheduled`` history event."""
+    store, rec = catalog.find_run(run_id)
+    try:
+        ev = _event(clock, rec, "run.scheduled", due_at=due_at, previous_due_at=rec.due_at)
+        if rec.status != RunStatus.WAITING or not store.reschedule_run(rec.run_id, due_at, ev):
+            cur = store.get_run(rec.run_id) or rec
+            raise UsageError(
+                f"run {rec.run_id} is {shown_status(store, cur)}, not WAITING: --at/--in schedule when a waiting run "
+                "continues", code="resume.not_waiting",
+                hint=None if cur.status in (RunStatus.SUCCESS, RunStatus.CANCELLED)
+                else f"continue it now with `aetherflow resume {rec.run_id}`")
+        return rec, ev
+    finally:
         store.close()
 
 

@@ -35,19 +35,23 @@ def validate_cmd(
     as_json: o.Json = False,
     plugin_path: o.PluginPath = None,
     state: o.StateUnused = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Also fail on declared outcomes that on_outcome does not route.")] = False,
 ) -> None:
     """Check FLOW: YAML, schema, references, templates, `when`, step types and inputs.
 
     Every problem is printed as FILE:LINE:COLUMN: CODE: MESSAGE (at JSON.PATH). Exit 0 or 2.
     An env variable read without a default that is not set here is a warning (exit 0): `run`
     refuses it, but CI validates without the production environment.
+    With --strict, every outcome a step type declares beyond success and skipped must be
+    routed by the step's on_outcome (continue included).
 
-    Example: aetherflow validate flows/daily.yaml
+    Example: aetherflow validate flows/daily.yaml --strict
     """
-    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path)
+    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path, strict=strict)
 
 
-def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str] | None = None) -> None:
+def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str] | None = None,
+                     strict: bool = False) -> None:
     """Check ``flow`` and print every issue (exit 2) or one ``ok`` line."""
     from aetherflow import render
     from aetherflow.prepare import check_flow, load_plugins
@@ -57,7 +61,7 @@ def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str]
         for err in loaded_plugins.errors:
             stderr(f"warning: plugin failed to import: {err}")
         try:
-            loaded, issues = check_flow(flow, loaded_plugins)
+            loaded, issues = check_flow(flow, loaded_plugins, strict=strict)
         except SpecError as exc:
             issues = list(exc.issues)
             loaded = None
@@ -240,6 +244,8 @@ def steps_show(
             raise UsageError(f"unknown step type '{type_name}'", code="flow.unknown_step_type",
                              hint=unknown_type_hint(type_name, reg.steps))
         stdout(f"{st.name}\n  source: {st.source}\n  outcomes: {', '.join(st.outcomes)}\n  may wait: {'yes' if st.meta.waits else 'no'}")
+        if st.meta.retry:
+            stdout(f"  retry default: {json.dumps(thaw(st.meta.retry), sort_keys=True)}")
         if st.meta.description:
             stdout(f"  {st.meta.description}")
         stdout("  inputs schema:")

@@ -123,9 +123,9 @@ def run_command(*, flow: str | None = None, flow_yaml: str | None = None, run_id
                 env_file: list[str] | None = None, plugin_path: list[str] | None = None, state: str | None = None,
                 dry_run: bool = False, as_json: bool = False, quiet: bool = False, verbose: int = 0,
                 log_format: str = "text", no_color: bool = False, events_log: str | None = None,
-                detailed_exitcode: bool = False) -> None:
+                detailed_exitcode: bool = False, meta: list[str] | None = None) -> None:
     from aetherflow.resolve import parse_param_args
-    from aetherflow.runner import RunRequest
+    from aetherflow.runner import RunRequest, parse_meta_args
 
     with guarded(as_json, log_format):
         mask_filter = setup_logging(verbose, quiet, log_format)
@@ -136,7 +136,7 @@ def run_command(*, flow: str | None = None, flow_yaml: str | None = None, run_id
             raise UsageError("missing FLOW: aetherflow run FLOW.yaml", code="usage.missing_flow")
         req = RunRequest(flow_path=path, run_id=run_id, jobs=tuple(job or ()), with_upstream=with_upstream,
                          params=parse_param_args(param or []), key=key, profile=profile, profiles_file=profiles,
-                         env_files=tuple(env_file or ()), dry_run=dry_run)
+                         env_files=tuple(env_file or ()), dry_run=dry_run, meta=parse_meta_args(meta or []))
     _execute(lambda r: r.run(req), as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
              detailed=detailed_exitcode, state=state, plugin_path=plugin_path, dry_run=dry_run, no_color=no_color,
              log_format=log_format, mask_filter=mask_filter)
@@ -150,14 +150,15 @@ def resume_command(*, run_id: str | None = None, event: str | None = None, data:
                    env_file: list[str] | None = None, profile: str | None = None, profiles: str | None = None,
                    plugin_path: list[str] | None = None, state: str | None = None, as_json: bool = False,
                    quiet: bool = False, verbose: int = 0, log_format: str = "text", no_color: bool = False,
-                   events_log: str | None = None, detailed_exitcode: bool = False) -> None:
+                   events_log: str | None = None, detailed_exitcode: bool = False, at: str | None = None,
+                   in_: str | None = None) -> None:
     from aetherflow.runner import RunRequest, parse_event_data
 
     with guarded(as_json, log_format):
         mask_filter = setup_logging(verbose, quiet, log_format)
         if due:
-            if run_id or event or key:
-                raise UsageError("--due resumes every due run; it takes no RUN_ID, --event or --key")
+            if run_id or event or key or at is not None or in_ is not None:
+                raise UsageError("--due resumes every due run; it takes no RUN_ID, --event, --key, --at or --in")
             _resume_due(flow_id, limit, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
                         state=state, plugin_path=plugin_path, log_format=log_format, mask_filter=mask_filter)
             return
@@ -165,6 +166,14 @@ def resume_command(*, run_id: str | None = None, event: str | None = None, data:
             raise UsageError("--data goes with --event")
         if (run_id is None) == (key is None):
             raise UsageError("give RUN_ID or --key VALUE (or --due)", code="usage.missing_run")
+        if flow_id is not None and key is None:
+            raise UsageError("--flow goes with --due or --key (a run id names one run)", code="usage.flow_without_key")
+        if at is not None or in_ is not None:
+            if event is not None or rerun or accept_changes:
+                raise UsageError("--at/--in schedule when a waiting run continues; they take no --event, --rerun "
+                                 "or --accept-changes", code="usage.due_time")
+            _schedule(run_id, key, flow_id, at, in_, state=state, as_json=as_json, events_log=events_log)
+            return
         payload = parse_event_data(data)
         req = RunRequest(flow_path="", reruns=tuple(rerun or ()), accept_changes=accept_changes, event=event,
                          event_data=payload, env_files=tuple(env_file or ()), profile=profile, profiles_file=profiles)
@@ -172,7 +181,7 @@ def resume_command(*, run_id: str | None = None, event: str | None = None, data:
     def action(runner: Any) -> Any:
         rid = run_id
         if key is not None:
-            rid = _run_for_key(runner.settings, key)
+            rid = run_for_key(runner.settings, key, flow_id)
         return runner.resume(req, run_id=rid)
 
     _execute(action, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
@@ -180,20 +189,42 @@ def resume_command(*, run_id: str | None = None, event: str | None = None, data:
              mask_filter=mask_filter)
 
 
-def _run_for_key(settings: Any, key: str) -> str:
-    from aetherflow.errors import NotFoundError
+def run_for_key(settings: Any, key: str, flow_id: str | None) -> str:
+    """The id of the one active run holding business key ``key`` (of flow ``flow_id``, when
+    given), in any store this machine used: ambiguous or none is exit 2."""
     from aetherflow.state.catalog import StoreCatalog
 
-    catalog = StoreCatalog(settings.home, settings.state)
-    for location in catalog.locations():
-        store = catalog.open(location)
+    store, rec = StoreCatalog(settings.home, settings.state).find_by_key(key, flow_id=flow_id, active_only=True)
+    store.close()
+    return rec.run_id
+
+
+def _schedule(run_id: str | None, key: str | None, flow_id: str | None, at: str | None, in_: str | None, *,
+              state: str | None, as_json: bool, events_log: str | None) -> None:
+    """``resume RUN --at TIME | --in DURATION``: record when the waiting run continues."""
+    from aetherflow import render
+    from aetherflow.runner import parse_due, schedule_resume
+    from aetherflow.settings import settings_from_env
+    from aetherflow.state.catalog import StoreCatalog
+
+    settings = settings_from_env(process_env(), state=state)
+    due_at = parse_due(at, in_, settings.clock())
+    rid = run_id if key is None else run_for_key(settings, key, flow_id)
+    assert rid is not None
+    rec, event = schedule_resume(StoreCatalog(settings.home, settings.state), rid, due_at, settings.clock)
+    if events_log:
+        from aetherflow.events import JsonLinesLog
+
         try:
-            rec = store.active_run_for_key(key)
-        finally:
-            store.close()
-        if rec is not None:
-            return rec.run_id
-    raise NotFoundError(f"no RUNNING or WAITING run holds business key '{key}'", code="run.key_not_found")
+            with open(events_log, "a", encoding="utf-8") as fh:
+                JsonLinesLog(fh)(event)
+        except OSError as exc:
+            raise UsageError(f"--events-log {events_log}: {exc.strerror}") from exc
+    if as_json:
+        stdout(render.dumps({"run_id": rec.run_id, "flow_id": rec.flow_id, "status": "WAITING",
+                             "due_at": render.iso(due_at)}))
+    else:
+        stderr(f"run {rec.run_id} continues at {render.local_time(due_at)}, with the next `aetherflow resume --due`")
 
 
 def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbose: int, quiet: bool,

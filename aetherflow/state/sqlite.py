@@ -32,7 +32,7 @@ from typing import Any, Unpack
 from aetherflow.errors import KeyInUseError, StateError
 from aetherflow.events import Event
 from aetherflow.locks import OsLock, is_free
-from aetherflow.model import freeze
+from aetherflow.model import KEY_SEPARATOR, freeze
 from aetherflow.state.store import (
     AttemptRecord,
     JobFields,
@@ -46,8 +46,7 @@ from aetherflow.state.store import (
     WaitRecord,
 )
 
-SCHEMA_VERSION = 3
-ACTIVE_STATUSES = ("RUNNING", "WAITING")
+SCHEMA_VERSION = 4
 #: job rows written without their own fsync: resume derives them from the step records
 _LAZY_JOB_STATUSES = frozenset({"RUNNING", "SUCCESS"})
 
@@ -193,14 +192,34 @@ _MIGRATIONS: tuple[str, ...] = (
     DROP TABLE history;
     ALTER TABLE history_v3 RENAME TO history;
     """,
+    # version 4: what a run is labelled with (the flow's tags and metadata, the caller's
+    # `--meta`), the metadata its steps report (per step, and merged on the run), and business
+    # keys found by value through an index: key_value is the VALUE of NAME::VALUE
+    """
+    ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE runs ADD COLUMN flow_metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN runtime_metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN key_value TEXT;
+    UPDATE runs SET key_value = substr(business_key, instr(business_key, '::') + 2)
+        WHERE business_key IS NOT NULL AND instr(business_key, '::') > 0;
+    CREATE INDEX runs_key_value ON runs(key_value, created_at DESC);
+    ALTER TABLE steps ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE run_tags (
+        tag TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        PRIMARY KEY (tag, run_id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 _RUN_COLUMNS = (
     "run_id flow_id flow_file flow_sha256 flow_text flow_version params business_key key_scope status pid host "
     "created_at started_at updated_at finished_at attempt plugin_paths selected_jobs error "
-    "workspace_root cancel_reason due_at profile"
+    "workspace_root cancel_reason due_at profile tags flow_metadata meta runtime_metadata"
 ).split()
-_RUN_JSON = {"params": dict, "plugin_paths": tuple, "selected_jobs": tuple}
+_RUN_JSON = {"params": dict, "plugin_paths": tuple, "selected_jobs": tuple, "tags": tuple, "flow_metadata": dict,
+             "meta": dict, "runtime_metadata": dict}
 _LIGHT_RUN_COLUMNS = [c for c in _RUN_COLUMNS if c != "flow_text"]
 
 _RECOVERY_HINT = (
@@ -228,6 +247,12 @@ _EMPTY_MAP = freeze({})
 def _like_prefix(prefix: str) -> str:
     """A LIKE pattern (``ESCAPE '\\'``) matching what starts with ``prefix``."""
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _key_filter(key: str) -> str:
+    """The WHERE term (one ``?``) matching runs holding business key ``key``: ``NAME::VALUE``
+    exactly, a bare ``VALUE`` under any name (both indexed)."""
+    return "business_key=?" if KEY_SEPARATOR in key else "key_value=?"
 
 
 def _map(text: str | None) -> Any:
@@ -410,13 +435,18 @@ class SqliteStore:
             if c in _RUN_JSON:
                 v = self._mask(_dumps(v))
             values.append(v)
+        key_value = None
+        if run.business_key is not None and KEY_SEPARATOR in run.business_key:
+            key_value = run.business_key.split(KEY_SEPARATOR, 1)[1]
         with self._tx() as db:
             if run.business_key is not None:
-                row = db.execute(
-                    "SELECT run_id, status, pid, host FROM runs WHERE business_key=? AND key_scope IS ? "
-                    "AND status IN ('RUNNING','WAITING')",
-                    (run.business_key, run.key_scope),
-                ).fetchone()
+                sql = ("SELECT run_id, status, pid, host FROM runs WHERE business_key=? "
+                       "AND status IN ('RUNNING','WAITING')")
+                params: list[Any] = [run.business_key]
+                if run.key_scope != "*":  # a global run conflicts with every holder; others with
+                    sql += " AND (key_scope IS ? OR key_scope='*')"  # their scope and global ones
+                    params.append(run.key_scope)
+                row = db.execute(sql + " LIMIT 1", params).fetchone()
                 if row is not None:
                     exc = KeyInUseError(
                         f"business key '{run.business_key}' is held by run {row[0]} ({row[1]}, pid {row[2]} on {row[3]})",
@@ -425,8 +455,11 @@ class SqliteStore:
                     exc.holder = row[0]  # type: ignore[attr-defined]
                     raise exc
             db.execute(
-                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})", values
+                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}, key_value) VALUES ({', '.join('?' * len(_RUN_COLUMNS))}, ?)",
+                (*values, key_value),
             )
+            for tag in dict.fromkeys(run.tags):
+                db.execute("INSERT INTO run_tags (tag, run_id) VALUES (?, ?)", (tag, run.run_id))
             self._history(db, event)
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -453,7 +486,8 @@ class SqliteStore:
         return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in rows]
 
     def list_runs(
-        self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None, limit: int = 50
+        self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None,
+        tags: Sequence[str] = (), limit: int = 50,
     ) -> list[RunRecord]:
         where: list[str] = []
         params: list[Any] = []
@@ -464,18 +498,27 @@ class SqliteStore:
             where.append("flow_id=?")
             params.append(flow_id)
         if key:
-            if "::" in key:
-                where.append("business_key=?")
-                params.append(key)
-            else:
-                where.append("(business_key=? OR business_key LIKE ? ESCAPE '\\')")
-                params.append(key)
-                params.append("%::" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"))
+            where.append(_key_filter(key))
+            params.append(key)
+        for tag in tags:
+            where.append("EXISTS (SELECT 1 FROM run_tags t WHERE t.tag=? AND t.run_id=runs.run_id)")
+            params.append(tag)
         sql = f"SELECT {', '.join(_LIGHT_RUN_COLUMNS)} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         params.append(limit)
+        return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
+
+    def runs_for_key(self, key: str, *, flow_id: str | None = None, active_only: bool = False) -> list[RunRecord]:
+        sql = f"SELECT {', '.join(_LIGHT_RUN_COLUMNS)} FROM runs WHERE {_key_filter(key)}"
+        params: list[Any] = [key]
+        if flow_id:
+            sql += " AND flow_id=?"
+            params.append(flow_id)
+        if active_only:
+            sql += " AND status IN ('RUNNING','WAITING')"
+        sql += " ORDER BY created_at DESC, rowid DESC"
         return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
 
     def update_run(self, run_id: str, event: Event | None, **fields: Unpack[RunFields]) -> None:
@@ -511,14 +554,10 @@ class SqliteStore:
             self._history(db, event)
             return True
 
-    def active_run_for_key(self, key: str) -> RunRecord | None:
-        runs = [r for r in self.list_runs(key=key, limit=20) if r.status in ACTIVE_STATUSES]
-        return runs[0] if runs else None
-
     def delete_runs(self, run_ids: Sequence[str]) -> None:
         with self._tx() as db:
             for rid in run_ids:
-                for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "runs"):
+                for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "run_tags", "runs"):
                     db.execute(f"DELETE FROM {table} WHERE run_id=?", (rid,))
 
     # jobs and steps -------------------------------------------------------------------------
@@ -547,12 +586,14 @@ class SqliteStore:
         outputs = self._mask(_dumps(w.outputs)) if w.outputs else "{}"
         error = self._mask(w.error) if w.error else None
         reason = self._mask(w.reason) if w.reason else None
+        metadata = self._mask(_dumps(w.metadata)) if w.metadata else "{}"
         db.execute(
             "INSERT INTO steps (run_id, job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, "
-            "started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(run_id, job_id, step_id) DO UPDATE SET "
-            "status=excluded.status, attempt=excluded.attempt, outcome=excluded.outcome, outputs=excluded.outputs, "
-            "masked_keys=excluded.masked_keys, error=excluded.error, reason=excluded.reason, "
-            "started_at=COALESCE(excluded.started_at, steps.started_at), finished_at=excluded.finished_at",
+            "started_at, finished_at, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(run_id, job_id, step_id) "
+            "DO UPDATE SET status=excluded.status, attempt=excluded.attempt, outcome=excluded.outcome, "
+            "outputs=excluded.outputs, masked_keys=excluded.masked_keys, error=excluded.error, reason=excluded.reason, "
+            "started_at=COALESCE(excluded.started_at, steps.started_at), finished_at=excluded.finished_at, "
+            "metadata=excluded.metadata",
             (
                 run_id,
                 w.job_id,
@@ -566,8 +607,13 @@ class SqliteStore:
                 reason,
                 w.started_at,
                 w.finished_at,
+                metadata,
             ),
         )
+        if w.metadata:  # merged into the run's runtime metadata, key by key, in this transaction
+            row = db.execute("SELECT runtime_metadata FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            merged = {**(json.loads(row[0]) if row and row[0] else {}), **json.loads(metadata)}
+            db.execute("UPDATE runs SET runtime_metadata=? WHERE run_id=?", (_dumps(merged), run_id))
         if w.attempt > 0:
             db.execute(
                 "INSERT INTO attempts (run_id, job_id, step_id, attempt, status, outcome, error, started_at, finished_at) "
@@ -611,8 +657,8 @@ class SqliteStore:
 
     def steps(self, run_id: str) -> dict[tuple[str, str], StepRecord]:
         rows = self._query(
-            "SELECT job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, started_at, finished_at "
-            "FROM steps WHERE run_id=?",
+            "SELECT job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, started_at, finished_at, "
+            "metadata FROM steps WHERE run_id=?",
             (run_id,),
         )
         return {
@@ -629,6 +675,7 @@ class SqliteStore:
                 reason=r[8],
                 started_at=r[9],
                 finished_at=r[10],
+                metadata=_map(r[11]),
             )
             for r in rows
         }
@@ -726,6 +773,15 @@ class SqliteStore:
             db.execute("UPDATE runs SET status='CANCELLED', cancel_reason=?, finished_at=?, due_at=NULL WHERE run_id=?",
                        (reason, now, run_id))
             self._history(db, event)
+
+    def reschedule_run(self, run_id: str, due_at: float, event: Event | None) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE runs SET due_at=? WHERE run_id=? AND status='WAITING'", (due_at, run_id))
+            if cur.rowcount != 1:
+                return False
+            db.execute("UPDATE waits SET due_at=? WHERE run_id=?", (due_at, run_id))
+            self._history(db, event)
+            return True
 
     def add_event(self, ev: ReceivedEvent, event: Event | None) -> int:
         with self._tx() as db:

@@ -332,6 +332,16 @@ jobs:
     assert target.exists()  # the connector opened the decoded path
 
 
+def _use_fetch(s: Session) -> None:
+    _shop(s.cwd / "data" / "shop.db")
+    s.write("fetch.yaml", "version: 1\nflow: {id: fetch}\nresources:\n  shop: {kind: db, driver: sqlite3, config: {path: data/shop.db}}\n"
+            "jobs:\n  - id: j\n    steps:\n      - {id: f, type: acme.fetch, inputs: {resource: shop}}\n")
+    s.aetherflow("run", "fetch.yaml", "--run-id", "docs", "--plugin-path", str(s.plugins))
+    assert _outputs(_show(s), "j", "f") == {"orders": 3}
+    shown = s.aetherflow("steps", "show", "acme.fetch", "--plugin-path", str(s.plugins)).stdout
+    assert '"max_attempts": 4' in shown and "retry default" in shown, shown
+
+
 #: what each name a python example registers is used by: a function, or the id of a flow of the
 #: same doc that uses it (run by test_doc_flow_runs)
 PLUGIN_USES: dict[str, Callable[[Session], None] | str] = {
@@ -340,6 +350,7 @@ PLUGIN_USES: dict[str, Callable[[Session], None] | str] = {
     "kv:acme_sqlite": _use_kv,
     "acme.kv_get": _use_kv,
     "acme.classify": _use_classify,
+    "acme.fetch": _use_fetch,
     "acme.shout": _use_shout,
     "acme.whisper": _use_shout,
     "observer:to_metrics": _use_observer,
@@ -507,6 +518,7 @@ COMMAND_SETUP: dict[tuple[str, str], Callable[[Session], None]] = {
     ("waiting.md", "aetherflow resume RUN_ID --event approved --data '{\"by\": \"ops\"}'"):
         lambda s: (_waiting_run(s, "order42"), _waiting_run(s, "order43")) and None,
     ("plugins.md", "aetherflow run flows/nightly.yaml --plugin-path ./flow_plugins"): _nightly_plugins,
+    ("waiting.md", "aetherflow resume RUN_ID --in 2h"): lambda s: _waiting_run(s, "order42"),
     ("recovery.md", "sqlite3 state.db '.dump' | sqlite3 recovered.db"): lambda s: setattr(s, "cwd", s.home),
 }
 

@@ -46,7 +46,8 @@ SIGNATURES = {
     "register_step": (
         "(name: 'str', *, inputs_schema: 'Mapping[str, Any] | None' = None, outcomes: 'Sequence[str]' = (), "
         "waits: 'bool' = False, description: 'str | None' = None, outcomes_input: 'str | None' = None, "
-        "inline: 'bool' = False, nested: 'Sequence[str]' = ()) -> 'Callable[[T], T]'"
+        "inline: 'bool' = False, nested: 'Sequence[str]' = (), retry: 'Mapping[str, Any] | None' = None) "
+        "-> 'Callable[[T], T]'"
     ),
     "register_connector": (
         "(kind: 'str', driver: 'str', *, aliases: 'Sequence[str]' = (), description: 'str | None' = None) "
