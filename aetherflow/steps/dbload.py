@@ -44,8 +44,11 @@ from aetherflow.api import (
     StepResult,
     register_step,
 )
+from aetherflow.steps.data import (  # what db_extract writes, and how a resource is named
+    _RESOURCE,
+    FORMATS,
+)
 
-FORMATS = ("tsv", "csv", "jsonl")
 _EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 MAX_LINE_CHARS = 16 * 1024 * 1024
 
@@ -57,7 +60,7 @@ Row = tuple[int, list[Any]]  # (line number in the file, values in file-column o
     inputs_schema={
         "type": "object",
         "properties": {
-            "resource": {"type": "string", "minLength": 1, "description": "Name of a db resource (resources: section)."},
+            "resource": _RESOURCE,
             "table": {"type": "string", "minLength": 1,
                       "description": "The table (name or schema.name), used exactly as written (quoted)."},
             "input": {"type": "string", "minLength": 1,
