@@ -113,3 +113,73 @@ class JsonLinesLog:
         line = json.dumps(event.as_dict(), ensure_ascii=False, default=str, sort_keys=True)
         self._stream.write(self._mask(line) + "\n")
         self._stream.flush()
+
+
+class CoreEventLines:
+    """Observer writing aetherflow-core's log events (``AETHERFLOW_LOG_FORMAT``), so log parsers
+    written for it keep working: ``run_start``, ``job_start``, ``step_start``, ``step_end``,
+    ``job_end`` and ``run_summary`` (with ``status_counts``: jobs by status), one per line, as a
+    JSON object (``fmt="json"``: ``ts_ms``, ``event`` and the fields) or as ``event key=value ...``
+    (``fmt="text"``). They are made from aetherflow's own events (docs/migrating.md has the
+    mapping): run.started / run.resumed, job.started, step.started, step.finished / step.failed,
+    job.finished / job.skipped / job.blocked, and the run's end."""
+
+    RUN_ENDS = frozenset({"run.finished", "run.waiting", "run.interrupted", "run.cancelled"})
+
+    def __init__(self, stream: IO[str], fmt: str = "json") -> None:
+        self._stream = stream
+        self._fmt = fmt
+        self._run_ts: float | None = None
+        self._job_ts: dict[str, float] = {}
+        self._step_ts: dict[tuple[str, str], tuple[float, str]] = {}
+        self._jobs: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, ev: Event) -> None:
+        n, d, job, step = ev.name, ev.data, ev.job_id or "", ev.step_id or ""
+        ids = {"flow_id": ev.flow_id, "run_id": ev.run_id}
+        if n in ("run.started", "run.resumed"):
+            self._run_ts = ev.ts
+            self._write(ev, "run_start", **ids, **({"yaml": d["flow_file"]} if d.get("flow_file") else {}))
+        elif n == "job.started":
+            self._job_ts[job] = ev.ts
+            self._jobs[job] = {"job_id": job, "status": "RUNNING", "duration_ms": 0, "skip_reason": None, "steps": []}
+            self._write(ev, "job_start", **ids, job_id=job)
+        elif n == "step.started":
+            self._step_ts[(job, step)] = (ev.ts, str(d.get("type", "")))
+            self._write(ev, "step_start", **ids, job_id=job, step_id=step, step_type=str(d.get("type", "")))
+        elif n in ("step.finished", "step.failed") and (job, step) in self._step_ts:
+            started, step_type = self._step_ts.pop((job, step))
+            status = str(d.get("status", "SUCCESS")) if n == "step.finished" else "FAILED"
+            row = {"step_id": step, "step_type": step_type, "status": status, "duration_ms": _ms(ev.ts - started)}
+            if job in self._jobs:
+                self._jobs[job]["steps"].append(row)
+            self._write(ev, "step_end", **ids, job_id=job, **row)
+        elif n in ("job.finished", "job.skipped", "job.blocked"):
+            status = str(d.get("status") or n.split(".")[1].upper())
+            reason = d.get("reason") if status != "SUCCESS" else None
+            summary = self._jobs.setdefault(job, {"job_id": job, "status": status, "duration_ms": 0, "skip_reason": None,
+                                                  "steps": []})
+            summary["status"], summary["skip_reason"] = status, reason
+            if job in self._job_ts:
+                summary["duration_ms"] = _ms(ev.ts - self._job_ts.pop(job))
+                self._write(ev, "job_end", **ids, job_id=job, status=status, duration_ms=summary["duration_ms"],
+                            skip_reason=reason)
+        elif n in self.RUN_ENDS:
+            counts: dict[str, int] = {}
+            for j in self._jobs.values():
+                counts[j["status"]] = counts.get(j["status"], 0) + 1
+            duration = _ms(ev.ts - self._run_ts) if self._run_ts is not None else 0
+            self._write(ev, "run_summary", **ids, duration_ms=duration, status_counts=counts,
+                        jobs=list(self._jobs.values()))
+
+    def _write(self, ev: Event, name: str, **fields: Any) -> None:
+        if self._fmt == "json":
+            line = json.dumps({"ts_ms": int(ev.ts * 1000), "event": name, **fields}, ensure_ascii=False, default=str)
+        else:
+            line = " ".join([name, *(f"{k}={v}" for k, v in fields.items())])
+        self._stream.write(line + "\n")
+        self._stream.flush()
+
+
+def _ms(seconds: float) -> int:
+    return max(0, int(seconds * 1000))

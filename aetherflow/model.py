@@ -161,9 +161,10 @@ def empty_map() -> Mapping[str, Any]:
 class StepResult:
     """What a step returns. Immutable once built.
 
-    ``StepResult(status, outputs, outcome=None, reason=None, metadata=None)``; ``output=`` is
-    accepted for ``outputs=`` (aetherflow-core compatibility). A WAITING result says what it
-    waits for with ``events=[...]`` and/or ``due_at`` (epoch seconds or an aware datetime).
+    ``StepResult(status, outputs, reason=None, *, outcome=None, metadata=None)``: the positional
+    arguments are aetherflow-core's (``StepResult("SKIPPED", {...}, "no rows")`` gives a reason),
+    and ``output=`` is accepted for ``outputs=``. A WAITING result says what it waits for with
+    ``events=[...]`` and/or ``due_at`` (epoch seconds or an aware datetime).
     """
 
     __slots__ = ("status", "outputs", "outcome", "reason", "metadata", "events", "due_at")
@@ -180,10 +181,10 @@ class StepResult:
         self,
         status: str = STEP_SUCCESS,
         outputs: Mapping[str, Any] | None = None,
-        outcome: str | None = None,
         reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
         *,
+        outcome: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
         output: Mapping[str, Any] | None = None,
         events: Sequence[str] = (),
         due_at: Any = None,

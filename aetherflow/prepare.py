@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aetherflow import template
-from aetherflow.errors import Issue, ResolutionError, SpecError
+from aetherflow.errors import Issue, ResolutionError, SpecError, UsageError
 from aetherflow.model import FlowSpec, freeze
 from aetherflow.settings import Settings, render_setting, switched_off
 
@@ -66,6 +66,8 @@ def warn_plugin_errors(loaded: LoadedPlugins) -> None:
     """A plugin that failed to import is a warning (stderr even without -v), not a failure."""
     for err in loaded.errors:
         log.warning("plugin failed to import: %s", err)
+    for text in loaded.warnings:  # what a plugin folder holds and was not loaded
+        log.warning("%s", text)
 
 
 def validation_cache(settings: Settings) -> ValidationCache | None:
@@ -141,13 +143,15 @@ def flow_env(settings: Settings, flow: FlowSpec, env_files: Sequence[str] = ()) 
     return resolve.build_env(settings.env, [Path(p) for p in flow_files], [Path(p) for p in env_files])
 
 
-def load_profiles(path: str) -> Mapping[str, Mapping[str, Any]]:
-    """A profiles file, through the strict YAML loader and the profiles schema."""
+def load_profiles(path: str, raw: bytes | None = None) -> Mapping[str, Mapping[str, Any]]:
+    """A profiles file (or, with ``raw``, profiles given as text, such as the JSON of
+    ``AETHERFLOW_PROFILES_JSON``: JSON is YAML), through the strict YAML loader and the profiles
+    schema."""
     from aetherflow.spec.loader import load_yaml
     from aetherflow.spec.schema import SchemaValidator, load_schema
 
     try:
-        raw = Path(path).read_bytes()
+        raw = Path(path).read_bytes() if raw is None else raw
     except OSError as exc:
         raise ResolutionError(f"profiles file {path}: {exc.strerror}", code="resolve.profiles_unreadable") from exc
     data, positions = load_yaml(raw, path)
@@ -161,8 +165,14 @@ def load_profiles(path: str) -> Mapping[str, Mapping[str, Any]]:
 def profiles_for(
     settings: Settings, flow: FlowSpec, *, profiles_file: str | None, profile: str | None
 ) -> Mapping[str, Mapping[str, Any]]:
-    """The profiles a run uses: ``--profiles``, else ``AETHERFLOW_PROFILES_FILE``, else the flow's
-    ``profiles_file`` (relative to the flow file)."""
+    """The profiles a run uses: ``--profiles``, else aetherflow-core's ``AETHERFLOW_PROFILES_JSON``
+    (the profiles as JSON text), else ``AETHERFLOW_PROFILES_FILE``, else the flow's
+    ``profiles_file`` (relative to the flow file). Both variables set is a usage error."""
+    inline = settings.env.get("AETHERFLOW_PROFILES_JSON", "").strip()
+    if inline and not profiles_file:
+        if settings.env.get("AETHERFLOW_PROFILES_FILE"):
+            raise UsageError("set AETHERFLOW_PROFILES_JSON or AETHERFLOW_PROFILES_FILE, not both", code="usage.profiles_twice")
+        return load_profiles("$AETHERFLOW_PROFILES_JSON", raw=inline.encode("utf-8"))
     path = profiles_file or settings.env.get("AETHERFLOW_PROFILES_FILE") or flow.profiles_file
     if not path:
         if profile:

@@ -423,7 +423,7 @@ class Runner:
             raise UsageError(
                 f"flow file {path} changed since run {rec.run_id} started ({len(changed)} changed line(s): {summary})",
                 code="resume.flow_changed",
-                hint="review the change; resume with --accept-changes to continue with the new file",
+                hint=f"review the change; `aetherflow resume {rec.run_id} --accept-changes` continues with the new file",
             )
         return (path, raw), True
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aetherflow.compat import split_paths
 from aetherflow.errors import Location, ResolutionError, TemplateError, UsageError
 from aetherflow.model import FlowSpec
 
@@ -66,7 +67,7 @@ def settings_from_env(
             inline = float(raw)
         except ValueError as exc:
             raise UsageError(f"AETHERFLOW_INLINE_WAIT_MAX={raw!r} is not a number of seconds") from exc
-    env_paths = tuple(p for p in env.get("AETHERFLOW_PLUGIN_PATHS", "").split(":") if p)
+    env_paths = split_paths(env.get("AETHERFLOW_PLUGIN_PATHS", ""))  # ":" or "," (aetherflow-core)
     return Settings(
         env=env,
         home=default_home(env),

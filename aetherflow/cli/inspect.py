@@ -11,7 +11,7 @@ import typer
 
 from aetherflow.cli import options as o
 from aetherflow.cli.app import root_app
-from aetherflow.cli.support import guarded, process_env, stderr, stdout
+from aetherflow.cli.support import flow_argument, guarded, process_env, stderr, stdout
 from aetherflow.errors import AetherflowError, ExitCode, SpecError, UsageError
 
 steps_app = typer.Typer(help="Registered step types (built-in and plugins).\n\nExample: aetherflow steps list", no_args_is_help=True)
@@ -27,11 +27,14 @@ def _settings(plugin_path: list[str] | None, state: str | None = None) -> Any:
 def _plugin_warnings(loaded: Any) -> None:
     for err in loaded.errors:
         stderr(f"warning: plugin failed to import: {err}")
+    for text in loaded.warnings:
+        stderr(f"warning: {text}")
 
 
 @root_app.command("validate")
 def validate_cmd(
-    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     as_json: o.Json = False,
     plugin_path: o.PluginPath = None,
     state: o.StateUnused = None,
@@ -47,19 +50,23 @@ def validate_cmd(
 
     Example: aetherflow validate flows/daily.yaml --strict
     """
-    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path, strict=strict)
+    validate_command(flow=flow, flow_yaml=flow_yaml, as_json=as_json, plugin_path=plugin_path, strict=strict)
 
 
-def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str] | None = None,
-                     strict: bool = False) -> None:
-    """Check ``flow`` and print every issue (exit 2) or one ``ok`` line."""
+def validate_command(*, flow: str | None, flow_yaml: str | None = None, as_json: bool = False,
+                     plugin_path: list[str] | None = None, strict: bool = False) -> None:
+    """Check ``flow`` (or ``flow_yaml``, aetherflow-core's option) and print every issue (exit 2)
+    or one ``ok`` line."""
     from aetherflow import render
+    from aetherflow.compat import ignored_env_warnings
     from aetherflow.prepare import check_flow, load_plugins
 
     with guarded(as_json):
+        flow = flow_argument(flow, flow_yaml, "validate")
+        for text in ignored_env_warnings(process_env()):
+            stderr(f"warning: {text}")
         loaded_plugins = load_plugins(_settings(plugin_path))
-        for err in loaded_plugins.errors:
-            stderr(f"warning: plugin failed to import: {err}")
+        _plugin_warnings(loaded_plugins)
         try:
             loaded, issues = check_flow(flow, loaded_plugins, strict=strict)
         except SpecError as exc:
@@ -144,7 +151,8 @@ def merge_step_schemas(schema: dict[str, Any], registry: Any) -> dict[str, Any]:
 
 @root_app.command("graph")
 def graph_cmd(
-    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     fmt: Annotated[str, typer.Option("--format", help="ascii, mermaid or dot.")] = "ascii",
     state: o.StateUnused = None,
 ) -> None:
@@ -158,7 +166,7 @@ def graph_cmd(
     with guarded():
         if fmt not in ("ascii", "mermaid", "dot"):
             raise UsageError(f"--format {fmt!r}: use ascii, mermaid or dot")
-        f = load_flow(flow).flow
+        f = load_flow(flow_argument(flow, flow_yaml, "graph")).flow
         order = topo_order(f)
         jobs = {j.id: j for j in f.jobs}
         lines: list[str] = []
@@ -254,7 +262,8 @@ def steps_show(
 
 @root_app.command("explain")
 def explain_cmd(
-    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource.")] = None,
     profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file.")] = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
@@ -271,8 +280,8 @@ def explain_cmd(
     from aetherflow.resolve import parse_param_args
 
     with guarded(as_json):
-        doc = explain(_settings(None, state), flow, params=parse_param_args(param or []), env_files=tuple(env_file or ()),
-                      profile=profile, profiles_file=profiles)
+        doc = explain(_settings(None, state), flow_argument(flow, flow_yaml, "explain"), params=parse_param_args(param or []),
+                      env_files=tuple(env_file or ()), profile=profile, profiles_file=profiles)
         if as_json:
             stdout(render.dumps(doc))
             return
@@ -289,14 +298,17 @@ def explain_cmd(
 
 @root_app.command("doctor")
 def doctor_cmd(
-    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     state: o.State = None,
     plugin_path: o.PluginPath = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource, as for run.")] = None,
+    profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file, as for run.")] = None,
     as_json: o.Json = False,
 ) -> None:
-    """Check what FLOW needs: env vars, secrets, plugins, profiles, state directory. Exit 2 when
-    something is missing.
+    """Check what FLOW needs: env vars (the flow's and its profiles'), secrets, plugins,
+    profiles, state directory. Exit 2 when something is missing.
 
     Example: aetherflow doctor flows/daily.yaml
     """
@@ -304,7 +316,8 @@ def doctor_cmd(
     from aetherflow.doctor import doctor
 
     with guarded(as_json):
-        checks = doctor(_settings(plugin_path, state), flow, tuple(env_file or ()))
+        checks = doctor(_settings(plugin_path, state), flow_argument(flow, flow_yaml, "doctor"), tuple(env_file or ()),
+                        profile=profile, profiles_file=profiles)
         bad = [c for c in checks if not c["ok"]]
         if as_json:
             stdout(render.dumps({"ok": not bad, "checks": checks}))

@@ -21,6 +21,10 @@ StateUnused = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+Flow = Annotated[str | None, typer.Argument(help="Flow YAML file (or --flow-yaml FILE).", show_default=False)]
+FlowYaml = Annotated[
+    str | None, typer.Option("--flow-yaml", help="Alias of the FLOW argument (aetherflow-core).", metavar="FILE")
+]
 PluginPath = Annotated[
     list[str] | None,
     typer.Option("--plugin-path", help="Extra folder of plugin modules (repeatable; also AETHERFLOW_PLUGIN_PATHS).", metavar="DIR"),

@@ -20,8 +20,8 @@ def _complete_run_ids(incomplete: str) -> list[str]:
 
 @root_app.command("run")
 def run_cmd(
-    flow: Annotated[str | None, typer.Argument(help="Flow YAML file.", show_default=False)] = None,
-    flow_yaml: Annotated[str | None, typer.Option("--flow-yaml", help="Alias of the FLOW argument (aetherflow-core).")] = None,
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Run id to use; an existing run is resumed.")] = None,
     job: Annotated[list[str] | None, typer.Option("--job", "--flow-job", help="Run only this job (repeatable).")] = None,
     with_upstream: Annotated[bool, typer.Option("--with-upstream", help="With --job: add every upstream job.")] = False,

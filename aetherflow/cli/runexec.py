@@ -12,6 +12,7 @@ from typing import Any
 from aetherflow.cli.support import (
     MaskFilter,
     crash_hooks,
+    flow_argument,
     guarded,
     log_line,
     process_env,
@@ -21,6 +22,7 @@ from aetherflow.cli.support import (
     stdout,
     stdout_to_stderr,
 )
+from aetherflow.compat import core_logging
 from aetherflow.errors import ExitCode, UsageError
 
 
@@ -30,11 +32,13 @@ def use_live_view(quiet: bool, log_format: str = "text") -> bool:
 
 
 def _observers(verbose: int, quiet: bool, events_log: str | None, stack: list[Any], live: Any = None,
-               log_format: str = "text") -> list[Any]:
+               log_format: str = "text", core_events: str | None = None) -> list[Any]:
     from aetherflow import render
-    from aetherflow.events import JsonLinesLog
+    from aetherflow.events import CoreEventLines, JsonLinesLog
 
     obs: list[Any] = []
+    if core_events is not None:  # AETHERFLOW_LOG_FORMAT: aetherflow-core's event lines
+        obs.append(CoreEventLines(sys.stderr, core_events))
     if live is not None:
         obs.append(live)
     elif verbose >= 1 and not quiet:
@@ -76,9 +80,17 @@ def _exit_for(outcome: Any, detailed: bool) -> int:
     return 0
 
 
+def _warn_ignored_env(env: dict[str, str], quiet: bool, log_format: str) -> None:
+    """aetherflow-core variables that are set and not read: said on stderr (not with -q)."""
+    from aetherflow.compat import ignored_env_warnings
+
+    for text in [] if quiet else ignored_env_warnings(env):
+        log_line(f"warning: {text}", level="warning", log_format=log_format)
+
+
 def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_log: str | None, detailed: bool,
              state: str | None, plugin_path: list[str] | None, dry_run: bool = False, no_color: bool = False,
-             log_format: str = "text", mask_filter: MaskFilter | None = None) -> None:
+             log_format: str = "text", mask_filter: MaskFilter | None = None, core_events: str | None = None) -> None:
     from aetherflow import render
     from aetherflow.context import CancelToken
     from aetherflow.runner import Runner
@@ -87,13 +99,14 @@ def _execute(action: Any, *, as_json: bool, verbose: int, quiet: bool, events_lo
     env = process_env()
     stack: list[Any] = []
     token = CancelToken()
+    _warn_ignored_env(env, quiet, log_format)
     with guarded(as_json, log_format):
         settings = settings_from_env(env, state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log)
         live = None
         if use_live_view(quiet, log_format) and not dry_run:
             live = render.LiveView(sys.stderr, color=not (no_color or "NO_COLOR" in env))
         runner = Runner(settings, cancel=token,
-                        observers=_observers(verbose, quiet, events_log, stack, live, log_format),
+                        observers=_observers(verbose, quiet, events_log, stack, live, log_format, core_events),
                         hooks=crash_hooks(env), on_mask=mask_filter.set_mask if mask_filter else None)
         try:
             # steps, plugins and their children never write to our stdout (results only)
@@ -128,18 +141,15 @@ def run_command(*, flow: str | None = None, flow_yaml: str | None = None, run_id
     from aetherflow.runner import RunRequest, parse_meta_args
 
     with guarded(as_json, log_format):
+        verbose, quiet, log_format, core_events = core_logging(process_env(), verbose, quiet, log_format)
         mask_filter = setup_logging(verbose, quiet, log_format)
-        path = flow or flow_yaml
-        if flow and flow_yaml and flow != flow_yaml:
-            raise UsageError("give the flow file once: FLOW or --flow-yaml, not both")
-        if not path:
-            raise UsageError("missing FLOW: aetherflow run FLOW.yaml", code="usage.missing_flow")
+        path = flow_argument(flow, flow_yaml, "run")
         req = RunRequest(flow_path=path, run_id=run_id, jobs=tuple(job or ()), with_upstream=with_upstream,
                          params=parse_param_args(param or []), key=key, profile=profile, profiles_file=profiles,
                          env_files=tuple(env_file or ()), dry_run=dry_run, meta=parse_meta_args(meta or []))
     _execute(lambda r: r.run(req), as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
              detailed=detailed_exitcode, state=state, plugin_path=plugin_path, dry_run=dry_run, no_color=no_color,
-             log_format=log_format, mask_filter=mask_filter)
+             log_format=log_format, mask_filter=mask_filter, core_events=core_events)
 
 
 
@@ -155,12 +165,14 @@ def resume_command(*, run_id: str | None = None, event: str | None = None, data:
     from aetherflow.runner import RunRequest, parse_event_data
 
     with guarded(as_json, log_format):
+        verbose, quiet, log_format, core_events = core_logging(process_env(), verbose, quiet, log_format)
         mask_filter = setup_logging(verbose, quiet, log_format)
         if due:
             if run_id or event or key or at is not None or in_ is not None:
                 raise UsageError("--due resumes every due run; it takes no RUN_ID, --event, --key, --at or --in")
             _resume_due(flow_id, limit, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
-                        state=state, plugin_path=plugin_path, log_format=log_format, mask_filter=mask_filter)
+                        state=state, plugin_path=plugin_path, log_format=log_format, mask_filter=mask_filter,
+                        core_events=core_events)
             return
         if data is not None and event is None:
             raise UsageError("--data goes with --event")
@@ -186,7 +198,7 @@ def resume_command(*, run_id: str | None = None, event: str | None = None, data:
 
     _execute(action, as_json=as_json, verbose=verbose, quiet=quiet, events_log=events_log,
              detailed=detailed_exitcode, state=state, plugin_path=plugin_path, no_color=no_color, log_format=log_format,
-             mask_filter=mask_filter)
+             mask_filter=mask_filter, core_events=core_events)
 
 
 def run_for_key(settings: Any, key: str, flow_id: str | None) -> str:
@@ -229,7 +241,7 @@ def _schedule(run_id: str | None, key: str | None, flow_id: str | None, at: str 
 
 def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbose: int, quiet: bool,
                 events_log: str | None, state: str | None, plugin_path: list[str] | None,
-                log_format: str = "text", mask_filter: MaskFilter | None = None) -> None:
+                log_format: str = "text", mask_filter: MaskFilter | None = None, core_events: str | None = None) -> None:
     from aetherflow import render
     from aetherflow.context import CancelToken
     from aetherflow.errors import AetherflowError, ConflictError
@@ -237,6 +249,7 @@ def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbos
     from aetherflow.settings import settings_from_env
 
     env = process_env()
+    _warn_ignored_env(env, quiet, log_format)
     settings = settings_from_env(env, state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log)
     token = CancelToken()
     stack: list[Any] = []
@@ -244,7 +257,8 @@ def _resume_due(flow_id: str | None, limit: int | None, *, as_json: bool, verbos
     worst = 0
     now = settings.clock()
     due: list[str] = []
-    runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack, log_format=log_format),
+    runner = Runner(settings, cancel=token, observers=_observers(verbose, quiet, events_log, stack, log_format=log_format,
+                                                                 core_events=core_events),
                     hooks=crash_hooks(env), on_mask=mask_filter.set_mask if mask_filter else None)
     for location in runner.catalog.locations():
         store = runner.catalog.open(location)

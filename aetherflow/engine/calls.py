@@ -178,9 +178,12 @@ class StepCaller:
             history=env.history,
         )
         # read-only, yet dicts and lists (as aetherflow-core steps expect)
-        if self._in_job_thread(st, step, inputs):
-            return self._call_inline(st, step.id, job.id, read_only(inputs), ctx)
-        return self._call_in_worker(st, step.id, job.id, read_only(inputs), ctx, step.timeout_seconds)
+        try:
+            if self._in_job_thread(st, step, inputs):
+                return self._call_inline(st, step.id, job.id, read_only(inputs), ctx)
+            return self._call_in_worker(st, step.id, job.id, read_only(inputs), ctx, step.timeout_seconds)
+        finally:
+            ctx.release_held_locks()  # what ctx.acquire_lock took and the step did not release
 
     def _in_job_thread(self, st: StepType, step: StepSpec, inputs: Any) -> bool:
         """Whether the call stays in the job's thread. The worker thread is there so that

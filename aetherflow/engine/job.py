@@ -187,7 +187,7 @@ class JobRunner:
     # -- a job that runs -----------------------------------------------------------------------
     def run(self, job: JobSpec) -> None:
         now = self.svc.clock()
-        ws = ensure(job_workspace(self.inp.workspace_root, self.inp.flow.id, job.id, self.run_id))
+        ws = ensure(job_workspace(self.inp.workspace_root, self.inp.flow.id, job.id, self.run_id, self.inp.flow.workspace.layout))
         outputs: dict[str, Any] = {}
         stored_job = self.plan.stored_jobs.get(job.id)
         if stored_job is not None and stored_job.outputs:

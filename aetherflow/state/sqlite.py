@@ -260,6 +260,38 @@ def _map(text: str | None) -> Any:
     return _EMPTY_MAP if not text or text == "{}" else freeze(json.loads(text))
 
 
+#: the tables aetherflow-core's state file (its ``flow.state.path``) holds
+_CORE_TABLES = frozenset({"job_runs", "step_runs", "locks"})
+
+
+def _refuse_foreign(db: Any, path: str) -> None:
+    """A database without our schema version that already has tables is not ours: never
+    create our tables next to (or over) another program's. aetherflow-core's state file, which
+    every one of its flows names in ``flow.state.path``, is recognised and named. The version and
+    the tables are read in one read transaction (another aetherflow may be creating ours)."""
+    db.execute("BEGIN")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+    finally:
+        db.execute("COMMIT")
+    if version != 0 or not tables:
+        return
+    if _CORE_TABLES <= tables:
+        raise StateError(
+            f"{path} is an aetherflow-core state file (tables {', '.join(sorted(tables))}); aetherflow keeps its runs "
+            "in a store of its own and neither reads nor changes that file",
+            code="state.foreign",
+            hint="give aetherflow another file: change flow.state.path (for example to state/aetherflow.db), or run with "
+            "--state PATH (or AETHERFLOW_STATE); leave the aetherflow-core file as it is",
+        )
+    raise StateError(
+        f"{path} is not an aetherflow state database (it holds tables {', '.join(sorted(tables))}); aetherflow leaves it alone",
+        code="state.foreign",
+        hint="point flow.state.path, --state or AETHERFLOW_STATE at a new file or at an aetherflow store",
+    )
+
+
 class SqliteStore:
     """``StateStore`` on one SQLite file; its named locks are OS file locks in ``locks/`` beside it."""
 
@@ -283,6 +315,7 @@ class SqliteStore:
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0, cached_statements=256
             )
             self._db.execute("PRAGMA busy_timeout=30000")
+            _refuse_foreign(self._db, self.path)  # before anything is changed in the file
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
             if mode is None:
                 raise sqlite3.DatabaseError("journal mode not set")

@@ -39,10 +39,12 @@ _STEP_REF = {
     inputs_schema={
         "type": "object",
         "properties": {
-            "items": {"description": "a list, or a comma-separated string (\"a, b,c\" is 3 items); null means empty"},
+            "items": {"description": "required: a list, or a comma-separated string (\"a, b,c\" is 3 items); "
+                      "null means empty"},
             "min_count": {"type": "integer", "minimum": 0, "default": 1,
                           "description": "fewest items for SUCCESS; 0 lets an empty list succeed"},
         },
+        "required": ["items"],
         "additionalProperties": False,
     },
 )

@@ -145,7 +145,7 @@ def _setup_nightly_reference(s: Session) -> dict[str, str]:
 
 def _setup_nightly_processes(s: Session) -> dict[str, str]:
     _script(s.job_dir("nightly_export", "export") / "export.sh",
-            'mkdir -p out && echo "$EXPORT_FORMAT $2" > out/orders.parquet\n')
+            'mkdir -p artifacts/out && echo "$EXPORT_FORMAT $2" > artifacts/out/orders.parquet\n')
     return {}
 
 
@@ -342,6 +342,26 @@ def _use_fetch(s: Session) -> None:
     assert '"max_attempts": 4' in shown and "retry default" in shown, shown
 
 
+CONNECTOR_PROBE = """
+from aetherflow.api import STEP_SUCCESS, Step, StepResult, register_step
+
+
+@register_step("probe.connector")
+class ProbeConnector(Step):
+    def run(self, ctx, inputs):
+        conn = ctx.connectors[inputs["resource"]]
+        return StepResult(STEP_SUCCESS, {"class": type(conn).__name__, "name": conn.name, "sent": conn.sent})
+"""
+
+
+def _use_mail_dummy(s: Session) -> None:
+    (s.plugins / "probe_connector.py").write_text(CONNECTOR_PROBE, encoding="utf-8")
+    s.write("dummy.yaml", "version: 1\nflow: {id: dummy}\nresources:\n  outbox: {kind: mail, driver: mail-dummy}\n"
+            "jobs:\n  - id: j\n    steps:\n      - {id: p, type: probe.connector, inputs: {resource: outbox}}\n")
+    s.aetherflow("run", "dummy.yaml", "--run-id", "docs", "--plugin-path", str(s.plugins))
+    assert _outputs(_show(s), "j", "p") == {"class": "MailDummy", "name": "outbox", "sent": []}
+
+
 #: what each name a python example registers is used by: a function, or the id of a flow of the
 #: same doc that uses it (run by test_doc_flow_runs)
 PLUGIN_USES: dict[str, Callable[[Session], None] | str] = {
@@ -355,6 +375,7 @@ PLUGIN_USES: dict[str, Callable[[Session], None] | str] = {
     "acme.whisper": _use_shout,
     "observer:to_metrics": _use_observer,
     "decoder:hex": _use_decoder,
+    "mail:mail-dummy": _use_mail_dummy,
 }
 
 _REGISTERED = [
@@ -362,6 +383,7 @@ _REGISTERED = [
     (re.compile(r"register_step\(\s*\w+\s*,\s*\"([^\"]+)\""), "{}"),
     (re.compile(r"\.register\(\s*\"([^\"]+)\""), "{}"),
     (re.compile(r"register_connector\(\s*\"([^\"]+)\",\s*\"([^\"]+)\""), "{}:{}"),
+    (re.compile(r"register_connector\(\s*kind=\"([^\"]+)\",\s*driver=\"([^\"]+)\""), "{}:{}"),
     (re.compile(r"register_decoder\(\s*\"([^\"]+)\""), "decoder:{}"),
     (re.compile(r"@register_observer\s*\n\s*def (\w+)"), "observer:{}"),
 ]

@@ -364,3 +364,15 @@ def test_a_missing_env_variable_is_named_in_the_hint_without_the_others() -> Non
     assert hint.startswith("set WAREHOUSE_DSN (in the environment")
     assert "'{{ env.WAREHOUSE_DSN:VALUE }}'" in hint
     assert "VAR_" not in hint
+
+
+def test_an_empty_environment_variable_takes_the_default() -> None:
+    """`{{ env.X:d }}` with X="" is d (aetherflow-core, and the shell's ${X:-d}); other roots and
+    tokens without a default keep the empty string."""
+    scope = {"env": {"EMPTY": "", "SET": "v"}, "params": {"blank": ""}}
+    assert render("{{ env.EMPTY:fallback }}", scope) == "fallback"
+    assert render("x={{ env.EMPTY: d }}", scope) == "x=d"
+    assert render("{{ env.EMPTY: }}", scope) == ""
+    assert render("{{ env.EMPTY }}", scope) == ""
+    assert render("{{ env.SET:fallback }}", scope) == "v"
+    assert render("{{ params.blank:fallback }}", scope) == ""
