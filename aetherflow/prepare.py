@@ -198,12 +198,14 @@ def workspace_root(settings: Settings, flow: FlowSpec, env: Mapping[str, str]) -
 
 def refuse_missing_env(source: LoadedFlow, env: Mapping[str, str], jobs: Sequence[str] | None,
                        given: Mapping[str, Any]) -> None:
-    """Exit 2 before a run starts when a template of its ``jobs``, resources, flow settings or
-    defaults of params not ``given`` reads an env variable that is not set and has no default
-    (``template.missing_env``), every such place at once."""
+    """Exit 2 before a run starts when a template of its ``jobs``, resources or defaults of
+    params not ``given`` reads an env variable that is not set and has no default
+    (``template.missing_env``), every such place at once. ``flow.workspace`` and ``flow.state``
+    are refused where they are rendered, naming the setting (:func:`render_setting`)."""
     from aetherflow.spec.references import missing_env_issues
 
-    issues = missing_env_issues(source.data, source.positions, source.flow.file, env, jobs=jobs, skip_params=given)
+    issues = missing_env_issues(source.data, source.positions, source.flow.file, env, jobs=jobs, skip_params=given,
+                                settings=False)
     if issues:
         raise SpecError(issues, file=source.flow.file)
 

@@ -73,11 +73,12 @@ def missing_env(
     *,
     jobs: Container[str] | None = None,
     skip_params: Container[str] = (),
+    settings: bool = True,
 ) -> list[tuple[str, Location]]:
     """``(VARIABLE, where)`` of every ``{{ env.VARIABLE }}`` template without a default whose
     variable is not in ``env``: in step inputs and outputs (of ``jobs`` only, when given),
-    resources, ``flow.workspace``, ``flow.state`` and the defaults of parameters (except
-    ``skip_params``, given a value)."""
+    resources, the defaults of parameters (except ``skip_params``, given a value) and, with
+    ``settings``, ``flow.workspace`` and ``flow.state``."""
     if not isinstance(data, Mapping):
         return []
     flow = data.get("flow")
@@ -87,8 +88,9 @@ def missing_env(
         for name, p in flow["params"].items():
             if isinstance(p, Mapping) and "default" in p and name not in skip_params:
                 places.append((p["default"], ("flow", "params", name, "default")))
-    places.append((flow.get("workspace"), ("flow", "workspace")))
-    places.append((flow.get("state"), ("flow", "state")))
+    if settings:
+        places.append((flow.get("workspace"), ("flow", "workspace")))
+        places.append((flow.get("state"), ("flow", "state")))
     raw_resources = data.get("resources")
     if isinstance(raw_resources, Mapping):
         for name, r in raw_resources.items():
@@ -118,6 +120,7 @@ def missing_env_issues(
     *,
     jobs: Container[str] | None = None,
     skip_params: Container[str] = (),
+    settings: bool = True,
 ) -> list[Issue]:
     """:func:`missing_env` as ``template.missing_env`` issues, one per place."""
     return [
@@ -127,7 +130,7 @@ def missing_env_issues(
             loc,
             template.missing_env_hint(var),
         )
-        for var, loc in missing_env(data, positions, file, env, jobs=jobs, skip_params=skip_params)
+        for var, loc in missing_env(data, positions, file, env, jobs=jobs, skip_params=skip_params, settings=settings)
     ]
 
 
