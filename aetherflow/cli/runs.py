@@ -42,20 +42,37 @@ def _catalog(state: str | None) -> Any:
 def _run_row(store: Any, r: Any) -> dict[str, Any]:
     from aetherflow.state.store import shown_status
 
-    end = r.finished_at or r.updated_at
+    status = str(shown_status(store, r))
     return {
         "run_id": r.run_id,
         "flow_id": r.flow_id,
-        "status": str(shown_status(store, r)),
+        "status": status,
         "created_at": r.created_at,
         "finished_at": r.finished_at,
-        "duration": (end - r.created_at) if end and r.created_at else None,
+        "duration": run_duration(store, r, status),
         "business_key": r.business_key,
         "tags": list(r.tags),
         "host": r.host,
         "store": store.location,
         "attempt": r.attempt,
     }
+
+
+def run_duration(store: Any, r: Any, status: str) -> float | None:
+    """How long a run ran: to its end; a live run until now; a CRASHED run until the last thing
+    it recorded (its process died without saying when)."""
+    import time
+
+    if r.finished_at:
+        end = r.finished_at
+    elif status == "RUNNING":
+        end = time.time()
+    elif status == "CRASHED":
+        events = store.history(r.run_id)
+        end = max([r.updated_at or 0.0, *(e.ts for e in events[-1:])])
+    else:
+        end = r.updated_at
+    return (end - r.created_at) if end and r.created_at else None
 
 
 @runs_app.command("list")
@@ -112,13 +129,15 @@ def runs_show(
     run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix).", autocompletion=_complete_run_ids,
                                                  show_default=False)] = None,
     history: Annotated[bool, typer.Option("--history", help="The append-only event history.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list the files in each job's artifacts/.")] = False,
     key: Annotated[str | None, typer.Option("--key", help="The run holding this business key (VALUE or NAME::VALUE): "
                                             "the active one, else the newest.")] = None,
     flow_id: Annotated[str | None, typer.Option("--flow", help="With --key: only runs of this flow id.")] = None,
     state: o.State = None,
     as_json: o.Json = False,
 ) -> None:
-    """One run: jobs, steps, statuses, attempts, durations, outputs (secrets masked), errors.
+    """One run: jobs (with their workspace directory), steps, statuses, attempts, durations,
+    outputs (secrets masked), errors.
 
     Example: aetherflow runs show 20261122T031500-a1b2c3 --history
     """
@@ -136,6 +155,7 @@ def runs_show(
             store, rec = _catalog(state).find_run(run_id)
         try:
             doc = show_doc(store, rec)
+            add_workspaces(doc, rec, artifacts=verbose)
             events = store.history(rec.run_id) if history else []
         finally:
             store.close()
@@ -215,6 +235,19 @@ def show_doc(store: Any, rec: Any) -> dict[str, Any]:
     waits = [{"job_id": w.job_id, "step_id": w.step_id, "kind": w.kind, "events": list(w.events), "due_at": w.due_at}
              for w in store.waits(rec.run_id)]
     return {"run": run, "jobs": job_docs, "waits": waits}
+
+
+def add_workspaces(doc: dict[str, Any], rec: Any, *, artifacts: bool) -> None:
+    """Each job that started gets its ``workspace`` directory (``None`` otherwise) and, with
+    ``artifacts``, the files under its ``artifacts/`` (paths relative to the workspace, sizes)."""
+    from aetherflow.workspace import artifact_files, job_workspace
+
+    for j in doc["jobs"]:
+        ws = (job_workspace(Path(rec.workspace_root), rec.flow_id, j["job_id"], rec.run_id)
+              if rec.workspace_root and j.get("started_at") else None)
+        j["workspace"] = str(ws.path) if ws else None
+        if artifacts:
+            j["artifacts"] = artifact_files(ws) if ws else []
 
 
 def parse_age(text: str) -> float:
@@ -317,6 +350,7 @@ def locks_list(state: o.State = None, as_json: o.Json = False) -> None:
     Example: aetherflow locks list --json
     """
     from aetherflow import render
+
     with guarded(as_json):
         rows: list[dict[str, Any]] = []
         catalog = _catalog(state)
@@ -333,8 +367,4 @@ def locks_list(state: o.State = None, as_json: o.Json = False) -> None:
         if as_json:
             stdout(render.dumps({"locks": [{**r, "since": render.iso(r["since"])} for r in rows]}))
             return
-        if not rows:
-            stdout("no locks held")
-            return
-        for r in rows:
-            stdout(f"{r['lock']}  {r['kind']}  run {r['run_id']}  pid {r['pid']} on {r['host']}  since {render.local_time(r['since'])}")
+        stdout(render.locks_table(rows))

@@ -502,7 +502,7 @@ def test_the_scale_out_walkthrough_runs_as_written(hosts, tmp_path: Path, pg_dsn
         load.write_text(f"#!/bin/sh\necho \"$(hostname) $AETHERFLOW_RUN_ID\" >> {q(ran)}\n"
                         f"i=0; while [ ! -f {q(gate)} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done\n")
         load.chmod(0o755)
-        (flows / "daily.yaml").write_text(flow_text.replace("/srv/flows", str(flows)), encoding="utf-8")
+        (flows / "daily.yaml").write_text(flow_text.replace("./load.sh", str(load)), encoding="utf-8")
         three = hosts(3)
         env = {}
         lines_of_cron = []
@@ -519,7 +519,9 @@ def test_the_scale_out_walkthrough_runs_as_written(hosts, tmp_path: Path, pg_dsn
             h.env.update(env)
 
         doctor = next(line for line in shell.splitlines() if line.startswith("aetherflow doctor"))
-        res = three[0].run(*shlex.split(doctor.replace(DOC_URL, url).replace("/srv/flows", str(flows)))[1:], env=env)
+        proc = three[0].spawn(*shlex.split(doctor.replace(DOC_URL, url))[1:], env=env, cwd=flows)
+        done = finish(proc)
+        res = Result(done.code, done.stdout, done.stderr)
         assert res.code == 0, res.stdout + res.stderr
         assert f'state store: {url} reachable; schema "aetherflow" is created by the first run' in res.stdout
 
@@ -534,7 +536,7 @@ def test_the_scale_out_walkthrough_runs_as_written(hosts, tmp_path: Path, pg_dsn
         assert sorted(r.code for r in results) == [0, 3, 3], [r.stderr for r in results]
         assert len(lines(ran)) == 1
         sweep = next(line for line in lines_of_cron if "resume --due" in line)
-        sweeps = [h.spawn(*shlex.split(sweep.split(None, 5)[5])[1:], env=env) for h in three]
+        sweeps = [h.spawn(*shlex.split(sweep.split(None, 5)[5])[1:], env=env) for h in three]  # the program: ours
         assert [finish(p).code for p in sweeps] == [0, 0, 0]
         res = three[1].run("doctor", flows / "daily.yaml", env=env)
         assert f'state store: {url} reachable, schema "aetherflow" version 1' in res.stdout, res.stdout
