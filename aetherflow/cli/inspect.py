@@ -11,17 +11,17 @@ import typer
 
 from aetherflow.cli import options as o
 from aetherflow.cli.app import root_app
-from aetherflow.cli.support import guarded, process_env, stderr, stdout
+from aetherflow.cli.support import begin, guarded, stderr, stdout
 from aetherflow.errors import ExitCode, SpecError, UsageError
 
 steps_app = typer.Typer(help="Registered step types (built-in and plugins).\n\nExample: aetherflow steps list", no_args_is_help=True)
 root_app.add_typer(steps_app, name="steps")
 
 
-def _settings(plugin_path: list[str] | None, state: str | None = None) -> Any:
-    from aetherflow.settings import settings_from_env
-
-    return settings_from_env(process_env(), plugin_paths=tuple(plugin_path or ()), state=state)
+def _settings(plugin_path: list[str] | None, state: str | None = None, config: str | None = None,
+              log_file: str | None = None) -> Any:
+    settings, _ = begin(config=config, log_file=log_file, plugin_paths=tuple(plugin_path or ()), state=state)
+    return settings
 
 
 def _plugin_warnings(loaded: Any) -> None:
@@ -35,6 +35,8 @@ def validate_cmd(
     as_json: o.Json = False,
     plugin_path: o.PluginPath = None,
     state: o.StateUnused = None,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Check FLOW: YAML, schema, references, templates, `when`, step types and inputs.
 
@@ -42,16 +44,17 @@ def validate_cmd(
 
     Example: aetherflow validate flows/daily.yaml
     """
-    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path)
+    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path, config=config, log_file=log_file)
 
 
-def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str] | None = None) -> None:
+def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str] | None = None,
+                     config: str | None = None, log_file: str | None = None) -> None:
     """Check ``flow`` and print every issue (exit 2) or one ``ok`` line."""
     from aetherflow import render
     from aetherflow.prepare import check_flow, load_plugins
 
     with guarded(as_json):
-        loaded_plugins = load_plugins(_settings(plugin_path))
+        loaded_plugins = load_plugins(_settings(plugin_path, None, config, log_file))
         for err in loaded_plugins.errors:
             stderr(f"warning: plugin failed to import: {err}")
         try:
@@ -76,24 +79,27 @@ def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str]
 
 @root_app.command("schema")
 def schema_cmd(
-    which: Annotated[str, typer.Argument(help="flow or profiles.")] = "flow",
+    which: Annotated[str, typer.Argument(help="flow, profiles or config.")] = "flow",
     plugin_path: o.PluginPath = None,
     state: o.StateUnused = None,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
-    """Print the JSON Schema (Draft 2020-12) of flow files (with plugin step inputs) or profiles.
+    """Print the JSON Schema (Draft 2020-12) of flow files (with plugin step inputs), profiles or the config file.
 
     Example: aetherflow schema flow > flow.schema.json
     """
     from aetherflow.spec.schema import load_schema
 
     with guarded():
-        if which not in ("flow", "profiles"):
-            raise UsageError(f"unknown schema {which!r}: use flow or profiles")
+        settings = _settings(plugin_path, None, config, log_file)
+        if which not in ("flow", "profiles", "config"):
+            raise UsageError(f"unknown schema {which!r}: use flow, profiles or config")
         schema = load_schema(which)
         if which == "flow":
             from aetherflow.prepare import load_plugins
 
-            loaded = load_plugins(_settings(plugin_path))
+            loaded = load_plugins(settings)
             schema = merge_step_schemas(schema, loaded.registry)
         stdout(json.dumps(schema, indent=2, ensure_ascii=False))
 
@@ -124,6 +130,8 @@ def graph_cmd(
     flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
     fmt: Annotated[str, typer.Option("--format", help="ascii, mermaid or dot.")] = "ascii",
     state: o.StateUnused = None,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Print the job/step graph of FLOW.
 
@@ -133,6 +141,7 @@ def graph_cmd(
     from aetherflow.spec import load_flow
 
     with guarded():
+        _settings(None, state, config, log_file)
         if fmt not in ("ascii", "mermaid", "dot"):
             raise UsageError(f"--format {fmt!r}: use ascii, mermaid or dot")
         f = load_flow(flow).flow
@@ -176,7 +185,8 @@ def _node(job_id: str) -> str:
 
 
 @steps_app.command("list")
-def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False, state: o.StateUnused = None) -> None:
+def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False, state: o.StateUnused = None,
+               config: o.Config = None, log_file: o.LogFile = None) -> None:
     """List registered step types with their source.
 
     Example: aetherflow steps list
@@ -185,7 +195,7 @@ def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False, state:
     from aetherflow.prepare import load_plugins
 
     with guarded(as_json):
-        loaded = load_plugins(_settings(plugin_path))
+        loaded = load_plugins(_settings(plugin_path, None, config, log_file))
         _plugin_warnings(loaded)
         reg = loaded.registry
         rows: list[dict[str, Any]] = [
@@ -206,6 +216,8 @@ def steps_show(
     type_name: Annotated[str, typer.Argument(metavar="TYPE")],
     plugin_path: o.PluginPath = None,
     state: o.StateUnused = None,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Show one step type: source, outcomes and inputs schema.
 
@@ -215,7 +227,7 @@ def steps_show(
     from aetherflow.prepare import load_plugins
 
     with guarded():
-        reg = load_plugins(_settings(plugin_path)).registry
+        reg = load_plugins(_settings(plugin_path, None, config, log_file)).registry
         st = reg.step(type_name)
         if st is None:
             import difflib
@@ -239,6 +251,8 @@ def explain_cmd(
     param: Annotated[list[str] | None, typer.Option("--param", help="Run parameter KEY=VALUE.")] = None,
     state: o.State = None,
     as_json: o.Json = False,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Show every resolved resource value and where it comes from (secrets masked).
 
@@ -249,7 +263,7 @@ def explain_cmd(
     from aetherflow.resolve import parse_param_args
 
     with guarded(as_json):
-        doc = explain(_settings(None, state), flow, params=parse_param_args(param or []), env_files=tuple(env_file or ()),
+        doc = explain(_settings(None, state, config, log_file), flow, params=parse_param_args(param or []), env_files=tuple(env_file or ()),
                       profile=profile, profiles_file=profiles)
         if as_json:
             stdout(render.dumps(doc))
@@ -272,6 +286,8 @@ def doctor_cmd(
     plugin_path: o.PluginPath = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
     as_json: o.Json = False,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Check what FLOW needs: env vars, secrets, plugins, profiles, state directory. Exit 2 when
     something is missing.
@@ -282,7 +298,7 @@ def doctor_cmd(
     from aetherflow.doctor import doctor
 
     with guarded(as_json):
-        checks = doctor(_settings(plugin_path, state), flow, tuple(env_file or ()))
+        checks = doctor(_settings(plugin_path, state, config, log_file), flow, tuple(env_file or ()))
         bad = [c for c in checks if not c["ok"]]
         if as_json:
             stdout(render.dumps({"ok": not bad, "checks": checks}))

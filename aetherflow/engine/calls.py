@@ -13,6 +13,7 @@ from typing import Any
 
 from aetherflow.context import CancelToken, MaskingAdapter, StepContext
 from aetherflow.engine.locking import LockService
+from aetherflow.engine.output import OutputLog
 from aetherflow.engine.recorder import Recorder
 from aetherflow.engine.results import normalize_result
 from aetherflow.errors import Interrupted, StepError, StepTimeoutError
@@ -81,6 +82,7 @@ class CallEnv:
     locks: LockService
     inline_wait_max: float
     clock: Callable[[], float]
+    output: OutputLog | None = None  # where the attempts' captured output is kept
 
 
 class StepCaller:
@@ -157,11 +159,16 @@ class StepCaller:
             inline_wait_max=env.inline_wait_max,
             clock=env.clock,
             progress=self._progress_reporter(job.id, step.id, attempt),
+            output=env.output.writer(job.id, step.id, attempt) if env.output is not None else None,
         )
-        # the step gets its own plain copy (lists and dicts, as aetherflow-core steps expect)
-        if self._in_job_thread(st, step, inputs):
-            return self._call_inline(st, step.id, job.id, thaw(inputs), ctx)
-        return self._call_in_worker(st, step.id, job.id, thaw(inputs), ctx, step.timeout_seconds)
+        try:
+            # the step gets its own plain copy (lists and dicts, as aetherflow-core steps expect)
+            if self._in_job_thread(st, step, inputs):
+                return self._call_inline(st, step.id, job.id, thaw(inputs), ctx)
+            return self._call_in_worker(st, step.id, job.id, thaw(inputs), ctx, step.timeout_seconds)
+        finally:
+            if env.output is not None:
+                env.output.finish(job.id, step.id, attempt)
 
     def _in_job_thread(self, st: StepType, step: StepSpec, inputs: Any) -> bool:
         """Whether the call stays in the job's thread. The worker thread is there so that

@@ -11,7 +11,8 @@ Algorithm
 3. Each job that runs is a ``JobRunner.run`` (``engine/job.py``: its steps in order, each
    step's attempts, retries, waits and routing).
 4. The run ends WAITING if a job waits, else FAILED if a job failed or was blocked, else
-   SUCCESS; a cancel or signal ends it CANCELLED / INTERRUPTED. Cleanup policy runs last.
+   SUCCESS; a cancel, a signal or the run's own time limit ends it CANCELLED / INTERRUPTED /
+   TIMED_OUT. Cleanup policy runs last.
 
 The executor builds its collaborators once and gives each only what it needs: the recorder
 (events to the store's history and the observers), the lock service (``with_lock``), the step
@@ -22,9 +23,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aetherflow.context import RUN_TIMEOUT
 from aetherflow.engine.calls import CallEnv, StepCaller
 from aetherflow.engine.job import WHEN_FALSE, CancelCheck, JobRunner, when
 from aetherflow.engine.locking import LockService, holder_text
+from aetherflow.engine.output import OutputLog
 from aetherflow.engine.recorder import Recorder
 from aetherflow.engine.results import (
     backoff_delay,
@@ -55,10 +58,11 @@ class Executor:
         self.result = self.state.result
         self.rec = Recorder(store, run_id=self.run_id, flow_id=self.flow.id, clock=svc.clock, observers=svc.emit)
         locks = LockService(store, self.rec, pid=svc.pid, host=svc.host, clock=svc.clock)
+        self.output = OutputLog(store, self.run_id, svc.clock)
         self.calls = StepCaller(svc.registry, CallEnv(
             run_id=self.run_id, flow_id=self.flow.id, flow_file=self.flow.file, layout=self.flow.workspace.layout,
             env=inputs.env, params=inputs.params, connectors=inputs.connectors, log=svc.log, mask=inputs.mask,
-            cancel=svc.cancel, locks=locks, inline_wait_max=svc.inline_wait_max, clock=svc.clock,
+            cancel=svc.cancel, locks=locks, inline_wait_max=svc.inline_wait_max, clock=svc.clock, output=self.output,
         ), self.rec)
         run = {"id": self.run_id, "started_at": iso(inputs.run.created_at), "attempt": inputs.run.attempt}
         scope = base_scope(env=inputs.env, flow_id=self.flow.id, params=inputs.params, secrets=inputs.secrets, run=run)
@@ -80,6 +84,7 @@ class Executor:
             self.result.interrupt = self.svc.cancel.why() or str(exc)
         finally:
             self.calls.stop()
+            self.output.close()
         return self._finish()
 
     def _seed_scope(self) -> None:
@@ -229,7 +234,7 @@ class Executor:
         if r.interrupt is None and self.svc.cancel.is_set():
             r.interrupt = self.svc.cancel.why()  # a signal during the last step still interrupts the run
         if r.interrupt is not None:
-            r.status = RunStatus.CANCELLED if r.interrupt == "cancel" else RunStatus.INTERRUPTED
+            r.status = {"cancel": RunStatus.CANCELLED, RUN_TIMEOUT: RunStatus.TIMED_OUT}.get(r.interrupt, RunStatus.INTERRUPTED)
         elif any(s == JobStatus.WAITING for s in statuses.values()):
             r.status = RunStatus.WAITING
         elif any(s in (JobStatus.FAILED, JobStatus.BLOCKED, JobStatus.CANCELLED) for s in statuses.values()):

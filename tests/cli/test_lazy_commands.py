@@ -20,7 +20,7 @@ jobs:
         type: noop
 """
 
-COMMAND_MODULES = {"aetherflow.cli.runcmd", "aetherflow.cli.inspect", "aetherflow.cli.runs"}
+COMMAND_MODULES = {"aetherflow.cli.runcmd", "aetherflow.cli.inspect", "aetherflow.cli.runs", "aetherflow.cli.ops"}
 
 def probe(*args: str) -> tuple[int, set[str]]:
     """The exit code and the ``aetherflow.cli`` modules of one CLI process."""
