@@ -613,6 +613,9 @@ class Runner:
         if wait is not None and wait <= 0:
             return lock.acquire(0)
         deadline = None if wait is None else time.monotonic() + wait
+        if lock.acquire(0):
+            return True
+        log.info("waiting for %s (%s)", what, "as long as it takes" if wait is None else f"at most {wait:g} s")
         while True:
             left = _remaining(deadline)
             if lock.acquire(1.0 if left is None else min(1.0, left)):
@@ -626,6 +629,9 @@ class Runner:
         """Poll ``free`` (every second at most) until true, the deadline (then return: the
         caller's own attempt fails naming the holder) or a signal (``Interrupted``)."""
         pause = 0.05
+        if not free():
+            log.info("waiting for %s to be free (%s)", what,
+                     "as long as it takes" if deadline is None else f"at most {_remaining(deadline):g} s")
         while not free():
             left = _remaining(deadline)
             if left is not None and left <= 0:

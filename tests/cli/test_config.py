@@ -227,7 +227,7 @@ def test_config_show_text(cli, tmp_path: Path, home: Path) -> None:
     assert res.exit_code == 0
     lines = res.stdout.splitlines()
     assert lines[0] == f"config file: {cfg} (from $AETHERFLOW_HOME/config.toml)"
-    assert any(line.split() == ["on_locked", "skip", f"(file", f"{cfg}:1:1)"] for line in lines), res.stdout
+    assert any(line.split() == ["on_locked", "skip", "(file", f"{cfg}:1:1)"] for line in lines), res.stdout
 
 
 # --config and --log-file on every command ---------------------------------------------------------
