@@ -494,9 +494,10 @@ def run_table(doc: Mapping[str, Any]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
+    from rich.console import Group
+
     r = doc["run"]
-    t = Table(box=None, pad_edge=False, title=Text(f"run {r['run_id']}  flow {r['flow_id']}  {r['status']}"),
-              title_justify="left")
+    t = Table(box=None, pad_edge=False)
     t.add_column("", width=2)
     t.add_column("job / step")
     t.add_column("status")
@@ -508,7 +509,9 @@ def run_table(doc: Mapping[str, Any]) -> Any:
         name = Text(row["job"], style="bold") if row["step"] is None else Text(f"  {row['step']}")
         t.add_row(Text(LiveView.ICONS.get(status, " ")), name, Text(status, style=_STYLES.get(status, "")),
                   Text(str(row["attempt"] or "")), Text(duration(row["seconds"])), Text(row["note"]))
-    return t
+    title = Text(f"run {r['run_id']}  flow {r['flow_id']}  ", style="bold")
+    title.append(str(r["status"]), style=_STYLES.get(str(r["status"]), ""))
+    return Group(title, t)
 
 
 def run_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
