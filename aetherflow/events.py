@@ -4,10 +4,12 @@ Every state change the engine records is also an ``Event``; the same events go t
 history (``runs show --history``), to observers registered by plugins (``register_observer``)
 and to ``--events-log FILE``. Event names are stable (docs/events.md):
 
-run.started run.resumed run.finished run.waiting run.cancelled run.interrupted
+run.started run.resumed run.finished run.waiting run.cancelled run.interrupted run.timed_out
+run.crash_noticed
 job.started job.finished job.skipped job.blocked
 step.started step.finished step.failed step.retry step.waiting step.restored
 event.received timer.fired lock.acquired lock.released lock.waiting flow.changed_accepted
+notify.sent notify.failed
 
 An observer that raises is logged and dropped for that event; it never fails a run.
 """

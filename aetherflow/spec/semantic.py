@@ -242,7 +242,7 @@ class Builder:
                 found = resources.get(res)
                 if found is None or found.kind != "mail":
                     mails = sorted(n for n, r in resources.items() if r.kind == "mail")
-                    self.issue("notify.unknown_resource",
+                    self.issue("flow.unknown_notify_resource",
                                f"notify email resource '{res}' is not a mail resource of this flow "
                                f"(mail resources: {', '.join(mails) or 'none'})", (*path, "email", "resource"))
             out.append(NotifySpec.from_data(item, f"{self.file}: flow.notify[{i}]"))
