@@ -491,10 +491,9 @@ class LiveView:
 
 def run_table(doc: Mapping[str, Any]) -> Any:
     """A rich table of a ``runs show`` document: each job, its steps under it."""
+    from rich.console import Group
     from rich.table import Table
     from rich.text import Text
-
-    from rich.console import Group
 
     r = doc["run"]
     t = Table(box=None, pad_edge=False)

@@ -291,3 +291,22 @@ def test_an_unreadable_config_file(cli, tmp_path: Path) -> None:
     cfg.chmod(0)
     res = cli("runs", "list", "--config", str(cfg))
     assert res.exit_code == 2 and "Permission denied" in res.stderr
+
+
+def test_schema_config_prints_the_config_schema(cli) -> None:
+    res = cli("schema", "config")
+    assert res.exit_code == 0
+    doc = json.loads(res.stdout)
+    assert sorted(doc["properties"]) == ["events_log", "log_format", "metrics", "notify", "on_locked", "plugin_paths",
+                                         "retention", "state"]
+
+
+def test_a_flows_notify_and_the_configs_have_the_same_shape() -> None:
+    """flow.notify and [[notify]] are one shape (the config adds `flows`, a flow's email `resource`)."""
+    from aetherflow.spec.schema import load_schema
+
+    flow, cfg = load_schema("flow")["$defs"], load_schema("config")["$defs"]
+    assert set(cfg["notify"]["properties"]) - {"flows"} == set(flow["notify"]["properties"])
+    for key in flow["notify"]["properties"]:
+        assert flow["notify"]["properties"][key] == cfg["notify"]["properties"][key], key
+    assert set(flow["notify_email"]["properties"]) - {"resource"} == set(cfg["notify_email"]["properties"])

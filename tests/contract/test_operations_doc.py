@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-
 from servers import http_receiver
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
