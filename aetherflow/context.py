@@ -2,9 +2,16 @@
 
 ``StepContext`` is what a step sees (SPEC section 4): ``env``, ``params``, ``connectors``,
 ``run_id``, ``flow_id``, ``job_id``, ``step_id``, ``attempt``, ``idempotency_key``, ``workspace``
-(the job directory), ``log`` (masks secrets), a cancel token and the step's deadline. The
-aetherflow-core helpers ``job_dir()``, ``artifacts_dir()``, ``scratch_dir()`` and
-``manifests_dir()`` are kept for plugins written against that package.
+(the job directory), ``log`` (masks secrets), a cancel token and the step's deadline.
+
+What aetherflow-core's ``RunContext`` offered is there too, for plugins written against it:
+``job_dir(job_id)``, ``artifacts_dir(job_id)``, ``scratch_dir(job_id)``, ``manifests_dir(job_id)``
+(that job's directories in this run; created), ``work_root``, ``layout``, ``settings`` (a
+read-only ``CoreSettings``), ``resources`` (each resource's resolved kind, driver, config and
+options, read-only), ``acquire_lock(key, ttl_seconds)`` / ``release_lock(key)`` (the named
+locks of ``with_lock``, without waiting; what a step leaves held is released when it ends).
+``state`` (its state store) is not given to steps: reading it raises a ``StepError`` naming what
+to use instead.
 """
 
 from __future__ import annotations
@@ -17,10 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aetherflow.model import empty_map
-from aetherflow.workspace import JobWorkspace
+from aetherflow.compat import CoreSettings
+from aetherflow.errors import LockBusyError, StepError
+from aetherflow.model import EMPTY, empty_map
+from aetherflow.workspace import JobWorkspace, job_workspace
 
 if TYPE_CHECKING:
+    from aetherflow.events import Event
     from aetherflow.state.store import Lock
 
 
@@ -128,6 +138,33 @@ class MaskingAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         self.logger.log(level, msg, **kwargs)
 
 
+class HeldLocks:
+    """The named locks one step took with ``ctx.acquire_lock`` (key → lock). Thread-safe."""
+
+    __slots__ = ("_guard", "_held")
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held: dict[str, Any] = {}
+
+    def add(self, key: str, lock: Any) -> None:
+        with self._guard:
+            self._held[key] = lock
+
+    def take(self, key: str) -> Any:
+        with self._guard:
+            return self._held.pop(key, None)
+
+    def holds(self, key: str) -> bool:
+        with self._guard:
+            return key in self._held
+
+    def take_all(self) -> list[Any]:
+        with self._guard:
+            held, self._held = list(self._held.values()), {}
+        return held
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepContext:
     run_id: str
@@ -154,6 +191,10 @@ class StepContext:
     clock: Callable[[], float] = time.time
     #: report a one-line status (e.g. the last output line); shown live, never stored
     progress: Callable[[str], None] | None = None
+    #: locks taken with acquire_lock, released by release_lock or at the step's end
+    held_locks: HeldLocks = field(default_factory=HeldLocks)
+    #: the run's history so far, oldest first (read-only; secrets masked): ``ctx.history()``
+    history: Callable[[], tuple[Event, ...]] | None = None
     #: keep what the step's command wrote: ``output("stdout" | "stderr", chunk_bytes)``; stored
     #: masked with the attempt, for ``aetherflow runs logs``
     output: Callable[[str, bytes], None] | None = None
@@ -181,20 +222,71 @@ class StepContext:
     def cancelled(self) -> bool:
         return self.cancel.is_set() or (self.deadline is not None and time.monotonic() >= self.deadline)
 
-    # aetherflow-core compatible helpers (job_id argument accepted and must match) ---------
+    # aetherflow-core's RunContext ------------------------------------------------------------
     def job_dir(self, job_id: str | None = None) -> Path:
-        return self._dir(None)
+        """The directory of job ``job_id`` (default: this step's job) in this run; created."""
+        return self._dir(job_id, None)
 
     def artifacts_dir(self, job_id: str | None = None) -> Path:
-        return self._dir("artifacts")
+        return self._dir(job_id, "artifacts")
 
     def scratch_dir(self, job_id: str | None = None) -> Path:
-        return self._dir("scratch")
+        return self._dir(job_id, "scratch")
 
     def manifests_dir(self, job_id: str | None = None) -> Path:
-        return self._dir("manifests")
+        return self._dir(job_id, "manifests")
 
-    def _dir(self, sub: str | None) -> Path:
-        p = self.ws.path if sub is None else self.ws.path / sub
+    def _dir(self, job_id: str | None, sub: str | None) -> Path:
+        ws = self.ws
+        if job_id is not None and job_id != self.job_id:
+            ws = job_workspace(ws.root, self.flow_id, job_id, self.run_id, ws.layout)
+        p = ws.path if sub is None else ws.path / ws.layout[sub]
         p.mkdir(parents=True, exist_ok=True)
         return p
+
+    @property
+    def settings(self) -> CoreSettings:
+        """aetherflow-core's settings fields, read-only, with aetherflow's values."""
+        return CoreSettings.from_env(self.env, work_root=str(self.ws.root))
+
+    @property
+    def resources(self) -> Mapping[str, Any]:
+        """Each resource's resolved ``kind``, ``driver``, ``config`` and ``options`` (read-only;
+        secrets included, as the connectors get them: never put them in outputs or logs)."""
+        return getattr(self.connectors, "resources", EMPTY)  # type: ignore[no-any-return]
+
+    @property
+    def state(self) -> Any:
+        raise StepError(
+            "ctx.state (aetherflow-core's state store) is not given to steps: aetherflow records run, job and "
+            "step state itself. Return values as StepResult outputs and read earlier ones as {{ steps.ID.KEY }} "
+            "or jobs.ID.outputs; take a named lock with ctx.acquire_lock(key) or the with_lock step",
+            code="step.no_state_store",
+        )
+
+    def acquire_lock(self, key: str, ttl_seconds: float | None = None) -> bool:
+        """Take the named lock ``key`` (the lock ``with_lock`` takes) without waiting: True when
+        held (also when this step holds it already), False when another holder has it.
+        ``ttl_seconds`` is accepted and ignored: an OS lock never expires under a live holder."""
+        if self.locks is None:
+            raise StepError("named locks are not available here", code="step.no_locks")
+        if self.held_locks.holds(key):
+            return True
+        try:
+            lock = self.locks.acquire(key, 0.0)
+        except LockBusyError:
+            return False
+        self.held_locks.add(key, lock)
+        return True
+
+    def release_lock(self, key: str) -> None:
+        """Release the lock ``key`` this step took with ``acquire_lock`` (no-op otherwise)."""
+        lock = self.held_locks.take(key)
+        if lock is not None and self.locks is not None:
+            self.locks.release(lock)
+
+    def release_held_locks(self) -> None:
+        """Release what the step left held (the engine calls this when the step ends)."""
+        for lock in self.held_locks.take_all():
+            if self.locks is not None:
+                self.locks.release(lock)

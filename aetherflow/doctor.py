@@ -72,7 +72,8 @@ def _fs_type(path: Path) -> str | None:
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "afs", "glusterfs", "ceph"}
 
 
-def doctor(settings: Settings, flow_path: str, env_files: Sequence[str]) -> list[dict[str, Any]]:
+def doctor(settings: Settings, flow_path: str, env_files: Sequence[str], profile: str | None = None,
+           profiles_file: str | None = None) -> list[dict[str, Any]]:
     from aetherflow import resolve
     from aetherflow.errors import SpecError
     from aetherflow.prepare import check_flow, flow_env, load_plugins
@@ -84,9 +85,15 @@ def doctor(settings: Settings, flow_path: str, env_files: Sequence[str]) -> list
     def add(name: str, ok: bool, detail: str) -> None:
         checks.append({"check": name, "ok": ok, "detail": detail})
 
+    from aetherflow.compat import ignored_env_warnings
+
+    for text in ignored_env_warnings(settings.env):
+        add("aetherflow-core setting", False, text)
     loaded_plugins = load_plugins(settings)
     for err in loaded_plugins.errors:
         add("plugin", False, f"failed to import: {err}")
+    for text in loaded_plugins.warnings:
+        add("plugin folder", False, text)
     try:
         loaded, issues = check_flow(flow_path, loaded_plugins)
     except SpecError as exc:
@@ -101,7 +108,7 @@ def doctor(settings: Settings, flow_path: str, env_files: Sequence[str]) -> list
         add("env files", False, exc.message)
         env = dict(settings.env)
     missing: set[str] = set()
-    for tok in _all_tokens(flow):
+    for tok in _all_tokens(flow) + _profile_tokens(settings, flow, profile, profiles_file, add):
         if tok.path[0] == "env" and len(tok.path) > 1 and tok.default is None and tok.path[1] not in env:
             missing.add(tok.path[1])
     for spec in flow.secrets.values():
@@ -133,6 +140,32 @@ def doctor(settings: Settings, flow_path: str, env_files: Sequence[str]) -> list
     add("state filesystem", fstype not in NETWORK_FS,
         f"{fstype or 'unknown'}" + (" is a network filesystem: SQLite locking is unsafe there" if fstype in NETWORK_FS else " (local)"))
     return checks
+
+
+def _profile_tokens(settings: Settings, flow: Any, profile: str | None, profiles_file: str | None,
+                    add: Any) -> list[Any]:
+    """The template tokens of the profiles the flow's resources use (as ``run`` picks them), so
+    an environment variable only a profile needs is reported too."""
+    from aetherflow.prepare import profiles_for
+
+    used = {profile or r.profile for r in flow.resources.values()} - {None}
+    if not used:
+        return []
+    try:
+        profiles = profiles_for(settings, flow, profiles_file=profiles_file, profile=profile)
+    except AetherflowError as exc:
+        add("profiles", False, exc.message)
+        return []
+    unknown = sorted(used - set(profiles))
+    add("profiles", not unknown, f"profile(s) not found: {', '.join(unknown)}" if unknown else ", ".join(sorted(used)))
+    out: list[Any] = []
+    for name in sorted(used - set(unknown)):
+        for part in ("config", "options"):
+            try:
+                out.extend(template.tokens(thaw(profiles[name].get(part) or {})))
+            except AetherflowError:
+                continue
+    return out
 
 
 def _all_tokens(flow: Any) -> list[Any]:

@@ -8,12 +8,14 @@ Specs are frozen dataclasses whose mappings are ``MappingProxyType`` and sequenc
 from __future__ import annotations
 
 import enum
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from aetherflow.errors import Location
+from aetherflow.errors import Location, UsageError
 
 
 class RunStatus(enum.StrEnum):
@@ -99,6 +101,67 @@ def thaw(value: Any) -> Any:
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+class ReadOnlyDict(dict[str, Any]):
+    """A ``dict`` that refuses changes: the inputs a step is handed (docs/step-authors.md).
+
+    It is still a ``dict`` for ``isinstance`` checks, ``json.dumps`` and drivers that want one
+    (aetherflow-core steps read their inputs that way); ``dict(x)``, ``x.copy()`` and
+    ``copy.deepcopy(x)`` give a plain, changeable copy."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("step inputs are read-only; change a copy: dict(inputs) or copy.deepcopy(inputs)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return thaw(self)  # type: ignore[no-any-return]
+
+    def __reduce__(self) -> Any:
+        return (dict, (thaw(self),))
+
+
+class ReadOnlyList(list[Any]):
+    """A ``list`` that refuses changes (see :class:`ReadOnlyDict`)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("step inputs are read-only; change a copy: list(value) or copy.deepcopy(inputs)")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return thaw(self)  # type: ignore[no-any-return]
+
+    def __reduce__(self) -> Any:
+        return (list, (thaw(self),))
+
+
+def read_only(value: Any) -> Any:
+    """JSON-like data as a step receives it: mappings become :class:`ReadOnlyDict`, lists and
+    tuples :class:`ReadOnlyList`, deeply; other values are returned as they are."""
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
+    if isinstance(value, Mapping):
+        return ReadOnlyDict({k: read_only(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return ReadOnlyList([read_only(v) for v in value])
+    return value
+
+
+
+
 def empty_map() -> Mapping[str, Any]:
     """Default factory for read-only mapping fields."""
     return EMPTY
@@ -107,9 +170,10 @@ def empty_map() -> Mapping[str, Any]:
 class StepResult:
     """What a step returns. Immutable once built.
 
-    ``StepResult(status, outputs, outcome=None, reason=None, metadata=None)``; ``output=`` is
-    accepted for ``outputs=`` (aetherflow-core compatibility). A WAITING result says what it
-    waits for with ``events=[...]`` and/or ``due_at`` (epoch seconds or an aware datetime).
+    ``StepResult(status, outputs, reason=None, *, outcome=None, metadata=None)``: the positional
+    arguments are aetherflow-core's (``StepResult("SKIPPED", {...}, "no rows")`` gives a reason),
+    and ``output=`` is accepted for ``outputs=``. A WAITING result says what it waits for with
+    ``events=[...]`` and/or ``due_at`` (epoch seconds or an aware datetime).
     """
 
     __slots__ = ("status", "outputs", "outcome", "reason", "metadata", "events", "due_at")
@@ -126,10 +190,10 @@ class StepResult:
         self,
         status: str = STEP_SUCCESS,
         outputs: Mapping[str, Any] | None = None,
-        outcome: str | None = None,
         reason: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
         *,
+        outcome: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
         output: Mapping[str, Any] | None = None,
         events: Sequence[str] = (),
         due_at: Any = None,
@@ -187,6 +251,19 @@ class RetrySpec:
     max_delay_seconds: float = 300.0
     jitter: bool = True
 
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> RetrySpec:
+        """The policy the given fields (a flow's ``retry:``, a step type's default, or one over
+        the other) set, the rest at their defaults. Fields were checked against the schema."""
+        d = cls()
+        return cls(
+            max_attempts=int(fields.get("max_attempts", d.max_attempts)),
+            backoff=str(fields.get("backoff", d.backoff)),
+            initial_delay_seconds=float(fields.get("initial_delay_seconds", d.initial_delay_seconds)),
+            max_delay_seconds=float(fields.get("max_delay_seconds", d.max_delay_seconds)),
+            jitter=bool(fields.get("jitter", d.jitter)),
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepSpec:
@@ -199,6 +276,8 @@ class StepSpec:
     on_no_data: str | None = None
     on_outcome: Mapping[str, str] = field(default_factory=empty_map)
     retry: RetrySpec = field(default_factory=RetrySpec)
+    #: the fields the flow's ``retry:`` sets: they override the step type's default policy
+    retry_fields: Mapping[str, Any] = field(default_factory=empty_map)
     timeout_seconds: float | None = None
     description: str | None = None
     location: Location = field(default_factory=Location)
@@ -382,3 +461,44 @@ class Masked:
 
     def __hash__(self) -> int:
         return hash((Masked, self.name))
+
+
+# ---------------------------------------------------------------------------------------------
+# Business keys: ``NAME::VALUE``. NAME is the flow's ``unique.key`` (an identifier); ``::`` is
+# the separator and cannot appear in a value, so ``X::Y`` given to a command is always NAME::VALUE
+# and a bare ``Y`` is a VALUE under any name (docs/waiting.md).
+
+KEY_SEPARATOR = "::"
+KEY_VALUE_MAX = 200
+_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def check_key_value(value: str, what: str = "--key") -> str:
+    """``value`` if it can be a business key value, else ``UsageError`` (exit 2) saying why:
+    non-empty, at most ``KEY_VALUE_MAX`` characters, no control characters, no surrounding
+    spaces, no ``::``."""
+    problem = None
+    if not value:
+        problem = "is empty"
+    elif len(value) > KEY_VALUE_MAX:
+        problem = f"is {len(value)} characters long (at most {KEY_VALUE_MAX})"
+    elif any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
+        problem = "contains a control character"
+    elif value != value.strip():
+        problem = "starts or ends with a space"
+    elif KEY_SEPARATOR in value:
+        problem = f"contains '{KEY_SEPARATOR}', which separates NAME::VALUE"
+    if problem is not None:
+        raise UsageError(f"{what} {value!r}: a business key value {problem}", code="usage.key")
+    return value
+
+
+def split_key(text: str, what: str = "--key") -> tuple[str | None, str]:
+    """``NAME::VALUE`` -> (NAME, VALUE); ``VALUE`` -> (None, VALUE); both parts checked."""
+    name, sep, value = text.partition(KEY_SEPARATOR)
+    if not sep:
+        return None, check_key_value(text, what)
+    if not _KEY_NAME.fullmatch(name):
+        raise UsageError(f"{what} {text!r}: {name!r} before '{KEY_SEPARATOR}' is not a key name "
+                         f"(a key value cannot contain '{KEY_SEPARATOR}')", code="usage.key")
+    return name, check_key_value(value, what)

@@ -1,33 +1,42 @@
 """Plugin loading: built-ins first, then entry points (group ``aetherflow.plugins``), then
 local plugin folders (``--plugin-path`` / ``AETHERFLOW_PLUGIN_PATHS``).
 
-An entry point names a module (imported; the marked classes defined under it are collected) or a
-callable ``register(registry)`` (called). A plugin folder holds ``*.py`` modules and packages,
-each imported under a private name. A plugin that fails to import is recorded with its error and
-does not stop anything that does not need it; a duplicate step or connector name is a
-``PluginError`` naming both sources.
+An entry point names a module (imported with its submodules; the marked classes defined under
+it are collected, and a module-level ``register`` is called) or a callable (called: with a
+registrar when it takes a parameter, ``register(registry)``, without one when it takes none,
+``register()`` as aetherflow-core calls it). Either way the marked classes of the modules already
+imported under the entry point's package are collected too, so a plugin that registers at import
+and points its entry point at a no-op ``register`` loses nothing. A plugin folder is added to
+``sys.path`` (its modules import each other by name) and each ``*.py`` module and package in it,
+or in its sub-folders without ``__init__.py`` (aetherflow-core's ``plugins/steps/`` layout), is
+imported under a private name; a module or folder whose name starts with ``_`` is private and is
+reported as skipped unless a loaded plugin imported it. A plugin that fails to import is recorded
+with its error and does not stop anything that does not need it; a duplicate step or connector
+name is a ``PluginError`` naming both sources.
 
 Entry point cache
 -----------------
-Given a ``cache_dir``, the entry point scan (``_scan_entry_points``: listing every ``sys.path``
-directory and reading the metadata of the distributions there) is remembered in
-``cache_dir/entry-points.json`` (``0600``, directories ``0700``, written atomically) and a later
-load with the same key skips it. The key is the cache format, the aetherflow version, the
-interpreter (``sys.executable``, ``sys.version``, ``sys.prefix``) and, for each ``sys.path`` entry
-in order, the entry, its absolute path and ``os.stat`` of it (``st_mtime_ns``, ``st_ctime_ns``,
-``st_ino``, ``st_size``; a marker when it cannot be stat'ed). Installers create and remove
-``*.dist-info`` directories, which changes the mtime of the directory holding them, so installing,
-removing or upgrading a distribution changes the key. ``*.egg-info`` (and an ``.egg``'s
-``EGG-INFO``), which ``setup.py develop`` rewrites in place, are watched individually: the stat of
-the directory, its ``entry_points.txt`` and ``PKG-INFO`` are part of the key too. Not cached: when
-a finder other than ``PathFinder`` on ``sys.meta_path`` provides distributions, when a ``sys.path``
-entry is not a string, when an entry point value does not parse, or when a stat'ed mtime is less
-than two seconds old or in the future (on a filesystem with coarse timestamps a further change
-could keep it). The stats are taken before the scan, so a change racing the scan changes the key of
-the next load. On a hit each entry point is loaded the way ``EntryPoint.load`` does
-(``import_module``, then ``getattr`` along the attribute path), and errors are reported as for a
-scanned one. Best effort: an unreadable, corrupt or foreign (other owner, group/world-writable)
-cache file is a miss, a failed write is ignored; deleting the file is always safe.
+Given a ``cache_dir``, what ``importlib.metadata.entry_points(group=GROUP)`` returned (each entry
+point's name and value, the module and attribute path importlib.metadata parsed from the value,
+its distribution's name and version) is remembered in ``cache_dir/entry-points.json`` (``0600``,
+directories ``0700``, written atomically), and a later load with the same key does not import
+``importlib.metadata`` (12-40 ms, docs/performance.md). The key is the cache format, the
+aetherflow version, the interpreter (``sys.executable``, ``sys.version``, ``sys.prefix``) and, for
+each ``sys.path`` entry in order, the entry, its absolute path and ``os.stat`` of it
+(``st_mtime_ns``, ``st_ctime_ns``, ``st_ino``, ``st_size``; a marker when it cannot be stat'ed).
+Installers create and remove ``*.dist-info`` directories, which changes the mtime of the
+directory holding them, so installing, removing or upgrading a distribution changes the key.
+``*.egg-info`` (and an ``.egg``'s ``EGG-INFO``), which ``setup.py develop`` rewrites in place, are
+watched individually: the stat of the directory, its ``entry_points.txt`` and ``PKG-INFO`` are part
+of the key too. Not cached: when a finder other than ``PathFinder`` on ``sys.meta_path`` provides
+distributions, when a ``sys.path`` entry is not a string, when importlib.metadata cannot parse an
+entry point's value, or when a stat'ed mtime is less than two seconds old or in the future (on a
+filesystem with coarse timestamps a further change could keep it). The stats are taken before the
+lookup, so a change racing it changes the key of the next load. On a hit each entry point is
+loaded the way ``EntryPoint.load`` does (``import_module``, then ``getattr`` along the attribute
+path), and errors are reported as for a fresh one. Best effort: an unreadable, corrupt or foreign
+(other owner, group/world-writable) cache file is a miss, a failed write is ignored; deleting the
+file is always safe.
 """
 
 from __future__ import annotations
@@ -37,7 +46,6 @@ import importlib
 import importlib.util
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -53,11 +61,9 @@ from aetherflow.registry import Registry
 
 GROUP = "aetherflow.plugins"
 CACHE_FILE = "entry-points.json"
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 #: a stat'ed mtime newer than this (ns) is "racy": a further change might not change it
 _RACY_NS = 2_000_000_000
-#: the syntax ``EntryPoint.load`` accepts: ``module[:attr[.attr]] [extras]``
-_EP_VALUE = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +82,8 @@ class LoadedPlugins:
     registry: Registry
     plugins: list[PluginInfo] = field(default_factory=list)
     observers: list[Any] = field(default_factory=list)
+    #: what a plugin folder holds and was not loaded (see ``_load_path``)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[str]:
@@ -145,118 +153,23 @@ def load(
         # run recorded plus the current ones on resume) is loaded once, not reported as a clash
         if p and Path(p).resolve() not in seen:
             seen.add(Path(p).resolve())
-            out.plugins.extend(_load_path(reg, Path(p), out.observers))
+            out.plugins.extend(_load_path(reg, Path(p), out.observers, out.warnings))
     return out
 
 
 def _entry_points() -> list[Any]:
-    found = _scan_entry_points()
-    if found is not None:
-        return found
+    """The installed entry points of :data:`GROUP`, as ``importlib.metadata`` finds them."""
     from importlib.metadata import entry_points
 
     return list(entry_points(group=GROUP))
 
 
 def _foreign_distribution_finder() -> bool:
-    """A finder other than ``PathFinder`` on ``sys.meta_path`` provides distributions: neither
-    the scan nor the cache can see into it."""
+    """A finder other than ``PathFinder`` on ``sys.meta_path`` provides distributions: the cache
+    key (``sys.path`` directories) cannot tell when they change."""
     from importlib.machinery import PathFinder
 
     return any(f is not PathFinder and getattr(f, "find_distributions", None) is not None for f in sys.meta_path)
-
-
-def _normalize(name: str) -> str:
-    """A distribution name as importlib.metadata compares them (PEP 503, dashes as underscores)."""
-    return re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
-
-
-def _scan_entry_points() -> list[CachedEntryPoint] | None:
-    """``importlib.metadata.entry_points(group=GROUP)`` without importing it (12-30 ms: it
-    brings ``email``, ``zipfile`` and ``csv``), by the same rules: each ``sys.path`` directory
-    in order, its ``*.dist-info`` / ``*.egg-info`` entries in directory order, the first of
-    each normalized distribution name winning, ``entry_points.txt`` read as importlib.metadata
-    reads it. ``None`` (importlib.metadata decides) when it would look where this does not:
-    another distribution finder on ``sys.meta_path``, a file (zip) or an ``.egg`` on
-    ``sys.path``, a metadata directory whose suffix is not lower case, an entry line it rejects,
-    a file that is not UTF-8."""
-    if _foreign_distribution_finder():
-        return None
-    seen: set[str] = set()
-    found: list[CachedEntryPoint] = []
-    for entry in sys.path:
-        if not isinstance(entry, str) or os.path.basename(entry).lower().endswith(".egg"):
-            return None
-        try:
-            children = os.listdir(entry or ".")
-        except NotADirectoryError:
-            return None  # a zip file on sys.path
-        except OSError:
-            continue  # missing or unreadable: importlib.metadata finds nothing there either
-        for child in children:
-            low = child.lower()
-            if not low.endswith((".dist-info", ".egg-info")):
-                continue
-            if not child.endswith((".dist-info", ".egg-info")):
-                return None  # importlib.metadata then names it from its METADATA
-            name = _normalize(child.rpartition(".")[0].partition("-")[0])
-            if name in seen:
-                continue
-            seen.add(name)
-            eps = _read_entry_points(os.path.join(entry or ".", child))
-            if eps is None:
-                return None
-            found.extend(eps)
-    return found
-
-
-def _read_meta(path: str, name: str) -> str | None:
-    try:
-        with open(os.path.join(path, name), encoding="utf-8") as f:
-            return f.read()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
-        return None
-
-
-def _read_entry_points(path: str) -> list[CachedEntryPoint] | None:
-    """The :data:`GROUP` entry points of one metadata directory; ``None`` for what only
-    importlib.metadata should judge (a line without ``=``, text that is not UTF-8)."""
-    try:
-        text = _read_meta(path, "entry_points.txt")
-        if not text or GROUP not in text:
-            return []
-        section: str | None = None
-        pairs: list[tuple[str, str]] = []
-        for raw in text.splitlines():
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if line.startswith("[") and line.endswith("]"):
-                section = line.strip("[]")
-            elif section is not None:
-                if "=" not in line:
-                    return None
-                if section == GROUP:
-                    key, _, value = line.partition("=")
-                    pairs.append((key.strip(), value.strip()))
-        if not pairs:
-            return []
-        meta = _read_meta(path, "METADATA") or _read_meta(path, "PKG-INFO") or ""
-    except (UnicodeDecodeError, OSError):
-        return None
-    dist = CachedDistribution(_header(meta, "name"), _header(meta, "version"))
-    return [CachedEntryPoint(key, value, dist) for key, value in pairs]
-
-
-def _header(text: str, wanted: str) -> str | None:
-    """The first ``wanted:`` header of core metadata (RFC 822 style, ends at a blank line)."""
-    for line in text.splitlines():
-        if not line.strip():
-            return None
-        key, sep, value = line.partition(":")
-        if sep and key.strip().lower() == wanted:
-            return value.strip()
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,21 +184,20 @@ class CachedDistribution:
 
 @dataclass(frozen=True, slots=True)
 class CachedEntryPoint:
-    """An entry point read from the cache: what ``_load_entry_point`` uses of an ``EntryPoint``."""
+    """An entry point read from the cache: what ``_load_entry_point`` uses of an ``EntryPoint``,
+    with the module and attribute path ``importlib.metadata`` parsed from its value."""
 
     name: str
     value: str
+    module: str
+    attr: str | None
     dist: CachedDistribution
     group: str = GROUP
 
     def load(self) -> Any:
-        """As ``importlib.metadata.EntryPoint.load``: import the module, walk the attributes."""
-        match = _EP_VALUE.match(self.value)
-        if match is None:  # never cached (see _cached_entry_points); a hand-edited file
-            raise ValueError(f"invalid entry point value {self.value!r}")
-        module = importlib.import_module(match.group("module"))
-        attrs = filter(None, (match.group("attr") or "").split("."))
-        return functools.reduce(getattr, attrs, module)
+        """As ``EntryPoint.load``: import the module, then walk the attribute path."""
+        module = importlib.import_module(self.module)
+        return functools.reduce(getattr, (self.attr or "").split(".") if self.attr else (), module)
 
 
 def _stat(path: str) -> list[int]:
@@ -356,12 +268,12 @@ def _read_cache(path: Path, key: dict[str, Any]) -> list[CachedEntryPoint] | Non
         return None
     out: list[CachedEntryPoint] = []
     for ep in eps:
-        if not (isinstance(ep, dict) and isinstance(ep.get("name"), str) and isinstance(ep.get("value"), str)):
+        if not (isinstance(ep, dict) and all(isinstance(ep.get(k), str) for k in ("name", "value", "module"))):
             return None
-        dist, version = ep.get("dist"), ep.get("version")
-        if not (dist is None or isinstance(dist, str)) or not (version is None or isinstance(version, str)):
+        if not all(ep.get(k) is None or isinstance(ep.get(k), str) for k in ("attr", "dist", "version")):
             return None
-        out.append(CachedEntryPoint(ep["name"], ep["value"], CachedDistribution(dist, version)))
+        out.append(CachedEntryPoint(ep["name"], ep["value"], ep["module"], ep.get("attr"),
+                                    CachedDistribution(ep.get("dist"), ep.get("version"))))
     return out
 
 
@@ -386,18 +298,22 @@ def _write_cache(path: Path, doc: dict[str, Any]) -> None:
 
 def _cached_entry_points(path: Path) -> list[Any]:
     """The installed entry points of :data:`GROUP`: from the cache file ``path`` when its key
-    matches, else scanned (and remembered when they can be)."""
+    matches, else from ``importlib.metadata`` (and remembered when they can be)."""
     key = _path_key()
     if key is None:
         return _entry_points()
     hit = _read_cache(path, key)
     if hit is not None:
         return hit
-    watch = _watch_list(key)  # stat'ed before the scan: a change during it changes the next key
+    watch = _watch_list(key)  # stat'ed before the lookup: a change during it changes the next key
     eps = _entry_points()
-    if not _racy(key, watch) and all(isinstance(ep.value, str) and _EP_VALUE.match(ep.value) for ep in eps):
-        rows = [{"name": ep.name, "value": ep.value, "dist": getattr(getattr(ep, "dist", None), "name", None),
-                 "version": getattr(getattr(ep, "dist", None), "version", None)} for ep in eps]
+    # importlib.metadata's own parse of each value (``EntryPoint.pattern``): a value it cannot
+    # parse is not cached, so loading it again reports the same error
+    parsed = [ep.pattern.match(ep.value) if isinstance(ep.value, str) else None for ep in eps]
+    if not _racy(key, watch) and all(parsed):
+        rows = [{"name": ep.name, "value": ep.value, "module": m.group("module"), "attr": m.group("attr"),
+                 "dist": getattr(getattr(ep, "dist", None), "name", None),
+                 "version": getattr(getattr(ep, "dist", None), "version", None)} for ep, m in zip(eps, parsed, strict=True) if m]
         _write_cache(path, {"key": key, "watch": watch, "entry_points": rows})
     return eps
 
@@ -417,8 +333,15 @@ def _load_entry_point(reg: Registry, ep: Any, observers: list[Any]) -> PluginInf
             for mod in _import_tree(obj):
                 reg.collect_module(mod, source)
                 _collect_observers(mod, observers)
+            hook = getattr(obj, "register", None)
+            if callable(hook) and not isinstance(hook, type):  # aetherflow-core calls a module's register()
+                _call_register(hook, _RegistrarFacade(reg, source, observers))
         elif callable(obj):
-            obj(_RegistrarFacade(reg, source, observers))
+            if not isinstance(obj, type):
+                _call_register(obj, _RegistrarFacade(reg, source, observers))
+            for mod in _imported_under(_package_of(ep.module)):
+                reg.collect_module(mod, source)
+                _collect_observers(mod, observers)
         else:
             raise PluginError(f"entry point {ep.name} = {ep.value} is neither a module nor a callable", code="plugin.bad_entry_point")
     except PluginError:
@@ -429,16 +352,46 @@ def _load_entry_point(reg: Registry, ep: Any, observers: list[Any]) -> PluginInf
     return PluginInfo(name=ep.name, source="entry point", distribution=dist, version=version, steps=steps, connectors=conns)
 
 
-def _load_path(reg: Registry, folder: Path, observers: list[Any]) -> list[PluginInfo]:
-    infos: list[PluginInfo] = []
+def _call_register(hook: Any, registrar: _RegistrarFacade) -> None:
+    """Call a plugin's ``register``: with the registrar when it takes a positional parameter
+    (``register(registry)``), without when it takes none (``register()``, aetherflow-core)."""
+    import inspect
+
+    params = inspect.signature(hook).parameters.values()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    if any(p.kind in positional for p in params):
+        hook(registrar)
+    else:
+        hook()
+
+
+def _package_of(module_name: str) -> str:
+    """The package a module belongs to: itself when it is a package (or a top-level module),
+    else its parent (``acme.plugin`` → ``acme``), whose imported modules hold its classes."""
+    mod = sys.modules.get(module_name)
+    if mod is not None and hasattr(mod, "__path__"):
+        return module_name
+    return module_name.rpartition(".")[0] or module_name
+
+
+def _imported_under(name: str) -> list[ModuleType]:
+    """The modules ``name`` and ``name.*`` imported so far, in name order."""
+    return [m for n, m in sorted(sys.modules.items())
+            if (n == name or n.startswith(name + ".")) and isinstance(m, ModuleType)]
+
+
+def _load_path(reg: Registry, folder: Path, observers: list[Any], warnings: list[str]) -> list[PluginInfo]:
     if not folder.is_dir():
         return [PluginInfo(name=str(folder), source="path", error="not a directory")]
-    candidates = sorted(
-        [p for p in folder.iterdir() if (p.suffix == ".py" and not p.name.startswith("_")) or (p.is_dir() and (p / "__init__.py").is_file())]
-    )
+    root = str(folder.resolve())
+    if root not in sys.path:  # at the end: a plugin module never shadows an installed one
+        sys.path.append(root)
+    candidates, private = _folder_modules(folder)
+    infos: list[PluginInfo] = []
     for cand in candidates:
-        name = cand.stem if cand.suffix == ".py" else cand.name
-        modname = f"aetherflow_local_plugins.{abs(hash(str(folder.resolve())))}.{name}"
+        rel = cand.relative_to(folder)
+        name = ".".join(rel.with_suffix("").parts if cand.suffix == ".py" else rel.parts)
+        modname = f"aetherflow_local_plugins.{abs(hash(root))}.{name}"
         source = f"plugin path {cand}"
         try:
             init = cand / "__init__.py" if cand.is_dir() else cand
@@ -454,7 +407,7 @@ def _load_path(reg: Registry, folder: Path, observers: list[Any]) -> list[Plugin
             _collect_observers(mod, observers)
             register = getattr(mod, "register", None)
             if callable(register) and not isinstance(register, type):
-                register(_RegistrarFacade(reg, source, observers))
+                _call_register(register, _RegistrarFacade(reg, source, observers))
         except PluginError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -463,7 +416,43 @@ def _load_path(reg: Registry, folder: Path, observers: list[Any]) -> list[Plugin
             continue
         steps, conns = reg.registered_by(source)
         infos.append(PluginInfo(name=str(cand), source="path", steps=steps, connectors=conns))
+    if private:
+        imported = {Path(f).resolve() for m in list(sys.modules.values()) if isinstance(f := getattr(m, "__file__", None), str)}
+        for p in private:
+            files = [p.resolve()] if p.is_file() else [f.resolve() for f in p.rglob("*.py")]
+            if not any(f in imported for f in files):
+                warnings.append(f"plugin folder {folder}: skipped {p.relative_to(folder)}: a name starting with '_' "
+                                "is private to the plugins that import it, and none did")
     return infos
+
+
+def _folder_modules(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(modules and packages to import, private ``_*.py`` files and ``_*`` folders) in a plugin
+    folder and its sub-folders without ``__init__.py``. Hidden names, ``__pycache__`` and
+    ``__init__.py`` (a folder marked as a package, as aetherflow-core's demo does) are ignored."""
+    modules: list[Path] = []
+    private: list[Path] = []
+    seen: set[Path] = set()
+
+    def walk(d: Path) -> None:
+        if d.resolve() in seen:  # a symbolic link back up the tree
+            return
+        seen.add(d.resolve())
+        for p in sorted(d.iterdir()):
+            if p.name.startswith(".") or p.name in ("__pycache__", "__init__.py"):
+                continue
+            is_dir, is_py = p.is_dir(), p.suffix == ".py" and p.is_file()
+            if not (is_dir or is_py):
+                continue
+            if p.name.startswith("_"):
+                private.append(p)
+            elif is_py or (p / "__init__.py").is_file():
+                modules.append(p)
+            else:
+                walk(p)
+
+    walk(folder)
+    return modules, private
 
 
 class _RegistrarFacade:

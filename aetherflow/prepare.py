@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aetherflow import template
-from aetherflow.errors import Issue, ResolutionError, SpecError
+from aetherflow.errors import Issue, ResolutionError, SpecError, UsageError
 from aetherflow.model import FlowSpec, freeze
 from aetherflow.settings import Settings, render_setting, switched_off
 
@@ -65,6 +65,8 @@ def warn_plugin_errors(loaded: LoadedPlugins) -> None:
     """A plugin that failed to import is a warning (stderr even without -v), not a failure."""
     for err in loaded.errors:
         log.warning("plugin failed to import: %s", err)
+    for text in loaded.warnings:  # what a plugin folder holds and was not loaded
+        log.warning("%s", text)
 
 
 def validation_cache(settings: Settings) -> ValidationCache | None:
@@ -78,7 +80,8 @@ def validation_cache(settings: Settings) -> ValidationCache | None:
 
 
 def check_flow(
-    path: str, loaded: LoadedPlugins, *, raw: bytes | None = None, cache: ValidationCache | None = None
+    path: str, loaded: LoadedPlugins, *, raw: bytes | None = None, cache: ValidationCache | None = None,
+    strict: bool = False,
 ) -> tuple[LoadedFlow, list[Issue]]:
     """Load and fully validate a flow: the flow and every semantic and registry issue; raises
     ``SpecError`` for YAML and schema problems (nothing to check further).
@@ -86,7 +89,7 @@ def check_flow(
     With a ``cache``, a flow whose exact bytes, with the same flow schema and step input
     schemas, were fully valid before is not parsed again (the cache holds the parse) and skips
     the JSON Schema checks; everything else is checked as always. A flow with no issue is
-    remembered, with its parse."""
+    remembered, with its parse. ``strict`` adds the checks of ``validate --strict``."""
     from aetherflow.engine.preflight import Preflight, inputs_fingerprint
     from aetherflow.spec import load_flow, read_flow_bytes, sort_issues
 
@@ -108,7 +111,7 @@ def check_flow(
         if partial is None:
             raise
         flow_file, semantic = partial, list(exc.issues)
-    pf = Preflight(loaded.registry, flow_file.positions, path, loaded.errors, check_inputs=not known)
+    pf = Preflight(loaded.registry, flow_file.positions, path, loaded.errors, check_inputs=not known, strict=strict)
     issues = sort_issues(semantic + pf.check(flow_file.flow, flow_file.data))
     if key is not None and cache is not None and not known and not issues:
         cache.remember(key, flow_file.data, flow_file.positions)
@@ -139,13 +142,15 @@ def flow_env(settings: Settings, flow: FlowSpec, env_files: Sequence[str] = ()) 
     return resolve.build_env(settings.env, [Path(p) for p in flow_files], [Path(p) for p in env_files])
 
 
-def load_profiles(path: str) -> Mapping[str, Mapping[str, Any]]:
-    """A profiles file, through the strict YAML loader and the profiles schema."""
+def load_profiles(path: str, raw: bytes | None = None) -> Mapping[str, Mapping[str, Any]]:
+    """A profiles file (or, with ``raw``, profiles given as text, such as the JSON of
+    ``AETHERFLOW_PROFILES_JSON``: JSON is YAML), through the strict YAML loader and the profiles
+    schema."""
     from aetherflow.spec.loader import load_yaml
     from aetherflow.spec.schema import SchemaValidator, load_schema
 
     try:
-        raw = Path(path).read_bytes()
+        raw = Path(path).read_bytes() if raw is None else raw
     except OSError as exc:
         raise ResolutionError(f"profiles file {path}: {exc.strerror}", code="resolve.profiles_unreadable") from exc
     data, positions = load_yaml(raw, path)
@@ -159,8 +164,14 @@ def load_profiles(path: str) -> Mapping[str, Mapping[str, Any]]:
 def profiles_for(
     settings: Settings, flow: FlowSpec, *, profiles_file: str | None, profile: str | None
 ) -> Mapping[str, Mapping[str, Any]]:
-    """The profiles a run uses: ``--profiles``, else ``AETHERFLOW_PROFILES_FILE``, else the flow's
-    ``profiles_file`` (relative to the flow file)."""
+    """The profiles a run uses: ``--profiles``, else aetherflow-core's ``AETHERFLOW_PROFILES_JSON``
+    (the profiles as JSON text), else ``AETHERFLOW_PROFILES_FILE``, else the flow's
+    ``profiles_file`` (relative to the flow file). Both variables set is a usage error."""
+    inline = settings.env.get("AETHERFLOW_PROFILES_JSON", "").strip()
+    if inline and not profiles_file:
+        if settings.env.get("AETHERFLOW_PROFILES_FILE"):
+            raise UsageError("set AETHERFLOW_PROFILES_JSON or AETHERFLOW_PROFILES_FILE, not both", code="usage.profiles_twice")
+        return load_profiles("$AETHERFLOW_PROFILES_JSON", raw=inline.encode("utf-8"))
     path = profiles_file or settings.env.get("AETHERFLOW_PROFILES_FILE") or flow.profiles_file
     if not path:
         if profile:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import Any, TypeVar
 
 from aetherflow.errors import PluginError
@@ -39,6 +39,9 @@ class StepMeta:
     #: inputs that hold nested step specs (a mapping, or a list of them) the step runs itself
     #: through ``ctx.invoke``: checked like the flow's own steps; none of them may wait
     nested: tuple[str, ...] = ()
+    #: the step type's default retry policy (fields of a flow's ``retry:``); a flow's own
+    #: ``retry:`` fields override it one by one
+    retry: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,13 +133,16 @@ def register_step(
     outcomes_input: str | None = None,
     inline: bool = False,
     nested: Sequence[str] = (),
+    retry: Mapping[str, Any] | None = None,
 ) -> Callable[[T], T]:
     """Mark a ``Step`` subclass as step type ``name``. Collected by a ``Registry``.
 
     ``outcomes`` adds outcome names to ``success``/``skipped``; ``waits`` says the step may
     return WAITING; ``outcomes_input`` names an input listing further outcomes. ``inline``
     runs the step in the engine's own thread (no worker hand-off): only for steps that return
-    at once and never block, since neither ``timeout_seconds`` nor a signal can stop them."""
+    at once and never block, since neither ``timeout_seconds`` nor a signal can stop them.
+    ``retry`` is the type's default retry policy, with the fields of a flow's ``retry:``
+    (``{"max_attempts": 3, "backoff": "constant"}``); the flow's own fields win."""
 
     def mark(cls: T) -> T:
         setattr(
@@ -151,6 +157,7 @@ def register_step(
                 outcomes_input=outcomes_input,
                 inline=inline,
                 nested=tuple(nested),
+                retry=None if retry is None else MappingProxyType(dict(retry)),
             ),
         )
         return cls

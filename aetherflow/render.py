@@ -293,6 +293,11 @@ def run_show_text(doc: Mapping[str, Any]) -> str:
         lines.append(f"  key {r['business_key']}")
     if r.get("params"):
         lines.append(f"  params {json.dumps(r['params'], ensure_ascii=False, default=str)}")
+    if r.get("tags"):
+        lines.append(f"  tags {', '.join(r['tags'])}")
+    for field, label in (("flow_metadata", "flow metadata"), ("meta", "meta"), ("runtime_metadata", "runtime metadata")):
+        if r.get(field):
+            lines.append(f"  {label} {json.dumps(r[field], ensure_ascii=False, default=str, sort_keys=True)}")
     if r.get("error"):
         lines.append(f"  error {r['error']}")
     if r.get("cancel_reason"):
@@ -316,6 +321,9 @@ def run_show_text(doc: Mapping[str, Any]) -> str:
             if s.get("outputs"):
                 out = json.dumps(s["outputs"], ensure_ascii=False, default=str)
                 lines.append(f"      outputs: {out if len(out) < 400 else out[:400] + '…'}")
+            if s.get("metadata"):
+                meta = json.dumps(s["metadata"], ensure_ascii=False, default=str, sort_keys=True)
+                lines.append(f"      metadata: {meta if len(meta) < 400 else meta[:400] + '…'}")
             for a in s.get("attempts", []):
                 if a["attempt"] != s.get("attempt") or a.get("error"):
                     err = f": {_first_lines(a['error'], 2)}" if a.get("error") else ""
@@ -406,6 +414,8 @@ class LiveView:
         if n in ("run.started", "run.resumed"):
             self.run_id = ev.run_id
             self.started = ev.ts
+            return
+        if n == "run.plan":  # every job of the run, in order, and those restored whole
             restored = d.get("restored") or {}
             for jid in d.get("jobs") or ():
                 row = self._job(str(jid))

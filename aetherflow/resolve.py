@@ -426,6 +426,30 @@ def resolve_resources(
     return MappingProxyType(out)
 
 
+def _decode_marked(marks: Mapping[str, Any], target: dict[str, Any], prefix: str, where: str, location: Location | None,
+                   decoders: Mapping[str, Callable[[str], str]], redactor: Redactor, secret_fields: list[str],
+                   origins: dict[str, str]) -> None:
+    """Decode the fields ``marks`` names in ``target`` (a rendered config or options); a mapping
+    of marks reaches into a nested mapping (``headers: {Authorization: true}``, as
+    aetherflow-core's profiles write it)."""
+    for fname, flag in marks.items():
+        if not flag or fname not in target:
+            continue
+        key = f"{prefix}.{fname}"
+        raw = target[fname]
+        if isinstance(flag, Mapping):
+            if isinstance(raw, dict):
+                _decode_marked(flag, raw, key, where, location, decoders, redactor, secret_fields, origins)
+            continue
+        if not isinstance(raw, str):
+            continue
+        name = "base64" if flag is True else str(flag)
+        target[fname] = apply_decoder(name, raw, f"{where} {key}", location, decoders)
+        redactor.add(target[fname])
+        secret_fields.append(key)
+        origins[key] = origins.get(key, "flow resource") + f" ({name}-decoded, secret)"
+
+
 def resolve_resource(
     res: ResourceSpec,
     profiles: Mapping[str, Mapping[str, Any]],
@@ -472,20 +496,8 @@ def resolve_resource(
     decode = merged.get("decode") or {}
     for part, target in (("config", config), ("options", options)):
         marks = decode.get(part) or {}
-        if not isinstance(marks, Mapping):
-            continue
-        for fname, flag in marks.items():
-            if not flag or fname not in target:
-                continue
-            raw = target[fname]
-            if not isinstance(raw, str):
-                continue
-            what = f"{where} {part}.{fname}"
-            name = "base64" if flag is True else str(flag)
-            target[fname] = apply_decoder(name, raw, what, res.location, decoders or {})
-            redactor.add(target[fname])
-            secret_fields.append(f"{part}.{fname}")
-            origins[f"{part}.{fname}"] = origins.get(f"{part}.{fname}", "flow resource") + f" ({name}-decoded, secret)"
+        if isinstance(marks, Mapping):
+            _decode_marked(marks, target, part, where, res.location, decoders or {}, redactor, secret_fields, origins)
     for key, origin in origins.items():
         if "secrets." in origin:
             secret_fields.append(key)

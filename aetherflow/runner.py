@@ -40,7 +40,16 @@ from aetherflow.errors import (
     UsageError,
 )
 from aetherflow.events import Event, Fanout
-from aetherflow.model import MASKED_KEYS_FIELD, FlowSpec, NotifySpec, RunStatus, freeze, thaw
+from aetherflow.model import (
+    KEY_SEPARATOR,
+    MASKED_KEYS_FIELD,
+    FlowSpec,
+    NotifySpec,
+    RunStatus,
+    freeze,
+    split_key,
+    thaw,
+)
 from aetherflow.notify import Delivery, Notice, event_for_status
 from aetherflow.prepare import (
     Prepared,
@@ -61,6 +70,7 @@ from aetherflow.state.store import (
     RunRecord,
     StateStore,
     flow_lock_key,
+    run_labels,
     run_lock_key,
     shown_status,
 )
@@ -80,6 +90,8 @@ __all__ = [
     "new_run_id",
     "notify_crashed",
     "parse_event_data",
+    "parse_meta_args",
+    "schedule_resume",
 ]
 
 log = logging.getLogger("aetherflow")
@@ -117,6 +129,7 @@ class RunRequest:
     event: str | None = None
     event_data: Any = None
     due_only: bool = False  # claim only if still WAITING and due (resume --due)
+    meta: Mapping[str, str] = field(default_factory=dict)  # `run --meta K=V`: the caller's telemetry labels
     timeout: float | None = None  # run --timeout: bounds this execution (else flow.timeout_seconds)
     on_locked: OnLocked | None = None  # run: what to do when the flow lock or business key is held
     flow_id: str | None = None  # resume last --flow ID: the newest run of this flow
@@ -164,7 +177,33 @@ def new_run_id(clock: Callable[[], float]) -> str:
 def _event(clock: Callable[[], float], rec: RunRecord, name: str, *, job_id: str | None = None,
            step_id: str | None = None, **data: Any) -> Event:
     return Event(name=name, run_id=rec.run_id, ts=clock(), flow_id=rec.flow_id, job_id=job_id, step_id=step_id,
-                 data=freeze(data))
+                 data=freeze(data), **run_labels(rec))
+
+
+_META_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+META_MAX_ENTRIES = 32
+META_VALUE_MAX = 1000
+
+
+def parse_meta_args(args: Sequence[str]) -> dict[str, str]:
+    """``run --meta K=V`` (repeatable): the caller's telemetry labels of the run. Names like
+    ``ticket`` or ``ci.job`` (letters, digits, ``_ . -``, at most 64), values text of at most
+    1000 characters without control characters, each name once, at most 32."""
+    out: dict[str, str] = {}
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if not sep or not _META_NAME.match(name):
+            raise UsageError(f"--meta {arg!r}: expected NAME=VALUE, NAME made of letters, digits, _ . - "
+                             "(at most 64, starting with a letter or _)", code="usage.meta")
+        if name in out:
+            raise UsageError(f"--meta {name}: given twice", code="usage.meta")
+        if len(value) > META_VALUE_MAX or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise UsageError(f"--meta {name}: the value must be at most {META_VALUE_MAX} characters without control "
+                             "characters", code="usage.meta")
+        out[name] = value
+    if len(out) > META_MAX_ENTRIES:
+        raise UsageError(f"--meta: at most {META_MAX_ENTRIES} entries", code="usage.meta")
+    return out
 
 
 class Runner:
@@ -243,8 +282,11 @@ class Runner:
             raise UsageError("--key needs `flow.unique` in the flow file", code="usage.key_without_unique")
         business_key = None
         if req.key is not None and flow.unique is not None:
-            value = req.key.split("::", 1)[1] if req.key.startswith(flow.unique.key + "::") else req.key
-            business_key = f"{flow.unique.key}::{value}"
+            name, value = split_key(req.key)
+            if name is not None and name != flow.unique.key:
+                raise UsageError(f"--key {req.key!r} names the key '{name}', but flow '{flow.id}' keys its runs by "
+                                 f"'{flow.unique.key}' (a key value cannot contain '{KEY_SEPARATOR}')", code="usage.key")
+            business_key = f"{flow.unique.key}{KEY_SEPARATOR}{value}"
         prepared = prepare(self.settings, flow, loaded_plugins, params=req.params, env_files=req.env_files,
                            profile=req.profile, profiles_file=req.profiles_file)
         self._known = (flow, prepared)
@@ -281,6 +323,9 @@ class Runner:
             selected_jobs=tuple(req.jobs) if req.jobs else (),
             workspace_root=str(workspace_root(self.settings, flow, prepared.env)),
             profile=req.profile,
+            tags=flow.tags,
+            flow_metadata=flow.metadata,
+            meta=freeze(dict(req.meta)),
         )
         return self._execute(store, prepared, rec, req, resources=resources, selected=selected, new=True)
 
@@ -303,6 +348,11 @@ class Runner:
             raise UsageError(
                 f"run {req.run_id} exists: its params were fixed when it started; --param cannot change them",
                 code="usage.params_of_existing_run",
+            )
+        if req.meta:
+            raise UsageError(
+                f"run {req.run_id} exists: its --meta was recorded when it started and cannot change",
+                code="usage.meta_of_existing_run",
             )
         return existing
 
@@ -368,13 +418,13 @@ class Runner:
             if req.jobs:  # `run FLOW --run-id ID --job J`: run more jobs of an existing run
                 store.update_run(run_id, None, selected_jobs=tuple(req.jobs))
             expect = rec.status
-            if not store.claim_run(run_id, expect, self.pid, self.host,
-                                   self._event(rec, "run.resumed", attempt=rec.attempt + 1, previous_status=expect)):
+            resumed = self._event(rec, "run.resumed", attempt=rec.attempt + 1, previous_status=expect)
+            if not store.claim_run(run_id, expect, self.pid, self.host, resumed):
                 raise ConflictError(f"run {run_id} changed state while resuming; try again", code="run.claim_lost")
             claimed = store.get_run(run_id)
             assert claimed is not None
             return self._execute(store, prepared, claimed, req, resources=resources, selected=selected, new=False,
-                                 run_lock=run_lock, flow_lock=flow_lock)
+                                 run_lock=run_lock, flow_lock=flow_lock, start_event=resumed)
         finally:
             if flow_lock is not None:
                 flow_lock.release()
@@ -430,7 +480,7 @@ class Runner:
             raise UsageError(
                 f"flow file {path} changed since run {rec.run_id} started ({len(changed)} changed line(s): {summary})",
                 code="resume.flow_changed",
-                hint="review the change; resume with --accept-changes to continue with the new file",
+                hint=f"review the change; `aetherflow resume {rec.run_id} --accept-changes` continues with the new file",
             )
         return (path, raw), True
 
@@ -465,7 +515,10 @@ class Runner:
     def _execute(
         self, store: StateStore, prepared: Prepared, rec: RunRecord, req: RunRequest, *, resources: Mapping[str, Any],
         selected: Sequence[str], new: bool, run_lock: Lock | None = None, flow_lock: Lock | None = None,
+        start_event: Event | None = None,
     ) -> RunOutcome:
+        """Execute a recorded run (``new``: record it first). ``start_event`` is the stored
+        ``run.resumed`` of a resume; observers get the very event the history has."""
         from aetherflow.connectors.base import LazyConnectors
         from aetherflow.engine.plan import make_plan, parse_reruns
         from aetherflow.engine.run import Executor, RunInputs, Services
@@ -488,7 +541,9 @@ class Runner:
                     raise RunActiveError(f"run {rec.run_id} is being executed by another process")
                 held.append(run_lock)
             if new:
-                held.extend(self._admit(store, flow, rec, prepared, req.on_locked or OnLocked()))
+                start_event = self._event(rec, "run.started", flow_file=rec.flow_file, params=thaw(prepared.params),
+                                          business_key=rec.business_key, attempt=rec.attempt)
+                held.extend(self._admit(store, flow, rec, start_event, req.on_locked or OnLocked()))
             elif flow.locks.scope == "flow":
                 held.append(flow_lock or self._flow_lock(store, flow, "an earlier run is still going; this run was not started",
                                                          flow.locks.wait_seconds))
@@ -521,9 +576,11 @@ class Runner:
                 should_cancel=lambda: store.cancel_reason(rec.run_id),
             )
             ex = Executor(inputs, svc)
-            restored = {j: str(r.status) for j, r in plan.restored_jobs.items()}
-            emit(self._event(rec, "run.started" if new else "run.resumed", attempt=rec.attempt,
-                             jobs=[j for j in plan.order if j in plan.selected], restored=restored))
+            if start_event is not None:
+                emit(start_event)
+            # what the live view draws from the start: every job of the run, those restored whole
+            emit(self._event(rec, "run.plan", jobs=[j for j in plan.order if j in plan.selected],
+                             restored={j: str(r.status) for j, r in plan.restored_jobs.items()}))
             if flow_lock_ev is not None:
                 emit(flow_lock_ev)
             result = ex.execute()
@@ -581,19 +638,22 @@ class Runner:
         return False
 
     # -- admission: the flow lock and the business key ------------------------------------------
-    def _admit(self, store: StateStore, flow: FlowSpec, rec: RunRecord, prepared: Prepared, on_locked: OnLocked) -> list[Lock]:
-        """Take the flow lock (``locks.scope: flow``) and record the new run, whose business key
-        must be free; returns the locks taken. ``on_locked: wait`` waits for both (up to its
-        seconds, else for as long as it takes), the key before the lock, so that a run waiting
-        for a key never holds the flow lock the key's holder needs to resume."""
+    def _admit(self, store: StateStore, flow: FlowSpec, rec: RunRecord, started: Event, on_locked: OnLocked) -> list[Lock]:
+        """Take the flow lock (``locks.scope: flow``) and record the new run (with its
+        ``run.started``), whose business key must be free; returns the locks taken.
+        ``on_locked: wait`` waits for both (up to its seconds, else for as long as it takes), the
+        key before the lock, so that a run waiting for a key never holds the flow lock the key's
+        holder needs to resume."""
         waiting = on_locked.mode == "wait"
         deadline = None if not waiting or on_locked.wait_seconds is None else time.monotonic() + on_locked.wait_seconds
-        started = self._event(rec, "run.started", flow_file=rec.flow_file, params=thaw(prepared.params),
-                              business_key=rec.business_key)
+
+        def key_free() -> bool:
+            holders = store.runs_for_key(rec.business_key or "", active_only=True)
+            return not any(r.key_scope == rec.key_scope or "*" in (r.key_scope, rec.key_scope) for r in holders)
+
         while True:
             if waiting and rec.business_key is not None:
-                self._wait_until(lambda: store.active_run_for_key(rec.business_key or "") is None, deadline,
-                                 f"business key '{rec.business_key}'")
+                self._wait_until(key_free, deadline, f"business key '{rec.business_key}'")
             held: list[Lock] = []
             if flow.locks.scope == "flow":
                 wait = _remaining(deadline) if waiting else flow.locks.wait_seconds
@@ -712,7 +772,10 @@ class Runner:
         if result.failed_steps:
             j, s, e = result.failed_steps[-1]
             err = f"{j}.{s}: {e}"
-        ev = self._event(rec, name, status=status, duration=round(now - (rec.started_at or now), 6), error=err)
+        ended = store.get_run(rec.run_id)
+        runtime = thaw(ended.runtime_metadata) if ended is not None and ended.runtime_metadata else None
+        extra: dict[str, Any] = {"runtime_metadata": runtime} if runtime else {}
+        ev = self._event(rec, name, status=status, duration=round(now - (rec.started_at or now), 6), error=err, **extra)
         if status == RunStatus.CANCELLED:
             store.clear_waits(rec.run_id, None)
         if status == RunStatus.WAITING:
@@ -817,11 +880,15 @@ def _not_waiting(run_id: str, status: str, event: str | None) -> UsageError:
 
 
 def _masked_event(ev: Event, redactor: Redactor) -> Event:
-    """The event with secrets masked in its data (observers and the events log never see one)."""
-    if not ev.data:
+    """The event with secrets masked in its data and labels (observers and the events log
+    never see one)."""
+    if not ev.data and not ev.meta:
         return ev
     data, changed = redactor.mask_value(thaw(ev.data))
-    return replace(ev, data=freeze(data)) if changed else ev
+    meta, meta_changed = redactor.mask_value(thaw(ev.meta))
+    if not changed and not meta_changed:
+        return ev
+    return replace(ev, data=freeze(data), meta=freeze(meta))
 
 
 def _short(exc: BaseException) -> str:
@@ -850,6 +917,52 @@ def cancel_run(catalog: StoreCatalog, run_id: str, reason: str | None, clock: Ca
         return rec, "cancelled", ev
     finally:
         lock.release()
+        store.close()
+
+
+def parse_due(at: str | None, in_: str | None, now: float) -> float:
+    """``resume --at TIME`` (ISO-8601; without a zone, local time) or ``--in DURATION`` (the
+    duration grammar, from ``now``) as epoch seconds."""
+    if at is not None and in_ is not None:
+        raise UsageError("give --at TIME or --in DURATION, not both", code="usage.due_time")
+    if in_ is not None:
+        from aetherflow.durations import EXAMPLES, parse_duration
+
+        seconds = parse_duration(in_)
+        if seconds is None:
+            raise UsageError(f"--in {in_!r}: not a duration; use {EXAMPLES}", code="usage.due_time")
+        return now + seconds
+    assert at is not None
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(at.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"--at {at!r}: not an ISO-8601 time, e.g. 2026-11-23T06:00:00+01:00 or 2026-11-23 06:00",
+                         code="usage.due_time") from exc
+    if when.tzinfo is None:
+        when = when.astimezone()  # local time
+    return when.timestamp()
+
+
+def schedule_resume(catalog: StoreCatalog, run_id: str, due_at: float, clock: Callable[[], float]) -> tuple[RunRecord, Event]:
+    """``resume RUN --at/--in``: the WAITING run's waits (events, timers, retries alike) fall
+    due at ``due_at``, so ``resume --due`` continues it then, as a fired timer (``wait``:
+    ``elapsed``, ``wait_for_event``: ``timeout``; a parked retry runs). Any other status is an
+    error (exit 2): only a waiting run has something to schedule. Returns the record and the
+    ``run.scheduled`` history event."""
+    store, rec = catalog.find_run(run_id)
+    try:
+        ev = _event(clock, rec, "run.scheduled", due_at=due_at, previous_due_at=rec.due_at)
+        if rec.status != RunStatus.WAITING or not store.reschedule_run(rec.run_id, due_at, ev):
+            cur = store.get_run(rec.run_id) or rec
+            raise UsageError(
+                f"run {rec.run_id} is {shown_status(store, cur)}, not WAITING: --at/--in schedule when a waiting run "
+                "continues", code="resume.not_waiting",
+                hint=None if cur.status in (RunStatus.SUCCESS, RunStatus.CANCELLED)
+                else f"continue it now with `aetherflow resume {rec.run_id}`")
+        return rec, ev
+    finally:
         store.close()
 
 

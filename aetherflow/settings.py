@@ -17,7 +17,8 @@ Directories, first that is set:
 Values and their sources (flag, variable, config key): ``state`` (``--state``,
 ``AETHERFLOW_STATE``, ``state``), ``events_log`` (``--events-log``, ``AETHERFLOW_EVENTS_LOG``,
 ``events_log``), ``plugin_paths`` (every source adds folders: flags, then the variable, then the
-file), ``log_format`` (``--log-format``, ``AETHERFLOW_LOG_FORMAT``, ``log_format``),
+file), ``log_format`` (``--log-format``, ``log_format``: ``AETHERFLOW_LOG_FORMAT`` is
+aetherflow-core's event lines, see ``compat.core_logging``),
 ``on_locked`` (``--on-locked``, ``AETHERFLOW_ON_LOCKED``, ``on_locked``), ``metrics.textfile``
 (``--metrics-textfile``, ``AETHERFLOW_METRICS_TEXTFILE``, ``[metrics] textfile``),
 ``retention.max_age`` (``[retention] max_age``), ``notify`` (``[[notify]]``),
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aetherflow.compat import split_paths
 from aetherflow.config import (
     SYSTEM_CONFIG,
     ConfigFile,
@@ -134,7 +136,8 @@ def settings_from_env(
     chosen["config"] = Setting(cfg.path, cfg.found_by)
     state_value = pick("state", "--state", state, "AETHERFLOW_STATE")
     events = pick("events_log", "--events-log", events_log, "AETHERFLOW_EVENTS_LOG")
-    fmt = pick("log_format", "--log-format", log_format, "AETHERFLOW_LOG_FORMAT", "text")
+    # no variable: AETHERFLOW_LOG_FORMAT is aetherflow-core's (its event lines, compat.core_logging)
+    fmt = pick("log_format", "--log-format", log_format, None, "text")
     if fmt not in LOG_FORMATS:
         raise UsageError(f"--log-format {fmt!r} (from {chosen['log_format'].source}): use text or json",
                          code="usage.log_format")
@@ -143,7 +146,7 @@ def settings_from_env(
         locked = parse_on_locked(locked, f"--on-locked (from {chosen['on_locked'].source})")
         chosen["on_locked"] = Setting(locked, chosen["on_locked"].source)
     metrics = pick("metrics.textfile", "--metrics-textfile", metrics_textfile, "AETHERFLOW_METRICS_TEXTFILE")
-    env_paths = tuple(p for p in env.get("AETHERFLOW_PLUGIN_PATHS", "").replace(",", ":").split(":") if p)
+    env_paths = tuple(split_paths(env.get("AETHERFLOW_PLUGIN_PATHS", "")))  # ":" or "," (aetherflow-core)
     file_paths: tuple[str, ...] = file["plugin_paths"].value if "plugin_paths" in file else ()
     paths = [Setting(p, "--plugin-path") for p in plugin_paths]
     paths += [Setting(p, "AETHERFLOW_PLUGIN_PATHS") for p in env_paths]

@@ -19,7 +19,9 @@ Grammar (inside any string value of a flow)::
   lists -> compact JSON, anything else -> ``str()``.
 * Rendering is one pass: a substituted value is never parsed again.
 * A path that is not found renders its DEFAULT when it has one; otherwise it is a
-  :class:`~aetherflow.errors.TemplateError` (``template.missing``) naming the dotted path.
+  :class:`~aetherflow.errors.TemplateError` (``template.missing``) naming the dotted path. An
+  environment variable set to the empty string renders its DEFAULT too (``{{ env.X:d }}`` with
+  ``X=""`` is ``d``, like the shell's ``${X:-d}`` and aetherflow-core); without a DEFAULT it is "".
   A value masked in the run store (:class:`~aetherflow.model.Masked`) is refused
   (``template.masked_secret``): secrets are read with ``{{ secrets.NAME }}``.
 
@@ -327,6 +329,8 @@ def _resolve(token: Token, scope: Mapping[str, Any]) -> Any:
         )
     if isinstance(value, Masked):
         raise _masked_error(token, value)
+    if value == "" and token.default is not None and token.path[0] == "env":
+        return token.default  # set but empty counts as unset when there is a default
     return value
 
 

@@ -1,7 +1,8 @@
 """Job workspace directories, path containment and atomic file writes.
 
 A job's workspace is ``<root>/<flow_id>/<job_id>/<run_id>/`` with ``artifacts/``, ``scratch/``
-and ``manifests/`` inside. ``atomic_write`` writes to a temporary file in the target's directory,
+and ``manifests/`` inside (other names when the flow's ``workspace.layout`` renames them, as
+aetherflow-core's layout does). ``atomic_write`` writes to a temporary file in the target's directory,
 fsyncs it, renames it over the target and fsyncs the directory, so a reader sees either the old
 file or the complete new one, never a half-written one.
 """
@@ -9,33 +10,40 @@ file or the complete new one, never a half-written one.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, Any
 
 from aetherflow.errors import StepError
 
 SUBDIRS = ("artifacts", "scratch", "manifests")
+DEFAULT_LAYOUT: Mapping[str, str] = MappingProxyType({name: name for name in SUBDIRS})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobWorkspace:
     root: Path  # the flow's workspace root
     path: Path  # this job's directory
+    #: the sub-directories' names (``flow.workspace.layout`` over the defaults)
+    layout: Mapping[str, str] = field(default_factory=lambda: DEFAULT_LAYOUT)
 
     @property
     def artifacts(self) -> Path:
-        return self.path / "artifacts"
+        return self.path / self.layout["artifacts"]
 
     @property
     def scratch(self) -> Path:
-        return self.path / "scratch"
+        return self.path / self.layout["scratch"]
 
     @property
     def manifests(self) -> Path:
-        return self.path / "manifests"
+        return self.path / self.layout["manifests"]
+
+    def subdirs(self) -> tuple[Path, Path, Path]:
+        return self.artifacts, self.scratch, self.manifests
 
     def as_scope(self) -> dict[str, str]:
         return {
@@ -47,13 +55,15 @@ class JobWorkspace:
         }
 
 
-def job_workspace(root: Path, flow_id: str, job_id: str, run_id: str) -> JobWorkspace:
-    return JobWorkspace(root=root, path=root / flow_id / job_id / run_id)
+def job_workspace(root: Path, flow_id: str, job_id: str, run_id: str,
+                  layout: Mapping[str, str] | None = None) -> JobWorkspace:
+    names = DEFAULT_LAYOUT if not layout else MappingProxyType({**DEFAULT_LAYOUT, **layout})
+    return JobWorkspace(root=root, path=root / flow_id / job_id / run_id, layout=names)
 
 
 def ensure(ws: JobWorkspace) -> JobWorkspace:
-    for sub in SUBDIRS:
-        (ws.path / sub).mkdir(parents=True, exist_ok=True)
+    for sub in ws.subdirs():
+        sub.mkdir(parents=True, exist_ok=True)
     return ws
 
 

@@ -11,7 +11,7 @@ import typer
 
 from aetherflow.cli import options as o
 from aetherflow.cli.app import root_app
-from aetherflow.cli.support import begin, guarded, stderr, stdout
+from aetherflow.cli.support import begin, flow_argument, guarded, stderr, stdout
 from aetherflow.errors import ExitCode, SpecError, UsageError
 
 steps_app = typer.Typer(help="Registered step types (built-in and plugins).\n\nExample: aetherflow steps list", no_args_is_help=True)
@@ -27,38 +27,51 @@ def _settings(plugin_path: list[str] | None, state: str | None = None, config: s
 def _plugin_warnings(loaded: Any) -> None:
     for err in loaded.errors:
         stderr(f"warning: plugin failed to import: {err}")
+    for text in loaded.warnings:
+        stderr(f"warning: {text}")
 
 
 @root_app.command("validate")
 def validate_cmd(
-    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     as_json: o.Json = False,
     plugin_path: o.PluginPath = None,
     state: o.StateUnused = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Also fail on declared outcomes that on_outcome does not route.")] = False,
     config: o.Config = None,
     log_file: o.LogFile = None,
 ) -> None:
     """Check FLOW: YAML, schema, references, templates, `when`, step types and inputs.
 
     Every problem is printed as FILE:LINE:COLUMN: CODE: MESSAGE (at JSON.PATH). Exit 0 or 2.
+    With --strict, every outcome a step type declares beyond success and skipped must be
+    routed by the step's on_outcome (continue included).
 
-    Example: aetherflow validate flows/daily.yaml
+    Example: aetherflow validate flows/daily.yaml --strict
     """
-    validate_command(flow=flow, as_json=as_json, plugin_path=plugin_path, config=config, log_file=log_file)
+    validate_command(flow=flow, flow_yaml=flow_yaml, as_json=as_json, plugin_path=plugin_path, strict=strict,
+                     config=config, log_file=log_file)
 
 
-def validate_command(*, flow: str, as_json: bool = False, plugin_path: list[str] | None = None,
-                     config: str | None = None, log_file: str | None = None) -> None:
-    """Check ``flow`` and print every issue (exit 2) or one ``ok`` line."""
+def validate_command(*, flow: str | None, flow_yaml: str | None = None, as_json: bool = False,
+                     plugin_path: list[str] | None = None, strict: bool = False, config: str | None = None,
+                     log_file: str | None = None) -> None:
+    """Check ``flow`` (or ``flow_yaml``, aetherflow-core's option) and print every issue (exit 2)
+    or one ``ok`` line."""
     from aetherflow import render
+    from aetherflow.compat import ignored_env_warnings
     from aetherflow.prepare import check_flow, load_plugins
 
     with guarded(as_json):
-        loaded_plugins = load_plugins(_settings(plugin_path, None, config, log_file))
-        for err in loaded_plugins.errors:
-            stderr(f"warning: plugin failed to import: {err}")
+        flow = flow_argument(flow, flow_yaml, "validate")
+        settings = _settings(plugin_path, None, config, log_file)
+        for text in ignored_env_warnings(settings.env):
+            stderr(f"warning: {text}")
+        loaded_plugins = load_plugins(settings)
+        _plugin_warnings(loaded_plugins)
         try:
-            loaded, issues = check_flow(flow, loaded_plugins)
+            loaded, issues = check_flow(flow, loaded_plugins, strict=strict)
         except SpecError as exc:
             issues = list(exc.issues)
             loaded = None
@@ -127,7 +140,8 @@ def merge_step_schemas(schema: dict[str, Any], registry: Any) -> dict[str, Any]:
 
 @root_app.command("graph")
 def graph_cmd(
-    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     fmt: Annotated[str, typer.Option("--format", help="ascii, mermaid or dot.")] = "ascii",
     state: o.StateUnused = None,
     config: o.Config = None,
@@ -144,7 +158,7 @@ def graph_cmd(
         _settings(None, state, config, log_file)
         if fmt not in ("ascii", "mermaid", "dot"):
             raise UsageError(f"--format {fmt!r}: use ascii, mermaid or dot")
-        f = load_flow(flow).flow
+        f = load_flow(flow_argument(flow, flow_yaml, "graph")).flow
         order = topo_order(f)
         jobs = {j.id: j for j in f.jobs}
         lines: list[str] = []
@@ -236,6 +250,8 @@ def steps_show(
             raise UsageError(f"unknown step type '{type_name}'", code="flow.unknown_step_type",
                              hint=f"did you mean '{close[0]}'?" if close else "see `aetherflow steps list`")
         stdout(f"{st.name}\n  source: {st.source}\n  outcomes: {', '.join(st.outcomes)}\n  may wait: {'yes' if st.meta.waits else 'no'}")
+        if st.meta.retry:
+            stdout(f"  retry default: {json.dumps(thaw(st.meta.retry), sort_keys=True)}")
         if st.meta.description:
             stdout(f"  {st.meta.description}")
         stdout("  inputs schema:")
@@ -244,7 +260,8 @@ def steps_show(
 
 @root_app.command("explain")
 def explain_cmd(
-    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource.")] = None,
     profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file.")] = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
@@ -263,8 +280,9 @@ def explain_cmd(
     from aetherflow.resolve import parse_param_args
 
     with guarded(as_json):
-        doc = explain(_settings(None, state, config, log_file), flow, params=parse_param_args(param or []), env_files=tuple(env_file or ()),
-                      profile=profile, profiles_file=profiles)
+        doc = explain(_settings(None, state, config, log_file), flow_argument(flow, flow_yaml, "explain"),
+                      params=parse_param_args(param or []), env_files=tuple(env_file or ()), profile=profile,
+                      profiles_file=profiles)
         if as_json:
             stdout(render.dumps(doc))
             return
@@ -281,16 +299,19 @@ def explain_cmd(
 
 @root_app.command("doctor")
 def doctor_cmd(
-    flow: Annotated[str, typer.Argument(help="Flow YAML file.")],
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     state: o.State = None,
     plugin_path: o.PluginPath = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource, as for run.")] = None,
+    profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file, as for run.")] = None,
     as_json: o.Json = False,
     config: o.Config = None,
     log_file: o.LogFile = None,
 ) -> None:
-    """Check what FLOW needs: env vars, secrets, plugins, profiles, state directory. Exit 2 when
-    something is missing.
+    """Check what FLOW needs: env vars (the flow's and its profiles'), secrets, plugins,
+    profiles, state directory. Exit 2 when something is missing.
 
     Example: aetherflow doctor flows/daily.yaml
     """
@@ -298,7 +319,8 @@ def doctor_cmd(
     from aetherflow.doctor import doctor
 
     with guarded(as_json):
-        checks = doctor(_settings(plugin_path, state, config, log_file), flow, tuple(env_file or ()))
+        checks = doctor(_settings(plugin_path, state, config, log_file), flow_argument(flow, flow_yaml, "doctor"),
+                        tuple(env_file or ()), profile=profile, profiles_file=profiles)
         bad = [c for c in checks if not c["ok"]]
         if as_json:
             stdout(render.dumps({"ok": not bad, "checks": checks}))

@@ -33,6 +33,10 @@ LogFile = Annotated[
     typer.Option("--log-file", help="Also append aetherflow's own log lines (with times) to FILE.", metavar="FILE"),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+Flow = Annotated[str | None, typer.Argument(help="Flow YAML file (or --flow-yaml FILE).", show_default=False)]
+FlowYaml = Annotated[
+    str | None, typer.Option("--flow-yaml", help="Alias of the FLOW argument (aetherflow-core).", metavar="FILE")
+]
 PluginPath = Annotated[
     list[str] | None,
     typer.Option("--plugin-path", help="Extra folder of plugin modules (repeatable; also AETHERFLOW_PLUGIN_PATHS, "
@@ -47,8 +51,8 @@ Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
 LogFormat = Annotated[
     str | None,
-    typer.Option("--log-format", help="Log lines on stderr as text or json (also AETHERFLOW_LOG_FORMAT, "
-                 "config log_format; default text).", metavar="text|json"),
+    typer.Option("--log-format", help="Log lines on stderr as text or json (also config log_format; "
+                 "default text).", metavar="text|json"),
 ]
 NoColor = Annotated[bool, typer.Option("--no-color", help="No colour (also NO_COLOR).")]
 DetailedExit = Annotated[

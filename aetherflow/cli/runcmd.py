@@ -20,13 +20,14 @@ def _complete_run_ids(incomplete: str) -> list[str]:
 
 @root_app.command("run")
 def run_cmd(
-    flow: Annotated[str | None, typer.Argument(help="Flow YAML file.", show_default=False)] = None,
-    flow_yaml: Annotated[str | None, typer.Option("--flow-yaml", help="Alias of the FLOW argument (aetherflow-core).")] = None,
+    flow: o.Flow = None,
+    flow_yaml: o.FlowYaml = None,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Run id to use; an existing run is resumed.")] = None,
     job: Annotated[list[str] | None, typer.Option("--job", "--flow-job", help="Run only this job (repeatable).")] = None,
     with_upstream: Annotated[bool, typer.Option("--with-upstream", help="With --job: add every upstream job.")] = False,
     param: Annotated[list[str] | None, typer.Option("--param", help="Run parameter KEY=VALUE (repeatable).")] = None,
-    key: Annotated[str | None, typer.Option("--key", help="Business key VALUE (needs flow.unique).")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Business key VALUE or NAME::VALUE (needs flow.unique).")] = None,
+    meta: Annotated[list[str] | None, typer.Option("--meta", help="Telemetry label NAME=VALUE recorded on the run and carried by its events (repeatable).")] = None,
     profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource.")] = None,
     profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file (also AETHERFLOW_PROFILES_FILE).")] = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
@@ -67,7 +68,7 @@ def run_cmd(
         param=param, key=key, profile=profile, profiles=profiles, env_file=env_file,
         plugin_path=plugin_path, state=state, dry_run=dry_run, as_json=as_json, quiet=quiet,
         verbose=verbose, log_format=log_format, no_color=no_color, events_log=events_log,
-        detailed_exitcode=detailed_exitcode, on_locked=on_locked, timeout=timeout,
+        detailed_exitcode=detailed_exitcode, meta=meta, on_locked=on_locked, timeout=timeout,
         metrics_textfile=metrics_textfile, config=config, log_file=log_file,
     )
 
@@ -80,9 +81,11 @@ def resume_cmd(
     rerun: Annotated[list[str] | None, typer.Option("--rerun", help="Execute JOB.STEP again, and everything after it.")] = None,
     accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Resume although the flow file changed.")] = False,
     due: Annotated[bool, typer.Option("--due", help="Resume every WAITING run whose timer or retry is due.")] = False,
-    flow_id: Annotated[str | None, typer.Option("--flow", help="With --due: only runs of this flow id; with the run id last: the newest run of it.")] = None,
+    flow_id: Annotated[str | None, typer.Option("--flow", help="With --due or --key: only runs of this flow id; with the run id last: the newest run of it.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="With --due: at most N runs.")] = None,
-    key: Annotated[str | None, typer.Option("--key", help="Resume the active run holding this business key.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Resume the active run holding this business key (VALUE or NAME::VALUE).")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Do not resume now: the WAITING run continues at this ISO-8601 time, with `resume --due`.")] = None,
+    in_: Annotated[str | None, typer.Option("--in", help="Like --at, after this duration (30m, 2h, 1.5d).")] = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Extra env file (repeatable).")] = None,
     profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource.")] = None,
     profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file.")] = None,
@@ -100,6 +103,9 @@ def resume_cmd(
 ) -> None:
     """Continue a FAILED, CRASHED, INTERRUPTED, TIMED_OUT or WAITING run; finished steps are not run again.
 
+    With --at TIME or --in DURATION a WAITING run is not resumed now: its waits fall due then,
+    and the next `aetherflow resume --due` continues it as if its timers had fired.
+
     Example: aetherflow resume 20261122T031500-a1b2c3 --event approved --data '{"by": "ops"}'
     """
     from aetherflow.cli.runexec import resume_command
@@ -109,5 +115,5 @@ def resume_cmd(
         flow_id=flow_id, limit=limit, key=key, env_file=env_file, profile=profile,
         profiles=profiles, plugin_path=plugin_path, state=state, as_json=as_json, quiet=quiet,
         verbose=verbose, log_format=log_format, no_color=no_color, events_log=events_log,
-        detailed_exitcode=detailed_exitcode, config=config, log_file=log_file,
+        detailed_exitcode=detailed_exitcode, at=at, in_=in_, config=config, log_file=log_file,
     )

@@ -12,14 +12,17 @@ from aetherflow.cli.support import (
     MaskFilter,
     begin,
     crash_hooks,
+    flow_argument,
     guarded,
     log_line,
+    setup_logging,
     signal_handlers,
     stderr,
     stdout,
     stdout_to_stderr,
     to_log_file,
 )
+from aetherflow.compat import core_logging
 from aetherflow.errors import ExitCode, UsageError
 
 
@@ -53,11 +56,14 @@ class _Extras:
             self.provider.shutdown()
 
 
-def _observers(settings: Any, verbose: int, quiet: bool, extras: _Extras, live: Any = None) -> list[Any]:
+def _observers(settings: Any, verbose: int, quiet: bool, extras: _Extras, live: Any = None,
+               core_events: str | None = None) -> list[Any]:
     from aetherflow import render
-    from aetherflow.events import JsonLinesLog
+    from aetherflow.events import CoreEventLines, JsonLinesLog
 
     obs: list[Any] = []
+    if core_events is not None:  # AETHERFLOW_LOG_FORMAT: aetherflow-core's event lines
+        obs.append(CoreEventLines(sys.stderr, core_events))
     if live is not None:
         obs.append(live)
     elif verbose >= 1 and not quiet:
@@ -151,6 +157,30 @@ def _exit_for(outcome: Any, detailed: bool) -> int:
     return 0
 
 
+def _warn_ignored_env(env: Any, quiet: bool, log_format: str) -> None:
+    """aetherflow-core variables that are set and not read: said on stderr (not with -q)."""
+    from aetherflow.compat import ignored_env_warnings
+
+    for text in [] if quiet else ignored_env_warnings(env):
+        log_line(f"warning: {text}", level="warning", log_format=log_format)
+
+
+def _begin_run(*, config: str | None, log_file: str | None, verbose: int, quiet: bool, log_format: str | None,
+               **options: Any) -> tuple[Any, MaskFilter, int, bool, str | None]:
+    """``begin`` for run and resume, with aetherflow-core's logging variables taken into account
+    (``compat.core_logging``): the settings, the mask filter, -v and -q as they apply, and the
+    format of aetherflow-core's event lines (``None``: none)."""
+    from dataclasses import replace
+
+    settings, mask_filter = begin(config=config, log_file=log_file, verbose=verbose, quiet=quiet, log_format=log_format,
+                                  **options)
+    v, q, fmt, core_events = core_logging(settings.env, verbose, quiet, settings.log_format)
+    if (v, q, fmt) != (verbose, quiet, settings.log_format):
+        settings = replace(settings, log_format=fmt)
+        mask_filter = setup_logging(v, q, fmt, log_file)
+    return settings, mask_filter, v, q, core_events
+
+
 def _final_table(live: Any, outcome: Any, settings: Any) -> None:
     """After the live view: the run's table, built from the store like ``runs show``'s."""
     from aetherflow.cli.runs import show_doc
@@ -169,7 +199,8 @@ def _final_table(live: Any, outcome: Any, settings: Any) -> None:
 
 
 def _execute(action: Any, settings: Any, mask_filter: MaskFilter, *, as_json: bool, verbose: int, quiet: bool,
-             detailed: bool, dry_run: bool = False, no_color: bool = False, skip_when_locked: bool = False) -> None:
+             detailed: bool, dry_run: bool = False, no_color: bool = False, skip_when_locked: bool = False,
+             core_events: str | None = None) -> None:
     from aetherflow import render
     from aetherflow.context import CancelToken
     from aetherflow.errors import KeyInUseError, LockBusyError
@@ -178,9 +209,10 @@ def _execute(action: Any, settings: Any, mask_filter: MaskFilter, *, as_json: bo
     log_format = settings.log_format
     extras = _Extras()
     token = CancelToken()
+    _warn_ignored_env(settings.env, quiet, log_format)
     with guarded(as_json, log_format):
         live = live_view(settings, quiet=quiet, no_color=no_color, dry_run=dry_run)
-        runner = Runner(settings, cancel=token, observers=_observers(settings, verbose, quiet, extras, live),
+        runner = Runner(settings, cancel=token, observers=_observers(settings, verbose, quiet, extras, live, core_events),
                         hooks=crash_hooks(dict(settings.env)), on_mask=mask_filter.set_mask, notifier=notifier(settings))
         try:
             # steps, plugins and their children never write to our stdout (results only)
@@ -222,28 +254,27 @@ def run_command(*, flow: str | None = None, flow_yaml: str | None = None, run_id
                 env_file: list[str] | None = None, plugin_path: list[str] | None = None, state: str | None = None,
                 dry_run: bool = False, as_json: bool = False, quiet: bool = False, verbose: int = 0,
                 log_format: str | None = None, no_color: bool = False, events_log: str | None = None,
-                detailed_exitcode: bool = False, on_locked: str | None = None, timeout: float | None = None,
-                metrics_textfile: str | None = None, config: str | None = None, log_file: str | None = None) -> None:
+                detailed_exitcode: bool = False, meta: list[str] | None = None, on_locked: str | None = None,
+                timeout: float | None = None, metrics_textfile: str | None = None, config: str | None = None,
+                log_file: str | None = None) -> None:
     from aetherflow.resolve import parse_param_args
-    from aetherflow.runner import RunRequest
+    from aetherflow.runner import RunRequest, parse_meta_args
 
     with guarded(as_json, log_format if log_format in ("text", "json") else "text"):
-        settings, mask_filter = begin(config=config, log_file=log_file, verbose=verbose, quiet=quiet, log_format=log_format,
-                                      state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log,
-                                      on_locked=on_locked, metrics_textfile=metrics_textfile)
-        path = flow or flow_yaml
-        if flow and flow_yaml and flow != flow_yaml:
-            raise UsageError("give the flow file once: FLOW or --flow-yaml, not both")
-        if not path:
-            raise UsageError("missing FLOW: aetherflow run FLOW.yaml", code="usage.missing_flow")
+        settings, mask_filter, verbose, quiet, core_events = _begin_run(
+            config=config, log_file=log_file, verbose=verbose, quiet=quiet, log_format=log_format, state=state,
+            plugin_paths=tuple(plugin_path or ()), events_log=events_log, on_locked=on_locked,
+            metrics_textfile=metrics_textfile)
+        path = flow_argument(flow, flow_yaml, "run")
         if timeout is not None and timeout <= 0:
             raise UsageError(f"--timeout {timeout:g}: give a number of seconds above 0", code="usage.timeout")
         req = RunRequest(flow_path=path, run_id=run_id, jobs=tuple(job or ()), with_upstream=with_upstream,
                          params=parse_param_args(param or []), key=key, profile=profile, profiles_file=profiles,
-                         env_files=tuple(env_file or ()), dry_run=dry_run, timeout=timeout, on_locked=settings.on_locked)
+                         env_files=tuple(env_file or ()), dry_run=dry_run, meta=parse_meta_args(meta or []),
+                         timeout=timeout, on_locked=settings.on_locked)
     _execute(lambda r: r.run(req), settings, mask_filter, as_json=as_json, verbose=verbose, quiet=quiet,
              detailed=detailed_exitcode, dry_run=dry_run, no_color=no_color,
-             skip_when_locked=settings.on_locked.mode == "skip")
+             skip_when_locked=settings.on_locked.mode == "skip", core_events=core_events)
 
 
 def resume_command(*, run_id: str | None = None, event: str | None = None, data: str | None = None,
@@ -252,57 +283,90 @@ def resume_command(*, run_id: str | None = None, event: str | None = None, data:
                    env_file: list[str] | None = None, profile: str | None = None, profiles: str | None = None,
                    plugin_path: list[str] | None = None, state: str | None = None, as_json: bool = False,
                    quiet: bool = False, verbose: int = 0, log_format: str | None = None, no_color: bool = False,
-                   events_log: str | None = None, detailed_exitcode: bool = False, config: str | None = None,
-                   log_file: str | None = None) -> None:
+                   events_log: str | None = None, detailed_exitcode: bool = False, at: str | None = None,
+                   in_: str | None = None, config: str | None = None, log_file: str | None = None) -> None:
     from aetherflow.runner import RunRequest, parse_event_data
 
     with guarded(as_json, log_format if log_format in ("text", "json") else "text"):
-        settings, mask_filter = begin(config=config, log_file=log_file, verbose=verbose, quiet=quiet, log_format=log_format,
-                                      state=state, plugin_paths=tuple(plugin_path or ()), events_log=events_log)
+        settings, mask_filter, verbose, quiet, core_events = _begin_run(
+            config=config, log_file=log_file, verbose=verbose, quiet=quiet, log_format=log_format, state=state,
+            plugin_paths=tuple(plugin_path or ()), events_log=events_log)
         if due:
-            if run_id or event or key:
-                raise UsageError("--due resumes every due run; it takes no RUN_ID, --event or --key")
-            _resume_due(settings, mask_filter, flow_id, limit, as_json=as_json, verbose=verbose, quiet=quiet)
+            if run_id or event or key or at is not None or in_ is not None:
+                raise UsageError("--due resumes every due run; it takes no RUN_ID, --event, --key, --at or --in")
+            _resume_due(settings, mask_filter, flow_id, limit, as_json=as_json, verbose=verbose, quiet=quiet,
+                        core_events=core_events)
             return
         if data is not None and event is None:
             raise UsageError("--data goes with --event")
         if (run_id is None) == (key is None):
             raise UsageError("give RUN_ID or --key VALUE (or --due)", code="usage.missing_run")
-        if flow_id is not None and run_id != "last":
-            raise UsageError("--flow goes with --due or the run id 'last'", code="usage.flow_without_last")
+        if flow_id is not None and key is None and run_id != "last":
+            raise UsageError("--flow goes with --due, --key or the run id last (a run id names one run)",
+                             code="usage.flow_without_key")
+        if at is not None or in_ is not None:
+            if event is not None or rerun or accept_changes:
+                raise UsageError("--at/--in schedule when a waiting run continues; they take no --event, --rerun "
+                                 "or --accept-changes", code="usage.due_time")
+            _schedule(settings, run_id, key, flow_id, at, in_, as_json=as_json)
+            return
         payload = parse_event_data(data)
         req = RunRequest(flow_path="", reruns=tuple(rerun or ()), accept_changes=accept_changes, event=event,
                          event_data=payload, env_files=tuple(env_file or ()), profile=profile, profiles_file=profiles,
-                         flow_id=flow_id)
+                         flow_id=flow_id if key is None else None)
 
     def action(runner: Any) -> Any:
         rid = run_id
         if key is not None:
-            rid = _run_for_key(runner.settings, key)
+            rid = run_for_key(runner.settings, key, flow_id)
         return runner.resume(req, run_id=rid)
 
     _execute(action, settings, mask_filter, as_json=as_json, verbose=verbose, quiet=quiet, detailed=detailed_exitcode,
-             no_color=no_color)
+             no_color=no_color, core_events=core_events)
 
 
-def _run_for_key(settings: Any, key: str) -> str:
-    from aetherflow.errors import NotFoundError
+def run_for_key(settings: Any, key: str, flow_id: str | None) -> str:
+    """The id of the one active run holding business key ``key`` (of flow ``flow_id``, when
+    given), in any store this machine used: ambiguous or none is exit 2."""
     from aetherflow.state.catalog import StoreCatalog
 
-    catalog = StoreCatalog(settings.home, settings.state)
-    for location in catalog.locations():
-        store = catalog.open(location)
+    store, rec = StoreCatalog(settings.home, settings.state).find_by_key(key, flow_id=flow_id, active_only=True)
+    store.close()
+    return rec.run_id
+
+
+def _schedule(settings: Any, run_id: str | None, key: str | None, flow_id: str | None, at: str | None,
+              in_: str | None, *, as_json: bool) -> None:
+    """``resume RUN --at TIME | --in DURATION``: record when the waiting run continues."""
+    from aetherflow import render
+    from aetherflow.runner import parse_due, schedule_resume
+    from aetherflow.state.catalog import StoreCatalog
+
+    due_at = parse_due(at, in_, settings.clock())
+    rid = run_id if key is None else run_for_key(settings, key, flow_id)
+    assert rid is not None
+    if rid == "last":
+        store, found = StoreCatalog(settings.home, settings.state).find_run(rid, flow_id=flow_id)
+        store.close()
+        rid = found.run_id
+    rec, event = schedule_resume(StoreCatalog(settings.home, settings.state), rid, due_at, settings.clock)
+    if settings.events_log:
+        from aetherflow.events import JsonLinesLog
+
         try:
-            rec = store.active_run_for_key(key)
-        finally:
-            store.close()
-        if rec is not None:
-            return rec.run_id
-    raise NotFoundError(f"no RUNNING or WAITING run holds business key '{key}'", code="run.key_not_found")
+            with open(settings.events_log, "a", encoding="utf-8") as fh:
+                JsonLinesLog(fh)(event)
+        except OSError as exc:
+            raise UsageError(f"--events-log {settings.events_log}: {exc.strerror}") from exc
+    if as_json:
+        stdout(render.dumps({"run_id": rec.run_id, "flow_id": rec.flow_id, "status": "WAITING",
+                             "due_at": render.iso(due_at)}))
+    else:
+        stderr(f"run {rec.run_id} continues at {render.local_time(due_at)}, with the next `aetherflow resume --due`")
 
 
 def _resume_due(settings: Any, mask_filter: MaskFilter, flow_id: str | None, limit: int | None, *, as_json: bool,
-                verbose: int, quiet: bool) -> None:
+                verbose: int, quiet: bool, core_events: str | None = None) -> None:
     from aetherflow import render
     from aetherflow.context import CancelToken
     from aetherflow.errors import AetherflowError, ConflictError
@@ -316,7 +380,8 @@ def _resume_due(settings: Any, mask_filter: MaskFilter, flow_id: str | None, lim
     now = settings.clock()
     due: list[str] = []
     sender = notifier(settings)
-    runner = Runner(settings, cancel=token, observers=_observers(settings, verbose, quiet, extras),
+    _warn_ignored_env(settings.env, quiet, log_format)
+    runner = Runner(settings, cancel=token, observers=_observers(settings, verbose, quiet, extras, core_events=core_events),
                     hooks=crash_hooks(dict(settings.env)), on_mask=mask_filter.set_mask, notifier=sender)
     # a crashed run cannot say so itself: the first sweep (or status) that finds it does, once
     notify_crashed(runner.catalog, sender, clock=settings.clock, host=runner.host)

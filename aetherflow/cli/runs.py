@@ -43,9 +43,11 @@ RunId = Annotated[str, typer.Argument(help="Run id, a unique prefix of one, or l
 LastOfFlow = Annotated[str | None, typer.Option("--flow", help="With the run id last: the newest run of this flow id.")]
 
 
-def _check_last(run_id: str | None, flow_id: str | None) -> None:
-    if flow_id is not None and run_id != "last":
-        raise UsageError("--flow goes with the run id 'last'", code="usage.flow_without_last")
+def _check_last(run_id: str | None, flow_id: str | None, key: str | None = None) -> None:
+    """``--flow`` narrows ``--key`` or the run id ``last``; a run id names one run."""
+    if flow_id is not None and key is None and run_id != "last":
+        raise UsageError("--flow goes with --key or the run id 'last' (a run id names one run)",
+                         code="usage.flow_without_key")
 
 
 def _run_row(store: Any, r: Any) -> dict[str, Any]:
@@ -60,6 +62,7 @@ def _run_row(store: Any, r: Any) -> dict[str, Any]:
         "finished_at": r.finished_at,
         "duration": (end - r.created_at) if end and r.created_at else None,
         "business_key": r.business_key,
+        "tags": list(r.tags),
         "store": store.location,
         "attempt": r.attempt,
     }
@@ -74,6 +77,7 @@ def runs_list(
     ] = None,
     flow_id: Annotated[str | None, typer.Option("--flow", help="Only runs of this flow id.")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Only runs with this business key (VALUE or NAME::VALUE).")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Only runs of flows with this tag (repeatable: every one).")] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most N runs.")] = 20,
     state: o.State = None,
     as_json: o.Json = False,
@@ -82,11 +86,13 @@ def runs_list(
 ) -> None:
     """Recent runs, newest first.
 
-    Example: aetherflow runs list --status FAILED --limit 5
+    Example: aetherflow runs list --status FAILED --tag sales --limit 5
     """
     from aetherflow import render
-    from aetherflow.model import RunStatus
+    from aetherflow.model import RunStatus, split_key
     with guarded(as_json):
+        if key is not None:
+            split_key(key)
         st = status.upper() if status else None
         valid = [s.value for s in RunStatus]
         if st is not None and st not in valid:
@@ -98,7 +104,7 @@ def runs_list(
             store = catalog.open(location)
             try:
                 query = "RUNNING" if st == "CRASHED" else st
-                for r in store.list_runs(status=query, flow_id=flow_id, key=key, limit=limit):
+                for r in store.list_runs(status=query, flow_id=flow_id, key=key, tags=tuple(tag or ()), limit=limit):
                     row = _run_row(store, r)
                     if st is None or row["status"] == st:
                         rows.append(row)
@@ -115,9 +121,14 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(
-    run_id: RunId,
+    run_id: Annotated[str | None, typer.Argument(help="Run id, a unique prefix of one, or last (the newest run; of "
+                                                 "--flow ID when given).", autocompletion=_complete_run_ids,
+                                                 show_default=False)] = None,
     history: Annotated[bool, typer.Option("--history", help="The append-only event history.")] = False,
-    flow_id: LastOfFlow = None,
+    key: Annotated[str | None, typer.Option("--key", help="The run holding this business key (VALUE or NAME::VALUE): "
+                                            "the active one, else the newest.")] = None,
+    flow_id: Annotated[str | None, typer.Option("--flow", help="With --key: only runs of this flow id; with the run id "
+                                                "last: the newest run of it.")] = None,
     state: o.State = None,
     as_json: o.Json = False,
     config: o.Config = None,
@@ -130,8 +141,14 @@ def runs_show(
     from aetherflow import render
     from aetherflow.model import thaw
     with guarded(as_json):
-        _check_last(run_id, flow_id)
-        store, rec = _catalog(state, config, log_file).find_run(run_id, flow_id=flow_id)
+        if (run_id is None) == (key is None):
+            raise UsageError("give RUN_ID or --key VALUE", code="usage.missing_run")
+        _check_last(run_id, flow_id, key)
+        if key is not None:
+            store, rec = _catalog(state, config, log_file).find_by_key(key, flow_id=flow_id, active_only=False)
+        else:
+            assert run_id is not None
+            store, rec = _catalog(state, config, log_file).find_run(run_id, flow_id=flow_id)
         try:
             doc = show_doc(store, rec)
             events = store.history(rec.run_id) if history else []
@@ -195,7 +212,7 @@ def show_doc(store: Any, rec: Any) -> dict[str, Any]:
             sdocs.append({"step_id": sid, "status": s.status, "attempt": s.attempt, "outcome": s.outcome,
                           "outputs": thaw(s.outputs), "masked_outputs": list(s.masked_keys), "error": s.error,
                           "reason": s.reason, "started_at": s.started_at, "finished_at": s.finished_at,
-                          "attempts": by_step.get((jid, sid), [])})
+                          "metadata": thaw(s.metadata), "attempts": by_step.get((jid, sid), [])})
         job_docs.append({"job_id": jid, "status": j.status if j else "PENDING", "reason": j.reason if j else None,
                          "outcome": j.outcome if j else None, "outputs": _job_outputs(j),
                          "masked_outputs": list(j.outputs.get(MASKED_KEYS_FIELD, ())) if j else [],
@@ -204,7 +221,9 @@ def show_doc(store: Any, rec: Any) -> dict[str, Any]:
     run: dict[str, Any] = {
         "run_id": rec.run_id, "flow_id": rec.flow_id, "flow_file": rec.flow_file, "flow_sha256": rec.flow_sha256,
         "flow_version": rec.flow_version, "status": str(shown_status(store, rec)), "stored_status": rec.status,
-        "params": thaw(rec.params), "business_key": rec.business_key, "pid": rec.pid, "host": rec.host,
+        "params": thaw(rec.params), "business_key": rec.business_key, "tags": list(rec.tags),
+        "flow_metadata": thaw(rec.flow_metadata), "meta": thaw(rec.meta), "runtime_metadata": thaw(rec.runtime_metadata),
+        "pid": rec.pid, "host": rec.host,
         "created_at": rec.created_at, "finished_at": rec.finished_at, "attempt": rec.attempt, "error": rec.error,
         "cancel_reason": rec.cancel_reason, "due_at": rec.due_at, "store": store.location,
     }
@@ -386,8 +405,9 @@ def cancel_cmd(
     run_id: Annotated[str | None, typer.Argument(help="Run id, a unique prefix of one, or last (the newest run; of "
                                                  "--flow ID when given).", autocompletion=_complete_run_ids)] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why; recorded in the history.")] = None,
-    key: Annotated[str | None, typer.Option("--key", help="Cancel the active run holding this business key.")] = None,
-    flow_id: LastOfFlow = None,
+    key: Annotated[str | None, typer.Option("--key", help="Cancel the active run holding this business key (VALUE or NAME::VALUE).")] = None,
+    flow_id: Annotated[str | None, typer.Option("--flow", help="With --key: only runs of this flow id; with the run id "
+                                                "last: the newest run of it.")] = None,
     state: o.State = None,
     events_log: o.EventsLog = None,
     config: o.Config = None,
@@ -402,16 +422,16 @@ def cancel_cmd(
 
     with guarded():
         settings, _ = begin(config=config, log_file=log_file, state=state, events_log=events_log)
-        _check_last(run_id, flow_id)
         if (run_id is None) == (key is None):
-            raise UsageError("give RUN_ID or --key VALUE")
+            raise UsageError("give RUN_ID or --key VALUE", code="usage.missing_run")
+        _check_last(run_id, flow_id, key)
         if key is not None:
-            from aetherflow.cli.runexec import _run_for_key
+            from aetherflow.cli.runexec import run_for_key
 
-            run_id = _run_for_key(settings, key)
+            run_id = run_for_key(settings, key, flow_id)
         assert run_id is not None
         rec, what, event = cancel_run(StoreCatalog(settings.home, settings.state), run_id, reason, settings.clock,
-                                      flow_id=flow_id)
+                                      flow_id=flow_id if key is None else None)
         if settings.events_log:
             from aetherflow.events import JsonLinesLog
 

@@ -23,6 +23,16 @@ def process_env() -> dict[str, str]:
     return dict(os.environ)
 
 
+def flow_argument(flow: str | None, flow_yaml: str | None, command: str) -> str:
+    """The flow file, given as FLOW or as aetherflow-core's ``--flow-yaml FILE`` (once)."""
+    if flow and flow_yaml and flow != flow_yaml:
+        raise UsageError("give the flow file once: FLOW or --flow-yaml, not both")
+    path = flow or flow_yaml
+    if not path:
+        raise UsageError(f"missing FLOW: aetherflow {command} FLOW.yaml", code="usage.missing_flow")
+    return path
+
+
 #: the logger whose only handler is ``--log-file``'s: what aetherflow writes on stderr goes there too
 FILE_LOGGER = "aetherflow.logfile"
 

@@ -11,6 +11,13 @@ steps use:
   end the statement; the connection is busy until then.
 * ``execute(sql, params) -> affected rows``: a statement without a result set.
 
+And aetherflow-core's calls, for plugins written against it: ``read(sql, params)`` and
+``fetchall(sql, params)`` (``(columns, rows)``, every row in memory), ``fetchmany(sql, params,
+*, fetch_size, sample_size=200)`` (``(columns, rows, pytypes)``: rows fetched ``fetch_size`` at a
+time, ``pytypes`` the Python type of each column's first non-null value among the first
+``sample_size`` rows, ``object`` when none) and ``connect()`` (a new DB-API connection of the
+driver, the caller's own: commit and close it; one left open is closed with the connector).
+
 ``params`` are passed to the driver unchanged: a list for positional placeholders, a mapping
 for named ones, in the driver's own placeholder style (sqlite3 ``?`` / ``:name``, psycopg
 ``%s`` / ``%(name)s``). Each call commits on success and rolls back on error, so a connector
@@ -23,6 +30,7 @@ A connection is opened on first use and reused for the run; calls are serialised
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -73,6 +81,7 @@ class SqlConnector(Connector):
         self._conn: Any = None
         self._lock = threading.Lock()
         self._closed = False
+        self._given: list[Any] = []  # connections connect() handed out
 
     # -- subclass hooks ---------------------------------------------------------------------
     def _connect(self) -> Any:  # pragma: no cover - abstract
@@ -227,7 +236,51 @@ class SqlConnector(Connector):
         finally:
             self._lock.release()
 
+    # -- aetherflow-core's calls ------------------------------------------------------------
+    def read(self, sql: str, params: Any = None) -> tuple[list[str], list[Row]]:
+        """``(columns, rows)`` with every row in memory (aetherflow-core's ``read``)."""
+        columns, rows = self.stream(sql, params)
+        with rows:
+            return columns, list(rows)
+
+    def fetchall(self, sql: str, params: Any = None) -> tuple[list[str], list[Row]]:
+        return self.read(sql, params)
+
+    def fetchmany(self, sql: str, params: Any = None, *, fetch_size: int = 1000,
+                  sample_size: int = 200) -> tuple[list[str], Iterator[Row], list[type]]:
+        """``(columns, rows, pytypes)`` (aetherflow-core's ``fetchmany``): ``rows`` fetched
+        ``fetch_size`` at a time; closing it early rolls back and frees the connector."""
+        columns, stream = self.stream(sql, params, batch=max(1, int(fetch_size)))
+        sample = list(itertools.islice(stream, max(0, int(sample_size))))
+        pytypes = [next((type(r[i]) for r in sample if i < len(r) and r[i] is not None), object)
+                   for i in range(len(columns))]
+
+        def rows() -> Iterator[Row]:
+            try:
+                yield from sample
+                yield from stream
+            finally:
+                stream.close()
+
+        return columns, rows(), pytypes
+
+    def connect(self) -> Any:
+        """A new DB-API connection of the driver for the caller (aetherflow-core's
+        ``connect()``); it is the caller's to commit and close (closed with the connector
+        otherwise)."""
+        if self._closed:
+            raise ConnectorError(f"resource '{self.name}': connector is closed", code="db.closed")
+        conn = self._connect()
+        self._given.append(conn)
+        return conn
+
     def close(self) -> None:
+        for given in self._given:
+            try:
+                given.close()  # closing a closed DB-API connection is allowed
+            except Exception as exc:  # noqa: BLE001 - the caller's connection: only a note
+                log.debug("resource '%s': closing a connect() connection failed (%s)", self.name, type(exc).__name__)
+        self._given.clear()
         # a stream a step forgot to close would hold the lock forever: wait a little, then close anyway
         locked = self._lock.acquire(timeout=5.0)
         try:

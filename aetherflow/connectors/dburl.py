@@ -3,7 +3,10 @@
 One registry key maps to one class, so this small dispatcher reads ``config.url`` and hands
 the work to ``db:sqlite3`` (``sqlite://…``) or ``db:postgres`` (``postgresql://…``,
 ``postgres://…``; a ``+driver`` suffix such as ``postgresql+psycopg2://`` is dropped).
-SQLAlchemy itself is not used. Other config keys and the options go to the chosen connector.
+SQLAlchemy itself is not used. Other config keys and the options go to the chosen connector,
+except SQLAlchemy's connection pool options (``pool_size``, ``max_overflow``, ``pool_pre_ping``,
+``pool_recycle``, ``pool_timeout``, and the same under ``pool:``), which are accepted and have no
+effect: a resource has one connection per run.
 
 With PostgreSQL, SQL written for SQLAlchemy's ``text()`` keeps working: when ``params`` is a
 mapping and the SQL has ``:name`` binds, they become psycopg's ``%(name)s`` and every literal
@@ -17,13 +20,16 @@ as in SQLAlchemy. SQL without ``:name`` binds goes to psycopg unchanged (``%s`` 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from aetherflow.api import Connector, ConnectorError, register_connector
 from aetherflow.connectors.dbapi import Row, RowStream, SqlConnector
 from aetherflow.connectors.postgres import PostgresConnector
 from aetherflow.connectors.sqlite import SqliteConnector
+
+#: SQLAlchemy engine pool options (aetherflow-core's demo profile sets them): accepted, no effect
+POOL_OPTIONS = frozenset({"pool", "pool_size", "max_overflow", "pool_pre_ping", "pool_recycle", "pool_timeout"})
 
 
 @register_connector("db", "sqlalchemy")
@@ -41,6 +47,7 @@ class SqlAlchemyUrlConnector(Connector):
         scheme, _, rest = url.partition("://")
         dialect = scheme.split("+", 1)[0].lower()
         others = {k: v for k, v in config.items() if k != "url"}
+        options = {k: v for k, v in options.items() if k not in POOL_OPTIONS}
         self.inner: SqlConnector
         self.pyformat = dialect in ("postgresql", "postgres")
         if dialect == "sqlite":
@@ -67,6 +74,21 @@ class SqlAlchemyUrlConnector(Connector):
 
     def execute(self, sql: str, params: Any = None) -> int:
         return self.inner.execute(*self._sql(sql, params))
+
+    # aetherflow-core's calls (connectors/dbapi.py)
+    def read(self, sql: str, params: Any = None) -> tuple[list[str], list[Row]]:
+        return self.inner.read(*self._sql(sql, params))
+
+    def fetchall(self, sql: str, params: Any = None) -> tuple[list[str], list[Row]]:
+        return self.read(sql, params)
+
+    def fetchmany(self, sql: str, params: Any = None, *, fetch_size: int = 1000,
+                  sample_size: int = 200) -> tuple[list[str], Iterator[Row], list[type]]:
+        return self.inner.fetchmany(*self._sql(sql, params), fetch_size=fetch_size, sample_size=sample_size)
+
+    def connect(self) -> Any:
+        """The driver's DB-API connection (sqlite3 or psycopg), not a SQLAlchemy Connection."""
+        return self.inner.connect()
 
     def close(self) -> None:
         self.inner.close()

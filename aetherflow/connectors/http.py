@@ -19,15 +19,25 @@ Config (options may set ``timeout``, ``verify`` and ``headers`` too; config wins
   not read: pass them explicitly (``proxy: "{{ env.HTTPS_PROXY: }}"``); empty means none.
 * ``user_agent`` — default ``aetherflow``.
 
+aetherflow-core's keys are accepted with its meaning: ``bearer_token`` (config: bearer auth),
+``verify_ssl`` (``verify``), ``timeouts: {total: N}`` and ``timeout_seconds`` (``timeout``).
+
 Errors (refused connection, DNS, TLS, timeout) become ``ConnectorError`` naming the method and
 the URL without its query string. A non-2xx status is *not* an error here: the caller decides.
+
+``request(method, path, ...)`` is what ``http_request`` uses. aetherflow-core's calls work too:
+``request(method, url, params=, headers=, json=, data=, content=, timeout=)`` and ``get``,
+``post``, ``put``, ``delete`` return an :class:`HttpResponse`, which answers ``status_code``,
+``text``, ``content``, ``json()``, ``raise_for_status()`` and ``is_success`` as an httpx response
+does (a body over 64 MiB is an error, never cut silently); ``client()`` returns the connector
+itself, which answers those calls as an ``httpx.Client`` would (there is no httpx here).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
+import json as _json
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,9 +50,13 @@ if TYPE_CHECKING:
     import ssl
     import urllib.request
 
-CONFIG_KEYS = frozenset({"base_url", "headers", "timeout", "verify", "auth", "token", "username", "password", "proxy", "user_agent"})
-OPTION_KEYS = frozenset({"timeout", "verify", "headers", "user_agent"})
+CONFIG_KEYS = frozenset({"base_url", "headers", "timeout", "verify", "auth", "token", "username", "password", "proxy", "user_agent",
+                         "bearer_token"})
+OPTION_KEYS = frozenset({"timeout", "verify", "headers", "user_agent", "verify_ssl", "timeouts", "timeout_seconds"})
 CHUNK = 64 * 1024
+#: the largest body aetherflow-core's calls (get, post, ...) read into memory
+COMPAT_MAX_BODY = 64 * 1024 * 1024
+_UNSET: Any = object()
 
 
 @dataclass(slots=True)
@@ -66,6 +80,37 @@ class HttpResponse:
             if k.lower() == "charset" and v:
                 return v.strip('"')
         return "utf-8"
+
+    # what aetherflow-core's callers use of an httpx response ----------------------------------
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def content(self) -> bytes:
+        if not self.complete:
+            raise ConnectorError(f"{self.url}: the response body is over {len(self.body)} bytes; "
+                                 "use http_request with save_to for large bodies", code="http.body_too_large")
+        return self.body
+
+    @property
+    def text(self) -> str:
+        try:
+            return self.content.decode(self.charset(), "replace")
+        except LookupError:
+            return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return _json.loads(self.text)
+
+    def raise_for_status(self) -> HttpResponse:
+        if not self.is_success:
+            raise ConnectorError(f"{self.url} returned {self.status} {self.reason}".rstrip(), code="http.unexpected_status")
+        return self
 
 
 def public_url(url: str) -> str:
@@ -102,7 +147,7 @@ class HttpConnector(Connector):
         super().__init__(name, config, options)
         check_keys(name, "config", config, CONFIG_KEYS)
         check_keys(name, "options", options, OPTION_KEYS)
-        merged = {**dict(options), **dict(config)}
+        merged = {**_core_options(name, options), **dict(options), **dict(config)}
         self.base_url, url_auth = split_userinfo(str(merged.get("base_url") or ""))
         if self.base_url:
             self._check_scheme(self.base_url)
@@ -126,8 +171,8 @@ class HttpConnector(Connector):
     def _auth(self, config: Mapping[str, Any]) -> str | None:
         auth = config.get("auth")
         if auth is None:
-            if config.get("token"):
-                auth = {"type": "bearer", "token": config["token"]}
+            if config.get("token") or config.get("bearer_token"):
+                auth = {"type": "bearer", "token": config.get("token") or config["bearer_token"]}
             elif config.get("username") is not None:
                 auth = {"type": "basic", "username": config["username"], "password": config.get("password", "")}
             else:
@@ -190,6 +235,30 @@ class HttpConnector(Connector):
                 url += ("&" if urllib.parse.urlsplit(url).query else "?") + query
         return url
 
+    # -- aetherflow-core's calls --------------------------------------------------------------
+    def get(self, url: str, **kw: Any) -> HttpResponse:
+        return self.request("GET", url, **kw)
+
+    def post(self, url: str, **kw: Any) -> HttpResponse:
+        return self.request("POST", url, **kw)
+
+    def put(self, url: str, **kw: Any) -> HttpResponse:
+        return self.request("PUT", url, **kw)
+
+    def delete(self, url: str, **kw: Any) -> HttpResponse:
+        return self.request("DELETE", url, **kw)
+
+    def client(self) -> HttpConnector:
+        """aetherflow-core returned an ``httpx.Client``; this connector answers the same
+        ``get``/``post``/``put``/``delete``/``request`` calls, so it is its own client."""
+        return self
+
+    def __enter__(self) -> HttpConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Nothing to release: the connector is closed at run end."""
+
     # -- requests -------------------------------------------------------------------------------
     def request(
         self,
@@ -203,27 +272,46 @@ class HttpConnector(Connector):
         body: str | bytes | None = None,
         timeout: float | None = None,
         sink: IO[bytes] | None = None,
-        max_body: int = 1024 * 1024,
+        max_body: int | None = None,
+        json: Any = _UNSET,
+        data: Any = None,
+        content: str | bytes | None = None,
+        files: Any = None,
     ) -> HttpResponse:
-        """Send one request. The response body is kept up to ``max_body`` bytes; with ``sink``
-        the whole body is written there (and hashed) while the first ``max_body`` bytes are kept."""
+        """Send one request. The response body is kept up to ``max_body`` bytes (default 64 MiB:
+        an incomplete body is an error when read as ``content``/``text``/``json()``); with ``sink`` the whole body is written there (and
+        hashed) while the first ``max_body`` bytes are kept. ``json=``, ``data=`` (a mapping is
+        form-encoded) and ``content=`` are aetherflow-core's (httpx's) spellings of the body."""
         import http.client
         import ssl
         import urllib.error
         import urllib.request
 
+        if files is not None:
+            raise ConnectorError(f"resource '{self.name}': files= (multipart upload) is not supported by rest:http",
+                                 code="http.bad_request")
+        if json is not _UNSET:
+            json_body, has_json = json, True
+        elif isinstance(data, Mapping):
+            body = urllib.parse.urlencode([(str(k), _param_text(v)) for k, v in data.items()])
+        elif data is not None or content is not None:
+            body = data if data is not None else content
+        if max_body is None:  # a caller that reads the body itself (aetherflow-core's calls)
+            max_body = COMPAT_MAX_BODY
         method = method.upper()
         url, url_auth = split_userinfo(self.url_for(path, params))
-        data: bytes | None = None
+        payload: bytes | None = None
         hdrs = {"User-Agent": self.user_agent, "Accept": "application/json, */*;q=0.5", **self.headers}
         if has_json:
-            data = json.dumps(json_body, ensure_ascii=False, default=_json_default).encode("utf-8")
+            payload = _json.dumps(json_body, ensure_ascii=False, default=_json_default).encode("utf-8")
             hdrs["Content-Type"] = "application/json"
         elif body is not None:
-            data = body.encode("utf-8") if isinstance(body, str) else body
+            payload = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+            if isinstance(data, Mapping):
+                hdrs["Content-Type"] = "application/x-www-form-urlencoded"
         for k, v in (headers or {}).items():
             hdrs[str(k)] = str(v)
-        req = urllib.request.Request(url, data=data, method=method)
+        req = urllib.request.Request(url, data=payload, method=method)
         for k, v in hdrs.items():
             if k.lower() == "authorization":
                 req.add_unredirected_header(k, v)
@@ -294,6 +382,22 @@ class HttpConnector(Connector):
 
     def close(self) -> None:
         """Nothing stays open between requests (each response is closed after reading)."""
+
+
+def _core_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """aetherflow-core's option names as ours: ``verify_ssl`` → ``verify``, ``timeouts.total`` or
+    ``timeout_seconds`` → ``timeout`` (our own names win when both are given)."""
+    out: dict[str, Any] = {}
+    if "verify_ssl" in options:
+        out["verify"] = options["verify_ssl"]
+    timeouts = options.get("timeouts")
+    if timeouts is not None:
+        if not isinstance(timeouts, Mapping) or "total" not in timeouts:
+            raise ConnectorError(f"resource '{name}': options.timeouts must be {{total: SECONDS}}", code="connector.bad_config")
+        out["timeout"] = timeouts["total"]
+    if "timeout_seconds" in options:
+        out["timeout"] = options["timeout_seconds"]
+    return out
 
 
 def _reason_text(reason: Any) -> str:

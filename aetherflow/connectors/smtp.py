@@ -2,9 +2,16 @@
 
 Config: ``host`` (required), ``port``, ``username``, ``password``, ``ssl`` (implicit TLS, the
 default on port 465), ``starttls`` (upgrade with STARTTLS, the default on port 587), ``from``
-(default sender), ``timeout`` (seconds, default 30), ``verify`` (TLS certificate and host name
-checks, default true; ``false`` or a CA bundle path), ``local_hostname`` (EHLO name).
-Port default: 465 with ``ssl``, 587 with ``starttls``, else 25. Options may set ``timeout``.
+(default sender; ``from_addr``, aetherflow-core's name, also), ``timeout`` (seconds, default
+30), ``verify`` (TLS certificate and host name checks, default true; ``false`` or a CA bundle
+path), ``local_hostname`` (EHLO name). Port default: 465 with ``ssl``, 587 with ``starttls``,
+else 25. Options may set ``timeout`` and aetherflow-core's ``retry: {max_attempts: N}``: a
+message whose server could not be reached is tried up to N times in all (never one the server
+may have accepted).
+
+``send(msg, recipients)`` sends a built message (``mail_send`` uses it); aetherflow-core's
+``send_plaintext(to=, subject=, body=, ...)`` and ``send_html(to=, subject=, html=, text=, ...)``
+build one and send it the same way.
 
 A password is never sent over an unencrypted connection to a non-local host: with
 ``username`` and neither ``ssl`` nor ``starttls``, only ``localhost`` / ``127.0.0.1`` / ``::1``
@@ -23,8 +30,9 @@ if TYPE_CHECKING:
     import ssl
     from email.message import EmailMessage
 
-CONFIG_KEYS = frozenset({"host", "port", "username", "password", "ssl", "starttls", "from", "timeout", "verify", "local_hostname"})
-OPTION_KEYS = frozenset({"timeout"})
+CONFIG_KEYS = frozenset({"host", "port", "username", "password", "ssl", "starttls", "from", "from_addr", "timeout", "verify",
+                         "local_hostname"})
+OPTION_KEYS = frozenset({"timeout", "retry"})
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -64,7 +72,11 @@ class SmtpConnector(Connector):
             raise ConnectorError(f"resource '{name}': port and timeout must be numbers", code="connector.bad_config") from exc
         self.username = str(config["username"]) if config.get("username") else None
         self._password = str(config.get("password") or "")
-        self.sender = str(config["from"]) if config.get("from") else None
+        if config.get("from") and config.get("from_addr"):
+            raise ConnectorError(f"resource '{name}': give config.from or config.from_addr, not both", code="connector.bad_config")
+        sender = config.get("from") or config.get("from_addr")
+        self.sender = str(sender) if sender else None
+        self.attempts = _attempts(name, options.get("retry"))
         verify = config.get("verify", True)
         self.verify: bool | str = verify if isinstance(verify, bool) else (
             _flag(name, "verify", verify) if str(verify).strip().lower() in ("true", "false", "1", "0", "yes", "no", "on", "off")
@@ -83,7 +95,48 @@ class SmtpConnector(Connector):
 
     def send(self, msg: EmailMessage, recipients: Sequence[str]) -> dict[str, Any]:
         """Send ``msg`` to every address in ``recipients`` (envelope). Returns the addresses the
-        server refused (a partial failure); when all are refused this raises."""
+        server refused (a partial failure); when all are refused this raises. A server that
+        cannot be reached is tried again, up to ``retry.max_attempts`` attempts in all."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self._send_once(msg, recipients)
+            except ConnectorError as exc:
+                if exc.code != "mail.connect" or attempt == self.attempts:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def send_plaintext(self, *, to: Sequence[str] | str, subject: str, body: str, from_addr: str | None = None,
+                       cc: Sequence[str] | str | None = None, bcc: Sequence[str] | str | None = None) -> dict[str, Any]:
+        """aetherflow-core's call: a plain-text message. Returns the refused addresses."""
+        return self._compose(to, subject, body, None, from_addr, cc, bcc)
+
+    def send_html(self, *, to: Sequence[str] | str, subject: str, html: str, text: str | None = None,
+                  from_addr: str | None = None, cc: Sequence[str] | str | None = None,
+                  bcc: Sequence[str] | str | None = None) -> dict[str, Any]:
+        """aetherflow-core's call: an HTML message with an optional plain-text part."""
+        return self._compose(to, subject, text or "", html, from_addr, cc, bcc)
+
+    def _compose(self, to: Sequence[str] | str, subject: str, text: str, html: str | None, from_addr: str | None,
+                 cc: Sequence[str] | str | None, bcc: Sequence[str] | str | None) -> dict[str, Any]:
+        from email.message import EmailMessage
+
+        def listed(v: Sequence[str] | str | None) -> list[str]:
+            return [] if not v else [v] if isinstance(v, str) else [str(x) for x in v]
+
+        msg = EmailMessage()
+        sender = from_addr or self.sender or (self.username if self.username and "@" in self.username else None)
+        if sender:
+            msg["From"] = sender
+        msg["To"] = ", ".join(listed(to))
+        if listed(cc):
+            msg["Cc"] = ", ".join(listed(cc))
+        msg["Subject"] = subject
+        msg.set_content(text)
+        if html is not None:
+            msg.add_alternative(html, subtype="html")
+        return self.send(msg, [*listed(to), *listed(cc), *listed(bcc)])
+
+    def _send_once(self, msg: EmailMessage, recipients: Sequence[str]) -> dict[str, Any]:
         import smtplib
         import ssl
 
@@ -128,6 +181,17 @@ class SmtpConnector(Connector):
 
     def close(self) -> None:
         """Nothing to release: one connection per message."""
+
+
+def _attempts(name: str, retry: Any) -> int:
+    """``options.retry.max_attempts`` (aetherflow-core), default 1."""
+    if retry is None:
+        return 1
+    value = retry.get("max_attempts", 1) if isinstance(retry, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or set(retry) - {"max_attempts"}:
+        raise ConnectorError(f"resource '{name}': options.retry must be {{max_attempts: N}} with N ≥ 1",
+                             code="connector.bad_config")
+    return value
 
 
 def _smtp_text(exc: Any) -> str:

@@ -1,10 +1,17 @@
 """Calling step implementations: instantiate (both call styles), run in a reusable worker
-thread, honour cancel and ``timeout_seconds``, check the result, run nested steps."""
+thread, honour cancel and ``timeout_seconds``, check the result, run nested steps.
+
+A step gets its inputs read-only (``model.read_only``: still dicts and lists). Its result is
+checked before anything is recorded: a ``StepResult``; an outcome the step type declares; a
+WAITING result only from a step type registered ``waits=True``, waiting only for events it
+declares as outcomes (``resume --event`` completes it with that outcome); outputs and metadata
+JSON (a value that is not fails the step naming its key and type) and bounded in size."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,11 +24,13 @@ from aetherflow.engine.output import OutputLog
 from aetherflow.engine.recorder import Recorder
 from aetherflow.engine.results import normalize_result
 from aetherflow.errors import Interrupted, StepError, StepTimeoutError
-from aetherflow.model import JobSpec, StepResult, StepSpec, freeze, thaw
+from aetherflow.events import Event
+from aetherflow.model import STEP_WAITING, JobSpec, StepResult, StepSpec, freeze, read_only, thaw
 from aetherflow.registry import Registry, StepType
 from aetherflow.workspace import JobWorkspace
 
 MAX_OUTPUT_BYTES = 1024 * 1024
+MAX_METADATA_BYTES = 64 * 1024
 INTERRUPT_GRACE = 8.0
 
 
@@ -83,6 +92,7 @@ class CallEnv:
     inline_wait_max: float
     clock: Callable[[], float]
     output: OutputLog | None = None  # where the attempts' captured output is kept
+    history: Callable[[], tuple[Event, ...]] | None = None  # the run's history so far (read-only)
 
 
 class StepCaller:
@@ -112,22 +122,30 @@ class StepCaller:
         return st
 
     def check_result(self, st: StepType, res: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The result's outputs (plain), once the result keeps the step type's contract (see
+        the module docstring); else ``StepError``: the step fails."""
         if not isinstance(res, StepResult):
             raise StepError(f"step type '{st.name}' returned {type(res).__name__}, not a StepResult", code="step.bad_result")
-        if res.outcome is not None and res.outcome not in st.outcomes_for(inputs):
+        declared = st.outcomes_for(inputs)
+        if res.outcome is not None and res.outcome not in declared:
             raise StepError(
-                f"step type '{st.name}' returned outcome '{res.outcome}', which it does not declare ({', '.join(st.outcomes_for(inputs))})",
+                f"step type '{st.name}' returned outcome '{res.outcome}', which it does not declare ({', '.join(declared)})",
                 code="step.undeclared_outcome",
             )
+        if res.status == STEP_WAITING:
+            if not st.meta.waits:
+                raise StepError(f"step type '{st.name}' returned WAITING but is not registered as a waiting step "
+                                "(register_step(..., waits=True))", code="step.undeclared_wait")
+            unknown = [e for e in res.events if e not in declared]
+            if unknown:
+                raise StepError(f"step type '{st.name}' waits for event(s) {', '.join(unknown)} it does not declare as "
+                                f"outcomes ({', '.join(declared)})", code="step.undeclared_event")
         outs = thaw(res.outputs)
-        if not outs:
-            return outs  # type: ignore[no-any-return]
-        size = len(json.dumps(outs, default=str, ensure_ascii=False).encode("utf-8"))
-        if size > MAX_OUTPUT_BYTES:
-            raise StepError(
-                f"step outputs are {size} bytes, over the {MAX_OUTPUT_BYTES} byte limit; write large data to a file in the workspace",
-                code="step.outputs_too_large",
-            )
+        _check_json(outs, "output", MAX_OUTPUT_BYTES, "step.outputs_too_large",
+                    "write large data to a file in the workspace")
+        if res.metadata:
+            _check_json(thaw(res.metadata), "metadata", MAX_METADATA_BYTES, "step.metadata_too_large",
+                        "metadata labels the run; keep it to a few small values")
         return outs  # type: ignore[no-any-return]
 
     # waiting --------------------------------------------------------------------------------
@@ -159,14 +177,16 @@ class StepCaller:
             inline_wait_max=env.inline_wait_max,
             clock=env.clock,
             progress=self._progress_reporter(job.id, step.id, attempt),
+            history=env.history,
             output=env.output.writer(job.id, step.id, attempt) if env.output is not None else None,
         )
+        # read-only, yet dicts and lists (as aetherflow-core steps expect)
         try:
-            # the step gets its own plain copy (lists and dicts, as aetherflow-core steps expect)
             if self._in_job_thread(st, step, inputs):
-                return self._call_inline(st, step.id, job.id, thaw(inputs), ctx)
-            return self._call_in_worker(st, step.id, job.id, thaw(inputs), ctx, step.timeout_seconds)
+                return self._call_inline(st, step.id, job.id, read_only(inputs), ctx)
+            return self._call_in_worker(st, step.id, job.id, read_only(inputs), ctx, step.timeout_seconds)
         finally:
+            ctx.release_held_locks()  # what ctx.acquire_lock took and the step did not release
             if env.output is not None:
                 env.output.finish(job.id, step.id, attempt)
 
@@ -295,10 +315,53 @@ class StepCaller:
         type_name = str(spec.get("type"))
         st = self.step_type(type_name)
         sid = str(spec.get("id") or f"{parent.step_id}.{index}")
-        inputs = thaw(spec.get("inputs") or {})
+        inputs = read_only(spec.get("inputs") or {})
         fn = self._instantiate(st, sid, parent.job_id, inputs, parent)
         res = fn()
         self.check_result(st, res, inputs)
+        if res.status == STEP_WAITING:  # whatever the nesting step does with it: it would hold its lock
+            raise StepError(f"step '{sid}' ({type_name}) returned WAITING inside '{parent.step_id}': a nested step "
+                            "cannot wait", code="step.wait_in_lock")
         return res  # type: ignore[no-any-return]
 
     # end of run -----------------------------------------------------------------------------
+
+
+def _check_json(value: dict[str, Any], what: str, limit: int, code: str, hint: str) -> None:
+    """A step's outputs or metadata must be JSON (no value turned into a string behind the
+    author's back) and at most ``limit`` bytes of UTF-8."""
+    if not value:
+        return
+    bad = _not_json(value, "")
+    if bad is not None:
+        path, kind = bad
+        raise StepError(f"step {what} '{path}' is {kind}, not JSON: use strings, numbers, booleans, null, lists "
+                        "and mappings with string keys", code=f"step.{what}_not_json")
+    size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    if size > limit:
+        raise StepError(f"step {what} is {size} bytes, over the {limit} byte limit; {hint}", code=code)
+
+
+def _not_json(value: Any, path: str) -> tuple[str, str] | None:
+    """(path, what) of the first value in ``value`` that JSON cannot hold, or None."""
+    if isinstance(value, (str, int)) or value is None:  # bool is an int
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, f"the float {value}")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return (path or "(top level)", f"a mapping with a key of type '{type(k).__name__}' ({k!r})")
+            found = _not_json(v, f"{path}.{k}" if path else k)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _not_json(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    kind = type(value)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return (path, f"of type '{name}'")

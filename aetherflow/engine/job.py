@@ -38,6 +38,7 @@ from aetherflow.model import (
     JobSpec,
     JobStatus,
     Masked,
+    RetrySpec,
     StepResult,
     StepSpec,
     StepStatus,
@@ -187,7 +188,7 @@ class JobRunner:
     # -- a job that runs -----------------------------------------------------------------------
     def run(self, job: JobSpec) -> None:
         now = self.svc.clock()
-        ws = ensure(job_workspace(self.inp.workspace_root, self.inp.flow.id, job.id, self.run_id))
+        ws = ensure(job_workspace(self.inp.workspace_root, self.inp.flow.id, job.id, self.run_id, self.inp.flow.workspace.layout))
         outputs: dict[str, Any] = {}
         stored_job = self.plan.stored_jobs.get(job.id)
         if stored_job is not None and stored_job.outputs:
@@ -316,6 +317,7 @@ class JobRunner:
                 return done, outs
             wakeup = done
         st = self.calls.step_type(step.type)
+        retry = retry_policy(step, st.meta.retry)
         try:
             inputs = template.render(step.inputs, scope)
         except TemplateError as exc:
@@ -353,27 +355,31 @@ class JobRunner:
             if error is None:
                 outcome = res.outcome or ("skipped" if res.status == STEP_SKIPPED else "success")
                 now = self.svc.clock()
+                metadata = thaw(res.metadata) or None
+                extra = {"metadata": metadata} if metadata else {}
                 self.store.set_step(
                     self.run_id,
                     StepWrite(job_id=job.id, step_id=step.id, status=res.status, attempt=attempt, outcome=outcome,
                               outputs=masked, masked_keys=masked_keys, reason=reason_of(res, masked),
-                              started_at=started, finished_at=now),
+                              started_at=started, finished_at=now, metadata=metadata),
                     self.rec.observed(self.rec.event("step.finished", job_id=job.id, step_id=step.id, attempt=attempt,
-                                                     status=res.status, outcome=outcome, duration=round(now - started, 6))),
+                                                     status=res.status, outcome=outcome, duration=round(now - started, 6),
+                                                     **extra)),
                     sync=not more,
                 )
                 self.svc.hooks("step.finished", {"job": job.id, "step": step.id, "attempt": attempt})
                 return res, outs
-            if attempt < step.retry.max_attempts:
-                self._retry_later(job, step, attempt, error, started)
+            if attempt < retry.max_attempts:
+                self._retry_later(job, step, retry, attempt, error, started)
                 continue
             self._fail_step(job, step, attempt, error, started=started)
             raise _JobFailed(f"step '{step.id}' failed: {error}")
 
-    def _retry_later(self, job: JobSpec, step: StepSpec, attempt: int, error: str, started: float) -> None:
+    def _retry_later(self, job: JobSpec, step: StepSpec, retry: RetrySpec, attempt: int, error: str,
+                     started: float) -> None:
         """Record the failed attempt, then sleep its backoff delay in-process, or park the step
         WAITING with the retry due when the delay is over the inline limit."""
-        delay = backoff_delay(step.retry, attempt)
+        delay = backoff_delay(retry, attempt)
         now = self.svc.clock()
         self.store.set_step(
             self.run_id,
@@ -417,12 +423,14 @@ class JobRunner:
             run_id=self.run_id, job_id=job.id, step_id=step.id, kind="event" if res.events else "timer",
             events=res.events, due_at=res.due_at, created_at=now,
         )
+        metadata = thaw(res.metadata) or None
+        extra = {"metadata": metadata} if metadata else {}
         self.store.set_wait(
             wait,
             StepWrite(job_id=job.id, step_id=step.id, status=StepStatus.WAITING, attempt=attempt, reason=wait_text(wait),
-                      started_at=started, outputs=thaw(res.outputs) or None),
+                      started_at=started, outputs=thaw(res.outputs) or None, metadata=metadata),
             self.rec.observed(self.rec.event("step.waiting", job_id=job.id, step_id=step.id, attempt=attempt, kind=wait.kind,
-                                             events=list(wait.events), due_at=wait.due_at)),
+                                             events=list(wait.events), due_at=wait.due_at, **extra)),
         )
         self.state.waits[(job.id, step.id)] = wait
 
@@ -466,6 +474,14 @@ class JobRunner:
         self.store.remove_wait(self.run_id, job.id, step.id)
         self.state.waits.pop((job.id, step.id), None)
         return StepResult("SUCCESS", outputs, outcome=name)
+
+
+def retry_policy(step: StepSpec, type_default: Mapping[str, Any] | None) -> RetrySpec:
+    """The step's retry policy: its type's default (``register_step(retry=...)``) with the
+    fields the flow's ``retry:`` sets laid over it, field by field."""
+    if not type_default:
+        return step.retry
+    return RetrySpec.from_fields({**type_default, **step.retry_fields})
 
 
 def _route(step: StepSpec, status: str, outcome: str | None, reason: str | None) -> tuple[str, str] | None:

@@ -6,7 +6,13 @@
 * ``flow.wait_in_lock`` — a step that may wait cannot run nested in another (``with_lock``:
   the lock would be held while the run waits for hours);
 * nested steps (the inputs a step type declares with ``register_step(nested=...)``, e.g.
-  ``with_lock``'s ``step:`` / ``steps:``) get the same checks.
+  ``with_lock``'s ``step:`` / ``steps:``) get the same checks;
+* ``plugin.bad_retry`` — a step type's default retry policy (``register_step(retry=...)``) must
+  be a valid ``retry:`` (checked with the schema checks);
+* with ``strict=True`` (``validate --strict``), ``flow.unrouted_outcome`` — an outcome the step
+  type declares (beyond ``success``/``skipped``) that the step's ``on_outcome`` does not route:
+  every outcome has a transition, if only ``continue``. Without ``strict`` an unrouted outcome
+  continues, as always.
 
 ``check_inputs=False`` skips only the ``inputs.*`` checks (JSON Schema, the costly part), for a
 flow the validation cache knows passed them with the same step types' schemas: see
@@ -21,7 +27,7 @@ from typing import Any
 
 from aetherflow.errors import Issue, Location
 from aetherflow.model import FlowSpec
-from aetherflow.registry import Registry
+from aetherflow.registry import DEFAULT_OUTCOMES, Registry
 
 
 class Preflight:
@@ -33,14 +39,17 @@ class Preflight:
         plugin_errors: Sequence[str] = (),
         *,
         check_inputs: bool = True,
+        strict: bool = False,
     ) -> None:
         self.registry = registry
         self.pos = positions
         self.file = file
         self.plugin_errors = tuple(plugin_errors)
         self.check_inputs = check_inputs
+        self.strict = strict
         self.issues: list[Issue] = []
         self._validators: dict[str, Any] = {}
+        self._retry_checked: set[str] = set()
 
     def loc(self, path: tuple[str | int, ...], *, key: bool = False) -> Location:
         if self.pos is None:
@@ -98,6 +107,30 @@ class Preflight:
                         self.loc((*path, "on_outcome", name), key=True),
                     )
                 )
+        if self.strict and nested_in is None:
+            for name in allowed:
+                if name not in DEFAULT_OUTCOMES and name not in on_outcome:
+                    self.issues.append(
+                        Issue(
+                            "flow.unrouted_outcome",
+                            f"step type '{type_name}' may end with outcome '{name}', which on_outcome does not route",
+                            self.loc((*path, "type")),
+                            f"say what follows it: on_outcome: {{{name}: continue}} (or skip_job, complete_job, fail)",
+                        )
+                    )
+        if st.meta.retry is not None and self.check_inputs and type_name not in self._retry_checked:
+            self._retry_checked.add(type_name)
+            from aetherflow.spec.schema import retry_problems
+
+            problems = retry_problems(st.meta.retry)
+            if problems:
+                self.issues.append(
+                    Issue(
+                        "plugin.bad_retry",
+                        f"step type '{type_name}' ({st.source}) declares an invalid default retry: {'; '.join(problems)}",
+                        self.loc((*path, "type")),
+                    )
+                )
         if st.meta.inputs_schema and self.check_inputs:
             validator = self._validators.get(type_name)
             if validator is None:
@@ -129,7 +162,10 @@ def inputs_fingerprint(registry: Registry) -> bytes | None:
     ``inputs_schema`` of every step type registered by a plugin (canonical JSON) and, for the
     built-in step modules (imported only when used), their files' size and mtime, so an edited
     built-in re-validates too. ``None`` if a schema cannot be serialised (nothing is cached)."""
-    schemas = {name: st.meta.inputs_schema for name, st in registry.loaded_steps.items() if not st.builtin}
+    schemas: dict[str, Any] = {name: st.meta.inputs_schema for name, st in registry.loaded_steps.items() if not st.builtin}
+    retries = {name: st.meta.retry for name, st in registry.loaded_steps.items() if not st.builtin and st.meta.retry}
+    if retries:  # default retry policies are checked with the schema checks too
+        schemas["\x00retry"] = retries
     try:
         text = json.dumps(schemas, sort_keys=True, default=_canonical, ensure_ascii=False)
     except (TypeError, ValueError):  # keys of mixed types, a cycle

@@ -39,7 +39,7 @@ from aetherflow.engine.results import (
 from aetherflow.engine.services import RunInputs, RunResult, RunState, Services
 from aetherflow.errors import Interrupted, LockBusyError
 from aetherflow.model import JobSpec, JobStatus, RunStatus
-from aetherflow.state.store import Lock, LockRecord, job_lock_key
+from aetherflow.state.store import Lock, LockRecord, job_lock_key, run_labels
 from aetherflow.template import base_scope
 from aetherflow.workspace import remove_run_dirs
 
@@ -56,13 +56,15 @@ class Executor:
         store = svc.store
         self.state = RunState(store.waits(self.run_id), store.pending_events(self.run_id))
         self.result = self.state.result
-        self.rec = Recorder(store, run_id=self.run_id, flow_id=self.flow.id, clock=svc.clock, observers=svc.emit)
+        self.rec = Recorder(store, run_id=self.run_id, flow_id=self.flow.id, clock=svc.clock, observers=svc.emit,
+                            labels=run_labels(inputs.run))
         locks = LockService(store, self.rec, pid=svc.pid, host=svc.host, clock=svc.clock)
         self.output = OutputLog(store, self.run_id, svc.clock)
         self.calls = StepCaller(svc.registry, CallEnv(
             run_id=self.run_id, flow_id=self.flow.id, flow_file=self.flow.file, layout=self.flow.workspace.layout,
             env=inputs.env, params=inputs.params, connectors=inputs.connectors, log=svc.log, mask=inputs.mask,
             cancel=svc.cancel, locks=locks, inline_wait_max=svc.inline_wait_max, clock=svc.clock, output=self.output,
+            history=lambda: tuple(store.history(self.run_id)),
         ), self.rec)
         run = {"id": self.run_id, "started_at": iso(inputs.run.created_at), "attempt": inputs.run.attempt}
         scope = base_scope(env=inputs.env, flow_id=self.flow.id, params=inputs.params, secrets=inputs.secrets, run=run)

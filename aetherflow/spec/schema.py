@@ -221,6 +221,18 @@ def validate_inputs(
     return validator.validate(inputs, file=file, positions=positions, base_path=tuple(base_path))
 
 
+def retry_problems(retry: Mapping[str, Any]) -> list[str]:
+    """Why a step type's default retry policy (``register_step(retry=...)``) is not a valid
+    ``retry:`` of a flow: checked against the flow schema's own definition."""
+    from jsonschema import Draft202012Validator
+
+    from aetherflow.model import thaw
+
+    schema = load_schema("flow")["$defs"]["retry"]
+    errors = Draft202012Validator(schema, format_checker=None).iter_errors(thaw(retry))
+    return sorted(f"{format_path(tuple(e.absolute_path)) or 'retry'}: {e.message}" for e in errors)
+
+
 def _sort_key(issue: Issue) -> tuple[int, int, str, str]:
     loc = issue.location
     line = loc.line if loc and loc.line is not None else 0

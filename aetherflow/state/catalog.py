@@ -1,4 +1,4 @@
-"""The stores this machine has used, and finding a run in them by id.
+"""The stores this machine has used, and finding a run in them by id or by business key.
 
 ``run`` records each store location it writes to in ``<home>/stores`` (one a line), so that
 commands given only a run id (``resume``, ``runs show``, ``cancel``...) find it wherever the
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aetherflow.errors import NotFoundError, UsageError
+from aetherflow.model import split_key
 from aetherflow.state.backends import is_url, open_store, store_exists
 from aetherflow.state.store import RunRecord, StateStore
 
@@ -121,3 +122,46 @@ class StoreCatalog:
             raise UsageError(f"run id prefix '{run_id}' is ambiguous: {ids}", code="run.ambiguous")
         where = ", ".join(locations) or "no store recorded yet"
         raise NotFoundError(f"unknown run id '{run_id}' (looked in: {where})", hint="see `aetherflow runs list`")
+
+    def find_by_key(self, key: str, *, flow_id: str | None = None, active_only: bool = True) -> tuple[StateStore, RunRecord]:
+        """The open store and the run holding business key ``key`` (``VALUE`` or
+        ``NAME::VALUE``, checked as ``--key``), looked up exactly and completely in every store.
+
+        ``active_only`` (``resume --key``, ``cancel --key``): the RUNNING or WAITING run holding
+        it. Otherwise (``runs show --key``) that run if there is one, else the newest run that
+        held it. More than one candidate (the same value in several flows or under several key
+        names) is an error listing them (exit 2), unless ``flow_id`` narrows them to one; none
+        is ``NotFoundError`` (exit 2). The caller closes the store."""
+        split_key(key)  # a key that cannot be one is a usage error, not "not found"
+        found: list[tuple[str, RunRecord]] = []
+        for location in self.locations(fallback=True):
+            store = self.open(location)
+            try:
+                found.extend((location, r) for r in store.runs_for_key(key, flow_id=flow_id))
+            finally:
+                store.close()
+        active = [(loc, r) for loc, r in found if r.status in ("RUNNING", "WAITING")]
+        if active or active_only:
+            candidates = active
+        else:  # the newest run of each (flow, key) that held it
+            newest: dict[tuple[str, str | None], tuple[str, RunRecord]] = {}
+            for loc, r in sorted(found, key=lambda f: f[1].created_at, reverse=True):
+                newest.setdefault((r.flow_id, r.business_key), (loc, r))
+            candidates = list(newest.values())
+        where = f" in flow '{flow_id}'" if flow_id else ""
+        if not candidates:
+            what = "no RUNNING or WAITING run holds" if active_only else "no run holds"
+            raise NotFoundError(f"{what} business key '{key}'{where}", code="run.key_not_found",
+                                hint="see `aetherflow runs list --key " + key + "`")
+        if len(candidates) > 1:
+            listed = "; ".join(f"{r.run_id} (flow {r.flow_id}, key {r.business_key}, {r.status})" for _, r in candidates)
+            raise UsageError(f"business key '{key}'{where} is held by {len(candidates)} runs: {listed}",
+                             code="run.key_ambiguous",
+                             hint="name the flow with --flow ID, or the key as NAME::VALUE, or use the run id")
+        location, rec = candidates[0]
+        store = self.open(location)
+        full = store.get_run(rec.run_id)
+        if full is None:
+            store.close()
+            raise NotFoundError(f"run {rec.run_id} holding business key '{key}' is gone", code="run.key_not_found")
+        return store, full

@@ -32,7 +32,7 @@ from typing import Any, Unpack
 from aetherflow.errors import KeyInUseError, StateError
 from aetherflow.events import Event
 from aetherflow.locks import OsLock, is_free
-from aetherflow.model import freeze
+from aetherflow.model import KEY_SEPARATOR, freeze
 from aetherflow.state.store import (
     AttemptRecord,
     FlowSummary,
@@ -49,8 +49,7 @@ from aetherflow.state.store import (
     run_lock_key,
 )
 
-SCHEMA_VERSION = 4
-ACTIVE_STATUSES = ("RUNNING", "WAITING")
+SCHEMA_VERSION = 5
 #: job rows written without their own fsync: resume derives them from the step records
 _LAZY_JOB_STATUSES = frozenset({"RUNNING", "SUCCESS"})
 
@@ -196,7 +195,26 @@ _MIGRATIONS: tuple[str, ...] = (
     DROP TABLE history;
     ALTER TABLE history_v3 RENAME TO history;
     """,
-    # version 4: captured step output (`runs logs`) and the notifications sent once per run
+    # version 4: what a run is labelled with (the flow's tags and metadata, the caller's
+    # `--meta`), the metadata its steps report (per step, and merged on the run), and business
+    # keys found by value through an index: key_value is the VALUE of NAME::VALUE
+    """
+    ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE runs ADD COLUMN flow_metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN meta TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN runtime_metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE runs ADD COLUMN key_value TEXT;
+    UPDATE runs SET key_value = substr(business_key, instr(business_key, '::') + 2)
+        WHERE business_key IS NOT NULL AND instr(business_key, '::') > 0;
+    CREATE INDEX runs_key_value ON runs(key_value, created_at DESC);
+    ALTER TABLE steps ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE run_tags (
+        tag TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        PRIMARY KEY (tag, run_id)
+    ) WITHOUT ROWID;
+    """,
+    # version 5: captured step output (`runs logs`) and the notifications sent once per run
     # (`crashed`, by whichever process finds the run CRASHED first)
     """
     CREATE TABLE output (
@@ -224,9 +242,10 @@ _FINISHED = ("SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED", "TIMED_OUT")
 _RUN_COLUMNS = (
     "run_id flow_id flow_file flow_sha256 flow_text flow_version params business_key key_scope status pid host "
     "created_at started_at updated_at finished_at attempt plugin_paths selected_jobs error "
-    "workspace_root cancel_reason due_at profile"
+    "workspace_root cancel_reason due_at profile tags flow_metadata meta runtime_metadata"
 ).split()
-_RUN_JSON = {"params": dict, "plugin_paths": tuple, "selected_jobs": tuple}
+_RUN_JSON = {"params": dict, "plugin_paths": tuple, "selected_jobs": tuple, "tags": tuple, "flow_metadata": dict,
+             "meta": dict, "runtime_metadata": dict}
 _LIGHT_RUN_COLUMNS = [c for c in _RUN_COLUMNS if c != "flow_text"]
 
 _RECOVERY_HINT = (
@@ -256,9 +275,47 @@ def _like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _key_filter(key: str) -> str:
+    """The WHERE term (one ``?``) matching runs holding business key ``key``: ``NAME::VALUE``
+    exactly, a bare ``VALUE`` under any name (both indexed)."""
+    return "business_key=?" if KEY_SEPARATOR in key else "key_value=?"
+
+
 def _map(text: str | None) -> Any:
     """A stored JSON object, frozen; the common empty one without parsing (10,000 steps on resume)."""
     return _EMPTY_MAP if not text or text == "{}" else freeze(json.loads(text))
+
+
+#: the tables aetherflow-core's state file (its ``flow.state.path``) holds
+_CORE_TABLES = frozenset({"job_runs", "step_runs", "locks"})
+
+
+def _refuse_foreign(db: Any, path: str) -> None:
+    """A database without our schema version that already has tables is not ours: never
+    create our tables next to (or over) another program's. aetherflow-core's state file, which
+    every one of its flows names in ``flow.state.path``, is recognised and named. The version and
+    the tables are read in one read transaction (another aetherflow may be creating ours)."""
+    db.execute("BEGIN")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+    finally:
+        db.execute("COMMIT")
+    if version != 0 or not tables:
+        return
+    if _CORE_TABLES <= tables:
+        raise StateError(
+            f"{path} is an aetherflow-core state file (tables {', '.join(sorted(tables))}); aetherflow keeps its runs "
+            "in a store of its own and neither reads nor changes that file",
+            code="state.foreign",
+            hint="give aetherflow another file: change flow.state.path (for example to state/aetherflow.db), or run with "
+            "--state PATH (or AETHERFLOW_STATE); leave the aetherflow-core file as it is",
+        )
+    raise StateError(
+        f"{path} is not an aetherflow state database (it holds tables {', '.join(sorted(tables))}); aetherflow leaves it alone",
+        code="state.foreign",
+        hint="point flow.state.path, --state or AETHERFLOW_STATE at a new file or at an aetherflow store",
+    )
 
 
 class SqliteStore:
@@ -284,6 +341,7 @@ class SqliteStore:
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0, cached_statements=256
             )
             self._db.execute("PRAGMA busy_timeout=30000")
+            _refuse_foreign(self._db, self.path)  # before anything is changed in the file
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
             if mode is None:
                 raise sqlite3.DatabaseError("journal mode not set")
@@ -436,13 +494,18 @@ class SqliteStore:
             if c in _RUN_JSON:
                 v = self._mask(_dumps(v))
             values.append(v)
+        key_value = None
+        if run.business_key is not None and KEY_SEPARATOR in run.business_key:
+            key_value = run.business_key.split(KEY_SEPARATOR, 1)[1]
         with self._tx() as db:
             if run.business_key is not None:
-                row = db.execute(
-                    "SELECT run_id, status, pid, host FROM runs WHERE business_key=? AND key_scope IS ? "
-                    "AND status IN ('RUNNING','WAITING')",
-                    (run.business_key, run.key_scope),
-                ).fetchone()
+                sql = ("SELECT run_id, status, pid, host FROM runs WHERE business_key=? "
+                       "AND status IN ('RUNNING','WAITING')")
+                params: list[Any] = [run.business_key]
+                if run.key_scope != "*":  # a global run conflicts with every holder; others with
+                    sql += " AND (key_scope IS ? OR key_scope='*')"  # their scope and global ones
+                    params.append(run.key_scope)
+                row = db.execute(sql + " LIMIT 1", params).fetchone()
                 if row is not None:
                     exc = KeyInUseError(
                         f"business key '{run.business_key}' is held by run {row[0]} ({row[1]}, pid {row[2]} on {row[3]})",
@@ -451,8 +514,11 @@ class SqliteStore:
                     exc.holder = row[0]  # type: ignore[attr-defined]
                     raise exc
             db.execute(
-                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})", values
+                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}, key_value) VALUES ({', '.join('?' * len(_RUN_COLUMNS))}, ?)",
+                (*values, key_value),
             )
+            for tag in dict.fromkeys(run.tags):
+                db.execute("INSERT INTO run_tags (tag, run_id) VALUES (?, ?)", (tag, run.run_id))
             self._history(db, event)
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -479,7 +545,8 @@ class SqliteStore:
         return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in rows]
 
     def list_runs(
-        self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None, limit: int = 50
+        self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None,
+        tags: Sequence[str] = (), limit: int = 50,
     ) -> list[RunRecord]:
         where: list[str] = []
         params: list[Any] = []
@@ -490,18 +557,27 @@ class SqliteStore:
             where.append("flow_id=?")
             params.append(flow_id)
         if key:
-            if "::" in key:
-                where.append("business_key=?")
-                params.append(key)
-            else:
-                where.append("(business_key=? OR business_key LIKE ? ESCAPE '\\')")
-                params.append(key)
-                params.append("%::" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"))
+            where.append(_key_filter(key))
+            params.append(key)
+        for tag in tags:
+            where.append("EXISTS (SELECT 1 FROM run_tags t WHERE t.tag=? AND t.run_id=runs.run_id)")
+            params.append(tag)
         sql = f"SELECT {', '.join(_LIGHT_RUN_COLUMNS)} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
         params.append(limit)
+        return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
+
+    def runs_for_key(self, key: str, *, flow_id: str | None = None, active_only: bool = False) -> list[RunRecord]:
+        sql = f"SELECT {', '.join(_LIGHT_RUN_COLUMNS)} FROM runs WHERE {_key_filter(key)}"
+        params: list[Any] = [key]
+        if flow_id:
+            sql += " AND flow_id=?"
+            params.append(flow_id)
+        if active_only:
+            sql += " AND status IN ('RUNNING','WAITING')"
+        sql += " ORDER BY created_at DESC, rowid DESC"
         return [self._run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(sql, params)]
 
     def update_run(self, run_id: str, event: Event | None, **fields: Unpack[RunFields]) -> None:
@@ -537,10 +613,6 @@ class SqliteStore:
             self._history(db, event)
             return True
 
-    def active_run_for_key(self, key: str) -> RunRecord | None:
-        runs = [r for r in self.list_runs(key=key, limit=20) if r.status in ACTIVE_STATUSES]
-        return runs[0] if runs else None
-
     def delete_runs(self, run_ids: Sequence[str], *, finished_before: float | None = None) -> list[str]:
         """Each run under its executor lock (taken without waiting; a held one is skipped), in
         its own transaction; then its lock file is removed while still held. That file is only
@@ -561,8 +633,8 @@ class SqliteStore:
                                      (rid,)).fetchone()
                     if row is None or (finished_before is not None and (row[0] not in _FINISHED or row[1] >= finished_before)):
                         continue
-                    for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "output",
-                                  "notices", "runs"):
+                    for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "run_tags",
+                                  "output", "notices", "runs"):
                         db.execute(f"DELETE FROM {table} WHERE run_id=?", (rid,))
                     db.execute("DELETE FROM locks WHERE name=?", (run_lock_key(rid),))
                     deleted.append(rid)
@@ -629,12 +701,14 @@ class SqliteStore:
         outputs = self._mask(_dumps(w.outputs)) if w.outputs else "{}"
         error = self._mask(w.error) if w.error else None
         reason = self._mask(w.reason) if w.reason else None
+        metadata = self._mask(_dumps(w.metadata)) if w.metadata else "{}"
         db.execute(
             "INSERT INTO steps (run_id, job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, "
-            "started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(run_id, job_id, step_id) DO UPDATE SET "
-            "status=excluded.status, attempt=excluded.attempt, outcome=excluded.outcome, outputs=excluded.outputs, "
-            "masked_keys=excluded.masked_keys, error=excluded.error, reason=excluded.reason, "
-            "started_at=COALESCE(excluded.started_at, steps.started_at), finished_at=excluded.finished_at",
+            "started_at, finished_at, metadata) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(run_id, job_id, step_id) "
+            "DO UPDATE SET status=excluded.status, attempt=excluded.attempt, outcome=excluded.outcome, "
+            "outputs=excluded.outputs, masked_keys=excluded.masked_keys, error=excluded.error, reason=excluded.reason, "
+            "started_at=COALESCE(excluded.started_at, steps.started_at), finished_at=excluded.finished_at, "
+            "metadata=excluded.metadata",
             (
                 run_id,
                 w.job_id,
@@ -648,8 +722,13 @@ class SqliteStore:
                 reason,
                 w.started_at,
                 w.finished_at,
+                metadata,
             ),
         )
+        if w.metadata:  # merged into the run's runtime metadata, key by key, in this transaction
+            row = db.execute("SELECT runtime_metadata FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            merged = {**(json.loads(row[0]) if row and row[0] else {}), **json.loads(metadata)}
+            db.execute("UPDATE runs SET runtime_metadata=? WHERE run_id=?", (_dumps(merged), run_id))
         if w.attempt > 0:
             db.execute(
                 "INSERT INTO attempts (run_id, job_id, step_id, attempt, status, outcome, error, started_at, finished_at) "
@@ -693,8 +772,8 @@ class SqliteStore:
 
     def steps(self, run_id: str) -> dict[tuple[str, str], StepRecord]:
         rows = self._query(
-            "SELECT job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, started_at, finished_at "
-            "FROM steps WHERE run_id=?",
+            "SELECT job_id, step_id, status, attempt, outcome, outputs, masked_keys, error, reason, started_at, finished_at, "
+            "metadata FROM steps WHERE run_id=?",
             (run_id,),
         )
         return {
@@ -711,6 +790,7 @@ class SqliteStore:
                 reason=r[8],
                 started_at=r[9],
                 finished_at=r[10],
+                metadata=_map(r[11]),
             )
             for r in rows
         }
@@ -833,6 +913,15 @@ class SqliteStore:
             db.execute("UPDATE runs SET status='CANCELLED', cancel_reason=?, finished_at=?, due_at=NULL WHERE run_id=?",
                        (reason, now, run_id))
             self._history(db, event)
+
+    def reschedule_run(self, run_id: str, due_at: float, event: Event | None) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE runs SET due_at=? WHERE run_id=? AND status='WAITING'", (due_at, run_id))
+            if cur.rowcount != 1:
+                return False
+            db.execute("UPDATE waits SET due_at=? WHERE run_id=?", (due_at, run_id))
+            self._history(db, event)
+            return True
 
     def add_event(self, ev: ReceivedEvent, event: Event | None) -> int:
         with self._tx() as db:

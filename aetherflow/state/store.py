@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict, Unpack
 
 from aetherflow.events import Event
-from aetherflow.model import empty_map
+from aetherflow.model import EMPTY, empty_map, freeze
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +56,11 @@ class RunRecord:
     cancel_reason: str | None = None
     due_at: float | None = None
     profile: str | None = None
+    tags: tuple[str, ...] = ()  # the flow's tags
+    flow_metadata: Mapping[str, Any] = field(default_factory=empty_map)  # the flow's metadata
+    meta: Mapping[str, Any] = field(default_factory=empty_map)  # the caller's `run --meta K=V`
+    #: the steps' metadata updates merged in the order they were recorded (written by set_step)
+    runtime_metadata: Mapping[str, Any] = field(default_factory=empty_map)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +89,7 @@ class StepRecord:
     reason: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    metadata: Mapping[str, Any] = field(default_factory=empty_map)  # the step result's metadata updates
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,6 +184,9 @@ class StepWrite:
     #: this attempt's own status when it differs from the step's: a FAILED attempt whose retry
     #: is parked (the step is WAITING, the attempt stays FAILED in `runs show`)
     attempt_status: str | None = None
+    #: the step result's metadata updates: stored with the step and merged (key by key, later
+    #: wins) into the run's ``runtime_metadata`` in the same transaction
+    metadata: Mapping[str, Any] | None = None
 
 
 class RunFields(TypedDict, total=False):
@@ -230,10 +239,19 @@ class RunReader(Protocol):
     def get_run(self, run_id: str) -> RunRecord | None: ...
     def find_runs(self, prefix: str) -> list[RunRecord]: ...
     def list_runs(
-        self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None, limit: int = 50
-    ) -> list[RunRecord]: ...
+        self, *, status: str | None = None, flow_id: str | None = None, key: str | None = None,
+        tags: Sequence[str] = (), limit: int = 50,
+    ) -> list[RunRecord]:
+        """Newest first. ``key`` as in :meth:`runs_for_key`; ``tags``: runs having every one."""
+        ...
+
     def run_ids(self, prefix: str, limit: int = 50) -> list[str]: ...
-    def active_run_for_key(self, key: str) -> RunRecord | None: ...
+    def runs_for_key(self, key: str, *, flow_id: str | None = None, active_only: bool = False) -> list[RunRecord]:
+        """Every run holding business key ``key``, newest first, however many and however old:
+        ``NAME::VALUE`` (contains ``::``) is that exact key, a bare ``VALUE`` that value under
+        any key name. ``active_only``: RUNNING and WAITING runs only."""
+        ...
+
     def cancel_reason(self, run_id: str) -> str | None: ...
     def due_runs(self, now: float, *, flow_id: str | None = None, limit: int | None = None) -> list[RunRecord]: ...
     def jobs(self, run_id: str) -> dict[str, JobRecord]: ...
@@ -268,8 +286,11 @@ class StateStore(RunReader, Protocol):
 
     # runs
     def create_run(self, run: RunRecord, event: Event) -> None:
-        """Insert a run; a business key held by an active run (``key_scope`` alike) raises
-        ``KeyInUseError`` naming the holder (its ``holder`` attribute is the run id)."""
+        """Insert a run; its business key held by an active run raises ``KeyInUseError`` naming
+        the holder (its ``holder`` attribute is the run id), checked in the same transaction.
+        Held means: the same key with the same ``key_scope``, or either scope ``"*"`` (a
+        ``unique.scope: global`` run conflicts with every run holding its key, and the other
+        way round)."""
         ...
 
     def update_run(self, run_id: str, event: Event | None, **fields: Unpack[RunFields]) -> None: ...
@@ -279,8 +300,13 @@ class StateStore(RunReader, Protocol):
         ...
 
     def cancel_run(self, run_id: str, reason: str, now: float, event: Event | None) -> None: ...
+    def reschedule_run(self, run_id: str, due_at: float, event: Event | None) -> bool:
+        """A WAITING run's waits and the run itself become due at ``due_at`` (``resume --at``),
+        in one transaction and only if the run is still WAITING; False if it is not."""
+        ...
+
     def delete_runs(self, run_ids: Sequence[str], *, finished_before: float | None = None) -> list[str]:
-        """Delete every record of these runs (rows, history, output, notices) and what the
+        """Delete every record of these runs (rows, history, tags, output, notices) and what the
         backend keeps for them beside (the run's executor lock, once nobody can hold it again);
         returns the ids deleted. A run whose executor lock is held (a live process executes or
         resumes it) is left alone. With ``finished_before``, only runs that are over (SUCCESS,
@@ -342,6 +368,13 @@ def job_lock_key(flow_id: str, job_id: str) -> str:
 def user_lock_key(key: str) -> str:
     """A ``with_lock`` lock."""
     return f"user:{key}"
+
+
+def run_labels(rec: RunRecord) -> dict[str, Any]:
+    """What labels every ``Event`` of this run (``Event(..., **run_labels(rec))``): its business
+    key, flow version, tags, and the flow's metadata under the caller's ``--meta``."""
+    return {"business_key": rec.business_key, "flow_version": rec.flow_version, "tags": tuple(rec.tags),
+            "meta": freeze({**rec.flow_metadata, **rec.meta}) if rec.flow_metadata or rec.meta else EMPTY}
 
 
 def shown_status(store: RunReader, rec: RunRecord) -> str:

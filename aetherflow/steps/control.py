@@ -13,6 +13,7 @@ from aetherflow.api import (
     STEP_SKIPPED,
     STEP_SUCCESS,
     STEP_WAITING,
+    Event,
     Step,
     StepContext,
     StepError,
@@ -38,10 +39,12 @@ _STEP_REF = {
     inputs_schema={
         "type": "object",
         "properties": {
-            "items": {"description": "a list, or a comma-separated string (\"a, b,c\" is 3 items); null means empty"},
+            "items": {"description": "required: a list, or a comma-separated string (\"a, b,c\" is 3 items); "
+                      "null means empty"},
             "min_count": {"type": "integer", "minimum": 0, "default": 1,
                           "description": "fewest items for SUCCESS; 0 lets an empty list succeed"},
         },
+        "required": ["items"],
         "additionalProperties": False,
     },
 )
@@ -70,19 +73,51 @@ def _as_items(items: Any) -> list[Any]:
     return [items]
 
 
+#: how many of the latest history lines `debug` with `show_history` puts in its outputs
+HISTORY_OUTPUT_LINES = 200
+
+
 @register_step(
     "debug",
-    inputs_schema={"type": "object", "properties": {"message": {}, "show_env": {"type": "boolean"}}},
+    inputs_schema={"type": "object", "properties": {
+        "message": {},
+        "show_env": {"type": "boolean", "description": "also log the names of the environment variables"},
+        "show_history": {"type": "boolean", "description": "also log the run's history so far, one line per event "
+                                                          f"(the last {HISTORY_OUTPUT_LINES} lines in outputs.history)"},
+    }},
 )
 class Debug(Step):
-    """Log the inputs (and optionally env names), with secrets masked; outputs echo the inputs."""
+    """Log the inputs (and optionally env names, the run's history), with secrets masked; outputs echo the inputs."""
 
     def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
         text = json.dumps(dict(inputs), default=str, ensure_ascii=False, sort_keys=True)
         ctx.log.info("debug: %s", text)
         if inputs.get("show_env"):
             ctx.log.info("debug env: %s", ", ".join(sorted(ctx.env)))
-        return StepResult(STEP_SUCCESS, {k: v for k, v in inputs.items() if k != "show_env"})
+        outputs = {k: v for k, v in inputs.items() if k not in ("show_env", "show_history")}
+        if inputs.get("show_history"):
+            if ctx.history is None:
+                raise StepError("the run's history is not available to this step", code="step.no_history")
+            lines = [_history_line(ev) for ev in ctx.history()]
+            for line in lines:
+                ctx.log.info("debug history: %s", line)
+            outputs["history"] = lines[-HISTORY_OUTPUT_LINES:]
+            outputs["history_events"] = len(lines)
+        return StepResult(STEP_SUCCESS, outputs)
+
+
+def _history_line(ev: Event) -> str:
+    """One event as ``runs show --history`` has it: name, job.step, #attempt, data."""
+    where = ".".join(x for x in (ev.job_id, ev.step_id) if x)
+    parts = [ev.name, where, f"#{ev.attempt}" if ev.attempt else ""]
+    if ev.data:
+        data = json.dumps(dict(ev.data), default=_plain, ensure_ascii=False, sort_keys=True)
+        parts.append(data if len(data) <= 300 else data[:300] + "…")
+    return " ".join(p for p in parts if p)
+
+
+def _plain(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else list(value) if isinstance(value, tuple) else str(value)
 
 
 @register_step("noop", inputs_schema={"type": "object"}, inline=True)

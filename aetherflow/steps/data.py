@@ -149,8 +149,9 @@ class _HashingWriter:
             "format": {"enum": list(FORMATS), "default": "tsv"},
             "header": {"type": "boolean", "default": True, "description": "First line names the columns (tsv, csv)."},
             "batch_size": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 1000},
-            "skip_if_empty": {"type": "boolean", "default": True,
-                              "description": "Zero rows: SKIPPED and no file (true), or SUCCESS with an empty file (false)."},
+            "skip_if_empty": {"type": "boolean", "default": False,
+                              "description": "Zero rows: SUCCESS with a file holding only the header (false, as in "
+                              "aetherflow-core), or SKIPPED and no file (true)."},
         },
         "required": ["resource", "sql"],
         "additionalProperties": False,
@@ -158,7 +159,8 @@ class _HashingWriter:
 )
 class DbExtract(Step):
     """Stream a query result to a tsv/csv/jsonl artifact, written atomically; outputs path,
-    row_count, sha256, bytes, format, columns. Zero rows → SKIPPED (unless skip_if_empty: false)."""
+    row_count, sha256, bytes, format, columns (and aetherflow-core's output and rows: the path
+    and the row count). Zero rows → a header-only file (SKIPPED and no file with skip_if_empty)."""
 
     def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
         fmt = str(inputs.get("format", "tsv"))
@@ -171,7 +173,7 @@ class DbExtract(Step):
         try:
             rows_iter = iter(rows)
             first = next(rows_iter, None)
-            if first is None and inputs.get("skip_if_empty", True):
+            if first is None and inputs.get("skip_if_empty", False):
                 reason = "query returned no rows"
                 return StepResult(
                     STEP_SKIPPED,
@@ -186,7 +188,8 @@ class DbExtract(Step):
         return StepResult(
             STEP_SUCCESS,
             {"path": str(target), "row_count": count, "sha256": sink.digest.hexdigest(), "bytes": sink.bytes,
-             "format": fmt, "columns": list(columns), "has_data": count > 0},
+             "format": fmt, "columns": list(columns), "has_data": count > 0,
+             "output": str(target), "rows": count},  # aetherflow-core's names
         )
 
     def _write(self, ctx: StepContext, target: Path, fmt: str, columns: Sequence[str], first: Any, rows: Any,

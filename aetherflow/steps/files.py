@@ -306,7 +306,7 @@ class Unzip(Step):
         default_dest = archive.name[:-4] if archive.name.lower().endswith(".zip") else f"{archive.name}.d"
         dest = workspace_path(ctx, str(inputs.get("dest") or default_dest), what="dest")
         job_dir = ctx.workspace.resolve()
-        protected = {job_dir, job_dir / "artifacts", job_dir / "scratch", job_dir / "manifests"}
+        protected = {job_dir, *(job_dir / sub.name for sub in ctx.ws.subdirs())}
         if dest in protected or dest in job_dir.parents or _inside(dest, archive):
             raise StepError(f"dest '{inputs.get('dest') or default_dest}' would replace a workspace directory or the archive itself; "
                             "name a subdirectory", code="step.bad_inputs")

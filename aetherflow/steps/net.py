@@ -18,6 +18,7 @@ from typing import Any
 
 from aetherflow.api import (
     STEP_SUCCESS,
+    Connector,
     Step,
     StepContext,
     StepError,
@@ -236,13 +237,16 @@ class MailSend(Step):
     """Send one e-mail (text, optional HTML alternative, attachments from the workspace).
     The Message-ID derives from the idempotency key, so a resend after a crash is recognisable.
     aetherflow-core inputs: ``html: true`` makes ``body`` the HTML part (``text``, if given,
-    the plain-text part), ``from_addr`` is ``from``."""
+    the plain-text part), ``from_addr`` is ``from``. A plugin mail connector written for
+    aetherflow-core (``send_plaintext`` / ``send_html``) is called the way aetherflow-core did."""
 
     def run(self, ctx: StepContext, inputs: Mapping[str, Any]) -> StepResult:
         from email.message import EmailMessage
 
         resource = str(inputs["resource"])
         conn = ctx.connectors[resource]
+        if not isinstance(conn, Connector) and callable(getattr(conn, "send_plaintext", None)):
+            return self._core_connector(conn, inputs)
         if not callable(getattr(conn, "send", None)):
             raise StepError(f"resource '{resource}' is not a mail resource (kind mail)", code="mail.not_mail")
         to, cc, bcc = (_addresses(inputs.get(k)) for k in ("to", "cc", "bcc"))
@@ -284,6 +288,26 @@ class MailSend(Step):
             "subject": str(inputs["subject"]),
             "html": html is not None,
         })
+
+    @staticmethod
+    def _core_connector(conn: Any, inputs: Mapping[str, Any]) -> StepResult:
+        """A mail connector with aetherflow-core's contract: ``send_plaintext`` / ``send_html``
+        (keyword arguments to, subject, body or html and text, cc, bcc, from_addr)."""
+        if inputs.get("attachments"):
+            raise StepError(f"resource '{inputs['resource']}': its connector (send_plaintext/send_html) takes no attachments",
+                            code="mail.attachment_unsupported")
+        to, cc, bcc = (_addresses(inputs.get(k)) for k in ("to", "cc", "bcc"))
+        if not to:
+            raise StepError("to names no recipient", code="mail.bad_address")
+        sender = inputs.get("from") or inputs.get("from_addr")
+        text, html = _parts(inputs)
+        subject = str(inputs["subject"])
+        if html is not None:
+            conn.send_html(to=to, subject=subject, html=html, text=text or None, cc=cc, bcc=bcc, from_addr=sender)
+        else:
+            conn.send_plaintext(to=to, subject=subject, body=text, cc=cc, bcc=bcc, from_addr=sender)
+        return StepResult(STEP_SUCCESS, {"to": to, "cc": cc, "recipients": len(to) + len(cc) + len(bcc), "attachments": 0,
+                                         "sent": True, "subject": subject, "html": html is not None})
 
     @staticmethod
     def _attach(ctx: StepContext, msg: Any, paths: Sequence[str]) -> None:

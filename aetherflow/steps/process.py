@@ -14,7 +14,10 @@ aetherflow-core spellings are normalised in ``_plan``: ``retry.backoff_seconds``
 ``forbidden_files`` / ``marker_file`` (a string counts as a one-item list, as there);
 ``idempotency.temp_output_dir`` / ``final_output_dir`` / ``atomic_rename`` (false: merge into
 the final directory instead of replacing it); ``success.marker_file`` is the marker of
-``strategy: marker`` when no ``marker_path`` is given.
+``strategy: marker`` when no ``marker_path`` is given. As there, every relative path (``cwd``,
+``log.file_path``, the ``success`` files, ``marker_path``, the ``atomic_dir`` directories) is
+relative to the job's artifacts directory; without ``cwd`` the command runs in the job workspace
+(which holds ``artifacts/``).
 
 Captured text goes into the step's outputs, which are limited to 1 MiB: each stream keeps at
 most ``max_capture_kb`` KiB (default 1024, the *last* part), and if both streams together
@@ -77,7 +80,7 @@ INPUTS_SCHEMA: dict[str, Any] = {
         },
         "args": {"type": "array", "items": {"type": ["string", "number"]}},
         "shell": {"type": "boolean", "default": False},
-        "cwd": {"type": "string", "description": "default: the job workspace"},
+        "cwd": {"type": "string", "description": "default: the job workspace; a relative cwd is under the job's artifacts directory"},
         "env": {
             "type": "object",
             "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
@@ -154,6 +157,7 @@ class _Plan(NamedTuple):
     argv: tuple[str, ...] | str
     shell: bool
     cwd: Path
+    base: Path  # relative file rules are relative to it: the job's artifacts directory
     env: Mapping[str, str]
     timeout: float | None
     kill_grace: float
@@ -233,10 +237,12 @@ class ExternalProcess(Step):
 
 
 def _plan(ctx: StepContext, inputs: Mapping[str, Any]) -> _Plan:
-    ws = ctx.workspace
+    # every relative path is relative to the job's artifacts directory, as in aetherflow-core
+    # and in the other built-in file steps; without cwd the command runs in the job workspace
+    art = ctx.ws.artifacts
     shell = bool(inputs.get("shell", False))
     argv = _argv(inputs.get("command"), inputs.get("args") or (), shell)
-    cwd = _under(ws, inputs.get("cwd")) if inputs.get("cwd") else ws
+    cwd = _under(art, inputs.get("cwd")) if inputs.get("cwd") else ctx.workspace
     if not cwd.is_dir():
         raise StepError(f"cwd '{cwd}' is not a directory", code="process.bad_cwd")
 
@@ -245,7 +251,7 @@ def _plan(ctx: StepContext, inputs: Mapping[str, Any]) -> _Plan:
     err_mode = str(log.get("stderr", "capture"))
     log_path = None
     if "file" in (out_mode, err_mode):
-        log_path = _under(ws, log.get("file_path") or f"artifacts/{ctx.step_id}.log")
+        log_path = _under(art, log.get("file_path") or f"{ctx.step_id}.log")
     if "max_capture_bytes" in log and "max_capture_kb" not in log:
         max_kb: int | None = math.ceil(int(log["max_capture_bytes"]) / 1024)
     else:
@@ -266,23 +272,23 @@ def _plan(ctx: StepContext, inputs: Mapping[str, Any]) -> _Plan:
     merge_target = strategy == "atomic_dir" and idem.get("atomic_rename") is False
     if strategy == "marker":
         if idem.get("marker_path"):
-            marker = _under(ws, idem["marker_path"])
+            marker = _under(art, idem["marker_path"])
         elif success.get("marker_file"):
             # aetherflow-core: the command's own marker file (e.g. _SUCCESS) says the work is done;
-            # it is checked like require_files (relative to cwd) and never overwritten
-            marker = _under(cwd, success["marker_file"])
+            # it is checked like require_files and never overwritten
+            marker = _under(art, success["marker_file"])
             write_marker = False
         else:
-            marker = _under(ws, f"manifests/{ctx.step_id}.done")
+            marker = ctx.ws.manifests / f"{ctx.step_id}.done"
     elif strategy == "atomic_dir":
         target_raw = idem.get("target_dir") or idem.get("final_output_dir")
         if not target_raw:
             raise StepError(
                 "idempotency strategy 'atomic_dir' needs target_dir", code="process.bad_inputs"
             )
-        target = _under(ws, target_raw)
+        target = _under(art, target_raw)
         if idem.get("temp_output_dir"):
-            staging = _under(ws, idem["temp_output_dir"])
+            staging = _under(art, idem["temp_output_dir"])
         else:
             key = hashlib.sha256(ctx.idempotency_key.encode()).hexdigest()[:12]
             staging = target.parent / f".{target.name}.staging-{key}"
@@ -298,6 +304,7 @@ def _plan(ctx: StepContext, inputs: Mapping[str, Any]) -> _Plan:
         argv=argv,
         shell=shell,
         cwd=cwd,
+        base=art,
         env=env,
         timeout=None if inputs.get("timeout_seconds") is None else float(inputs["timeout_seconds"]),
         kill_grace=float(inputs.get("kill_grace_seconds", 5)),
@@ -546,8 +553,8 @@ def _stderr_tail(plan: _Plan, res: ProcessResult) -> str:
     return "\n".join(text.rstrip("\n").splitlines()[-STDERR_TAIL_LINES:])
 
 
-def _matches(cwd: Path, pattern: str, plan: _Plan) -> bool:
-    full = os.path.normpath(os.path.join(cwd, pattern))
+def _matches(base: Path, pattern: str, plan: _Plan) -> bool:
+    full = os.path.normpath(os.path.join(base, pattern))
     if plan.target is not None and plan.staging is not None:  # not published yet: look in staging
         target = os.path.normpath(plan.target)
         if full == target or full.startswith(target + os.sep):
@@ -559,9 +566,9 @@ def _matches(cwd: Path, pattern: str, plan: _Plan) -> bool:
 
 def _check_files(plan: _Plan) -> list[str]:
     problems = [
-        f"required '{p}' is missing" for p in plan.require if not _matches(plan.cwd, p, plan)
+        f"required '{p}' is missing" for p in plan.require if not _matches(plan.base, p, plan)
     ]
-    problems += [f"forbidden '{p}' exists" for p in plan.forbid if _matches(plan.cwd, p, plan)]
+    problems += [f"forbidden '{p}' exists" for p in plan.forbid if _matches(plan.base, p, plan)]
     return problems
 
 

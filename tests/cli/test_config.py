@@ -161,11 +161,12 @@ def test_precedence_flags_then_environment_then_file_then_defaults(cli, tmp_path
     assert v["plugin_paths"]["value"] == [{"value": str(home / "plugins"), "source": f"file {cfg}:3:1"}]
     assert v["home"] == {"value": str(home), "source": "env AETHERFLOW_HOME"}
     assert v["inline_wait_max"] == {"value": 60.0, "source": "default"}
-    env = {"AETHERFLOW_STATE": str(tmp_path / "env.db"), "AETHERFLOW_LOG_FORMAT": "text",
+    env = {"AETHERFLOW_STATE": str(tmp_path / "env.db"), "AETHERFLOW_ON_LOCKED": "fail",
            "AETHERFLOW_PLUGIN_PATHS": str(tmp_path / "envplugins")}
     v = shown(cli, env=env)["values"]
     assert v["state"] == {"value": str(tmp_path / "env.db"), "source": "env AETHERFLOW_STATE"}
-    assert v["log_format"] == {"value": "text", "source": "env AETHERFLOW_LOG_FORMAT"}
+    assert v["on_locked"] == {"value": "fail", "source": "env AETHERFLOW_ON_LOCKED"}
+    assert v["log_format"] == {"value": "json", "source": f"file {cfg}:4:1"}
     assert [p["source"] for p in v["plugin_paths"]["value"]] == ["env AETHERFLOW_PLUGIN_PATHS", f"file {cfg}:3:1"]
     v = shown(cli, "--state", str(tmp_path / "flag.db"), "--plugin-path", "flagplugins", env=env)["values"]
     assert v["state"] == {"value": str(tmp_path / "flag.db"), "source": "flag --state"}

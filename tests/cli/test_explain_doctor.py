@@ -177,3 +177,35 @@ def test_doctor_names_missing_env_and_passes_when_set(cli, write_flow) -> None:
     assert as_json.exit_code == 0
     checks = {c["check"]: c for c in json.loads(as_json.stdout)["checks"]}
     assert checks["env vars"]["ok"] is True and checks["flow"]["ok"] is True
+
+
+def test_doctor_checks_the_variables_the_profiles_need(cli, write_flow, tmp_path: Path) -> None:
+    """A variable only a profile names was "all set" for doctor while run exited 2."""
+    profiles = write_flow("""
+        prod:
+          config: {path: "{{ env.SHOP_DB }}"}
+          options: {timeout: "{{ env.SHOP_TIMEOUT:30 }}"}
+        other:
+          config: {path: "{{ env.NOT_USED_BY_THIS_FLOW }}"}
+        """, name="env_profiles.yaml")
+    flow = write_flow("""
+        version: 1
+        flow: {id: profiled}
+        resources:
+          shop: {kind: db, driver: sqlite3, profile: prod}
+        jobs:
+          - id: a
+            steps:
+              - {id: q, type: db_query, inputs: {resource: shop, sql: "select 1 as one"}}
+        """, name="profiled.yaml")
+    env = {"AETHERFLOW_PROFILES_FILE": str(profiles)}
+    res = cli("doctor", str(flow), env=env)
+    assert res.exit_code == 2
+    assert "FAIL env vars: missing: SHOP_DB" in res.stdout and "ok   profiles: prod" in res.stdout
+    assert cli("run", str(flow), env=env).exit_code == 2  # what doctor warns about
+    res = cli("doctor", str(flow), "--profiles", str(profiles), "--profile", "nope")
+    assert res.exit_code == 2 and "FAIL profiles: profile(s) not found: nope" in res.stdout
+    env["SHOP_DB"] = str(tmp_path / "shop.db")
+    res = cli("doctor", str(flow), env=env)
+    assert res.exit_code == 0 and "ok   env vars: all set" in res.stdout, res.stdout
+    assert cli("run", str(flow), env=env).exit_code == 0

@@ -79,7 +79,7 @@ def test_last_is_the_newest_run(cli, write_flow) -> None:
     assert show(cli, rb)["run"]["status"] == "CANCELLED"
     assert cli("runs", "show", "last", "--flow", "nope").exit_code == 2
     refused = cli("runs", "show", ra, "--flow", "fa")
-    assert refused.exit_code == 2 and "--flow goes with the run id 'last'" in refused.stderr
+    assert refused.exit_code == 2 and "--flow goes with --key or the run id 'last'" in refused.stderr
 
 
 def test_run_id_last_is_refused(cli, write_flow) -> None:

@@ -83,19 +83,19 @@ def test_external_process_reference_inputs(cli, write_flow, run_flow, tmp_path: 
         type: external.process
         inputs:
           command: ["sh", "-c", "mkdir -p artifacts/out && printf 1 > artifacts/out/a.csv"]
-          success: {exit_codes: 0, require_glob: "artifacts/out/*.csv", require_files: artifacts/out/a.csv}
+          success: {exit_codes: 0, require_glob: "out/*.csv", require_files: out/a.csv}
   - id: glob_missing
     steps:
       - id: make
         type: external.process
         inputs:
           command: ["true"]
-          success: {require_glob: ["artifacts/out/*.parquet"]}
+          success: {require_glob: ["out/*.parquet"]}
   - id: merge
     steps:
       - id: seed
         type: external.process
-        inputs: {command: ["sh", "-c", "mkdir -p out/final && printf old > out/final/a.txt && printf keep > out/final/keep.txt"]}
+        inputs: {command: ["sh", "-c", "mkdir -p artifacts/out/final && printf old > artifacts/out/final/a.txt && printf keep > artifacts/out/final/keep.txt"]}
       - id: write
         type: external.process
         inputs:
@@ -107,7 +107,7 @@ def test_external_process_reference_inputs(cli, write_flow, run_flow, tmp_path: 
 """ + "".join(f"""      - id: {name}
         type: external.process
         inputs:
-          command: ["sh", "-c", "mkdir -p out && echo run >> runs.txt && printf spark > out/_SUCCESS"]
+          command: ["sh", "-c", "mkdir -p artifacts/out && echo run >> runs.txt && printf spark > artifacts/out/_SUCCESS"]
           idempotency: {{strategy: marker}}
           success: {{marker_file: out/_SUCCESS}}
 """ for name in ("first", "second"))
@@ -123,7 +123,7 @@ def test_external_process_reference_inputs(cli, write_flow, run_flow, tmp_path: 
 
     assert run.step("globs", "make")["status"] == "SUCCESS"
     err = run.step("glob_missing", "make")["error"]
-    assert "required 'artifacts/out/*.parquet' is missing" in err
+    assert "required 'out/*.parquet' is missing" in err
 
     final = Path(run.step("merge", "write")["outputs"]["target_dir"])
     assert {p.name: p.read_text() for p in final.iterdir()} == {"a.txt": "new", "b.txt": "b", "keep.txt": "keep"}
@@ -134,7 +134,8 @@ def test_external_process_reference_inputs(cli, write_flow, run_flow, tmp_path: 
     assert second["status"] == "SUCCESS" and second["outputs"]["idempotent_skip"] is True
     marker = Path(second["outputs"]["marker_path"])
     assert marker.name == "_SUCCESS" and marker.read_text() == "spark"  # the command's file, not overwritten
-    assert (marker.parent.parent / "runs.txt").read_text() == "run\n"  # the second step did not run
+    assert marker.parent.parent.name == "artifacts"  # relative paths are relative to artifacts/, as there
+    assert (marker.parent.parent.parent / "runs.txt").read_text() == "run\n"  # the second step did not run
 
 
 @pytest.mark.parametrize(
@@ -162,3 +163,33 @@ def test_sql_without_named_binds_is_unchanged() -> None:
         assert named_to_pyformat("db", sql, {"n": 1})[0] == sql
     with pytest.raises(ConnectorError, match=r"uses :b but params has no such key"):
         named_to_pyformat("db", "SELECT :a, :b", {"a": 1})
+
+
+def test_check_items_needs_items_and_null_is_empty(cli, write_flow, run_flow) -> None:
+    """A probe without items is a mistake (aetherflow-core requires them); `items: null` (an
+    empty template result, say) is an empty list."""
+    missing = write_flow("""
+version: 1
+flow: {id: probes}
+jobs:
+  - id: a
+    steps:
+      - {id: p, type: check_items}
+""", name="missing.yaml")
+    res = cli("validate", str(missing))
+    assert res.exit_code == 2 and "inputs.required" in res.stderr and "'items'" in res.stderr, res.stderr
+    res = cli("run", str(missing))
+    assert res.exit_code == 2 and "inputs.required" in res.stderr
+    nulls = write_flow("""
+version: 1
+flow: {id: probes, workspace: {root: work}}
+jobs:
+  - id: a
+    steps:
+      - {id: p, type: check_items, inputs: {items: null}, on_no_data: skip_job}
+      - {id: after, type: noop}
+""")
+    run = run_flow(nulls)
+    assert run.result.exit_code == 0, run.result.stderr
+    p = run.step("a", "p")
+    assert p["status"] == "SKIPPED" and p["outputs"]["count"] == 0 and run.step("a", "after")["status"] == "SKIPPED"

@@ -347,3 +347,72 @@ jobs:
     for shown in (status_err, run.step("refused", "s")["error"], run.result.stdout, run.result.stderr,
                   json.dumps(run.shown)):
         assert password not in shown and enc not in shown and "alice:" not in shown
+
+
+CORE_HTTP_PLUGIN = '''
+from aetherflow.core.api import Step, register_step
+
+
+@register_step("core_http")
+class CoreHttp(Step):
+    """aetherflow-core style: get/post/put/delete/request/client on the rest connector."""
+
+    def run(self):
+        api = self.ctx.connectors.rest("api")
+        got = api.get("/items", params={"page": 2})
+        got.raise_for_status()
+        created = api.post("/items", json={"name": "n1"})
+        form = api.request("POST", "/form", data={"a": "1"}, headers={"X-Req": "yes"})
+        with api.client() as client:
+            missing = client.put("/nowhere", content=b"raw")
+        gone = api.delete("/nowhere")
+        try:
+            gone.raise_for_status()
+            raised = False
+        except Exception as exc:
+            raised = type(exc).__name__
+        return {"get": [got.status_code, got.json(), got.is_success], "post": [created.status_code, created.json()],
+                "form": form.status_code, "put": [missing.status_code, missing.text], "delete": gone.status_code,
+                "raised": raised}
+'''
+
+
+def test_core_connector_calls_and_reference_keys(af, write_flow, server: Server, tmp_path: Path) -> None:
+    """The rest connector answers aetherflow-core's calls and takes its keys bearer_token (config),
+    verify_ssl and timeouts (options)."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "core_http.py").write_text(CORE_HTTP_PLUGIN, encoding="utf-8")
+    f = write_flow(f"""
+        version: 1
+        flow: {{id: core_http, workspace: {{root: work}}}}
+        resources:
+          api:
+            kind: rest
+            driver: httpx
+            config: {{base_url: "{server.url}/api", bearer_token: "{TOKEN}"}}
+            options: {{verify_ssl: true, timeouts: {{total: 10}}}}
+        jobs:
+          - id: calls
+            steps:
+              - {{id: all, type: core_http}}
+        """)
+    res = af("run", f, "--plugin-path", plugins, "--json")
+    assert res.exit_code == 0, res.stderr
+    run_id = json.loads(res.stdout)["run_id"]
+    shown = json.loads(af("runs", "show", run_id, "--json").stdout)
+    assert shown["jobs"][0]["steps"][0]["outputs"] == {
+        "get": [200, {"items": [1, 2, 3]}, True], "post": [201, {"created": {"name": "n1"}}], "form": 404,
+        "put": [404, "not here"], "delete": 404, "raised": "ConnectorError",
+    }
+    assert server.last("/api/items?page=2").headers["authorization"] == f"Bearer {TOKEN}"
+    form = [s for s in server.seen if s.method == "POST" and s.headers.get("x-req") == "yes"][-1]
+    assert form.body == b"a=1" and form.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert [s for s in server.seen if s.method == "PUT"][-1].body == b"raw"
+
+
+def test_reference_option_values_are_checked() -> None:
+    with pytest.raises(ConnectorError, match=r"options.timeouts must be \{total: SECONDS\}"):
+        HttpConnector("api", {"base_url": "http://127.0.0.1:9"}, {"timeouts": {"read": 3}})
+    conn = HttpConnector("api", {"base_url": "http://127.0.0.1:9"}, {"timeouts": {"total": 7}, "verify_ssl": False})
+    assert conn.timeout == 7 and conn.verify is False

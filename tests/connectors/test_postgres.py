@@ -79,6 +79,9 @@ def test_query_and_extract(write_flow, run_flow, pg_dsn: str, schema: str) -> No
         inputs: {resource: wh, sql: "SELECT id, name, amount FROM SCHEMA.orders WHERE id > 24 ORDER BY id", output: tail.tsv}
       - id: nothing
         type: db_extract
+        inputs: {resource: wh, sql: "SELECT id FROM SCHEMA.orders WHERE id > 1000", skip_if_empty: true}
+      - id: header_only
+        type: db_extract
         inputs: {resource: wh, sql: "SELECT id FROM SCHEMA.orders WHERE id > 1000"}
 """
     run = run_flow(write_flow(_flow(pg_dsn, schema, steps)))
@@ -97,6 +100,8 @@ def test_query_and_extract(write_flow, run_flow, pg_dsn: str, schema: str) -> No
     t = run.step("load", "tsv")["outputs"]
     assert Path(t["path"]).read_text() == 'id\tname\tamount\n25\torder 25\t37.50\n26\t"tab\there"\t\n'
     assert run.step("load", "nothing")["status"] == "SKIPPED"
+    header_only = run.step("load", "header_only")  # the default: as aetherflow-core
+    assert header_only["status"] == "SUCCESS" and Path(header_only["outputs"]["output"]).read_text() == "id\n"
 
 
 def test_sqlalchemy_url_alias(write_flow, run_flow, pg_dsn: str, schema: str) -> None:

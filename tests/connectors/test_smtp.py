@@ -175,3 +175,103 @@ def test_aetherflow_core_inputs(cli, write_flow, run_flow, mailbox: Mailbox) -> 
     out = run.step("report", "html_mail")["outputs"]
     assert out["sent"] is True and out["html"] is True and out["subject"] == "Report" and out["to"] == ["ops@example.org"]
     assert run.step("report", "plain_mail")["outputs"]["html"] is False
+
+
+CORE_MAIL_PLUGIN = '''
+from aetherflow.core.api import Step, register_step
+
+
+@register_step("core_mail")
+class CoreMail(Step):
+    """aetherflow-core style: the connector's send_plaintext / send_html."""
+
+    def run(self):
+        mail = self.ctx.connectors.mail("mail")
+        mail.send_plaintext(to=["ops@example.org"], subject="plain", body="plain body", cc="cc@example.org",
+                            bcc=["audit@example.org"])
+        mail.send_html(to="ops@example.org", subject="html", html="<b>hi</b>", text="hi",
+                       from_addr="Other <other@example.org>")
+        return {"sent": 2}
+'''
+
+CORE_MAIL_CONNECTOR = '''
+from aetherflow.core.api import ConnectorBase, ConnectorInit, register_connector
+
+SENT = []
+
+
+@register_connector(kind="mail", driver="core-outbox")
+class Outbox(ConnectorBase):
+    """A mail connector written for aetherflow-core: mail_send calls send_plaintext / send_html."""
+
+    def __init__(self, init: ConnectorInit):
+        super().__init__(init)
+
+    def send_plaintext(self, *, to, subject, body, from_addr=None, cc=None, bcc=None):
+        with open(self.config["outbox"], "a") as fh:
+            fh.write(f"plain|{to}|{subject}|{body}|{from_addr}|{cc}|{bcc}\\n")
+
+    def send_html(self, *, to, subject, html, text=None, from_addr=None, cc=None, bcc=None):
+        with open(self.config["outbox"], "a") as fh:
+            fh.write(f"html|{to}|{subject}|{html}|{text}|{from_addr}\\n")
+'''
+
+
+def test_core_connector_calls_and_reference_keys(af, write_flow, mailbox: Mailbox, tmp_path: Path) -> None:
+    """The mail:smtp connector answers aetherflow-core's send_plaintext / send_html, and takes its
+    config key from_addr and its option retry (the demo profile's mail_default)."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "core_mail.py").write_text(CORE_MAIL_PLUGIN, encoding="utf-8")
+    f = write_flow(f"""
+        version: 1
+        flow: {{id: core_mail, workspace: {{root: work}}}}
+        resources:
+          mail:
+            kind: mail
+            driver: smtp
+            config: {{host: 127.0.0.1, port: {mailbox.port}, from_addr: "Robot <robot@example.org>"}}
+            options: {{timeout: 30, retry: {{max_attempts: 2}}}}
+        jobs:
+          - id: send
+            steps:
+              - {{id: both, type: core_mail}}
+        """)
+    res = af("run", f, "--plugin-path", plugins, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert len(mailbox.messages) == 2
+    plain, html = (email.message_from_bytes(m.data, policy=email.policy.default) for m in mailbox.messages)
+    assert mailbox.messages[0].mail_from == "robot@example.org"
+    assert mailbox.messages[0].rcpt == ["ops@example.org", "cc@example.org", "audit@example.org"]
+    assert plain["Subject"] == "plain" and plain["Cc"] == "cc@example.org" and "Bcc" not in plain
+    assert plain.get_content().strip() == "plain body"
+    assert mailbox.messages[1].mail_from == "other@example.org" and html["To"] == "ops@example.org"
+    part = html.get_body(preferencelist=("html",))
+    assert part is not None and part.get_content().strip() == "<b>hi</b>"
+
+
+def test_mail_send_uses_a_core_style_mail_connector(af, write_flow, tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "outbox.py").write_text(CORE_MAIL_CONNECTOR, encoding="utf-8")
+    outbox = tmp_path / "outbox.txt"
+    f = write_flow(f"""
+        version: 1
+        flow: {{id: outbox, workspace: {{root: work}}}}
+        resources:
+          mail: {{kind: mail, driver: core-outbox, config: {{outbox: "{outbox}"}}}}
+        jobs:
+          - id: send
+            steps:
+              - {{id: plain, type: mail_send, inputs: {{resource: mail, to: [a@example.org], subject: S1, body: B1}}}}
+              - id: html
+                type: mail_send
+                inputs: {{resource: mail, to: a@example.org, subject: S2, body: "<p>x</p>", html: true, text: x,
+                          from_addr: me@example.org}}
+        """)
+    res = af("run", f, "--plugin-path", plugins, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert outbox.read_text().splitlines() == [
+        "plain|['a@example.org']|S1|B1|None|[]|[]",
+        "html|['a@example.org']|S2|<p>x</p>|x|me@example.org",
+    ]

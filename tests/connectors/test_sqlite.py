@@ -114,18 +114,18 @@ def test_query_and_extract_all_formats(write_flow, run_flow, shop_db: Path, tmp_
     assert not [p for p in jpath.parent.rglob(".*")]
 
 
-def test_empty_result_is_skipped_unless_asked(write_flow, run_flow, shop_db: Path) -> None:
+def test_empty_result_is_a_header_only_file_unless_skipped(write_flow, run_flow, shop_db: Path) -> None:
     steps = """
       - id: none
         type: db_extract
-        inputs: {resource: shop, sql: "SELECT * FROM orders WHERE id < 0", output: none.tsv}
+        inputs: {resource: shop, sql: "SELECT * FROM orders WHERE id < 0", output: none.tsv, skip_if_empty: true}
       - id: empty_file
         type: db_extract
-        inputs: {resource: shop, sql: "SELECT id, name FROM orders WHERE id < 0", output: empty.csv, format: csv, skip_if_empty: false}
+        inputs: {resource: shop, sql: "SELECT id, name FROM orders WHERE id < 0", output: empty.csv, format: csv}
       - id: gated
         type: db_extract
         on_no_data: skip_job
-        inputs: {resource: shop, sql: "SELECT * FROM orders WHERE id < 0"}
+        inputs: {resource: shop, sql: "SELECT * FROM orders WHERE id < 0", skip_if_empty: true}
       - id: never
         type: db_query
         inputs: {resource: shop, sql: "SELECT 1"}
@@ -135,10 +135,11 @@ def test_empty_result_is_skipped_unless_asked(write_flow, run_flow, shop_db: Pat
     none = run.step("extract", "none")
     assert none["status"] == "SKIPPED" and none["reason"] == "query returned no rows"
     assert none["outputs"]["row_count"] == 0 and none["outputs"]["has_data"] is False
-    empty = run.step("extract", "empty_file")
+    empty = run.step("extract", "empty_file")  # aetherflow-core's behaviour, the default
     assert empty["status"] == "SUCCESS"
     epath = Path(empty["outputs"]["path"])
     assert epath.read_text() == "id,name\n" and empty["outputs"]["row_count"] == 0
+    assert empty["outputs"]["rows"] == 0 and empty["outputs"]["output"] == str(epath)
     assert not (epath.parent / "none.tsv").exists()
     assert run.step("extract", "never")["status"] == "SKIPPED"
     assert run.doc["jobs"]["extract"] == "SKIPPED"
@@ -246,3 +247,53 @@ def test_stream_closes_early_and_frees_the_connection(tmp_path: Path, shop_db: P
         assert conn.execute("UPDATE orders SET note = 'x' WHERE id = 1") == 1
     finally:
         conn.close()
+
+
+CORE_DB_PLUGIN = '''
+from aetherflow.core.api import Step, register_step
+
+
+@register_step("core_db")
+class CoreDb(Step):
+    """aetherflow-core style: read / fetchall / fetchmany / connect on the db connector."""
+
+    def run(self):
+        db = self.ctx.connectors.db(self.inputs["resource"])
+        cols, rows = db.read("SELECT id, name FROM orders WHERE id <= :n ORDER BY id", {"n": 2})
+        cols2, rows2 = db.fetchall("SELECT count(*) AS c FROM orders")
+        cols3, it, pytypes = db.fetchmany("SELECT id, name, amount, note FROM orders ORDER BY id", None,
+                                          fetch_size=2, sample_size=3)
+        streamed = [r[0] for r in it]
+        conn = db.connect()
+        with conn:
+            conn.execute("INSERT INTO orders (id, name) VALUES (?, ?)", (99, "via connect"))
+        conn.close()
+        _, after = db.read("SELECT name FROM orders WHERE id = 99")
+        return {"read": [cols, [list(r) for r in rows]], "fetchall": [cols2, [list(r) for r in rows2]],
+                "fetchmany": [cols3, streamed, [t.__name__ for t in pytypes]], "connect": after[0][0]}
+'''
+
+
+@pytest.mark.parametrize("driver", ["sqlite3", "sqlalchemy"])
+def test_core_connector_calls(af, write_flow, shop_db: Path, tmp_path: Path, driver: str) -> None:
+    """read / fetchall / fetchmany / connect as aetherflow-core offered them; db:sqlalchemy with
+    the connection pool options of aetherflow-core's demo profile (accepted, no effect)."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "core_db.py").write_text(CORE_DB_PLUGIN, encoding="utf-8")
+    config = f"{{url: 'sqlite:///{shop_db}'}}" if driver == "sqlalchemy" else None
+    text = flow_text(shop_db, "      - {id: calls, type: core_db, inputs: {resource: shop}}\n", driver=driver, config=config)
+    if driver == "sqlalchemy":
+        text = text.replace("    config:", "    options: {pool_size: 10, max_overflow: 20, pool_pre_ping: true, pool_recycle: 1800}\n"
+                                          "    config:")
+    f = write_flow(text)
+    res = af("run", f, "--plugin-path", plugins, "--json")
+    assert res.exit_code == 0, res.stderr
+    run_id = json.loads(res.stdout)["run_id"]
+    shown = json.loads(af("runs", "show", run_id, "--json").stdout)
+    assert shown["jobs"][0]["steps"][0]["outputs"] == {
+        "read": [["id", "name"], [[1, "alpha"], [2, "beta"]]],
+        "fetchall": [["c"], [[4]]],
+        "fetchmany": [["id", "name", "amount", "note"], [1, 2, 3, 4], ["int", "str", "float", "str"]],
+        "connect": "via connect",
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ def test_every_enum_value_is_documented() -> None:
     def enums(node: Any) -> Iterator[str]:
         if isinstance(node, dict):
             for value in node.get("enum", ()):
-                yield str(value)
+                yield value if isinstance(value, str) else json.dumps(value)  # null, true, 1 as JSON writes them
             for value in node.values():
                 yield from enums(value)
         elif isinstance(node, list):

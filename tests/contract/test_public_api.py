@@ -35,18 +35,65 @@ PUBLIC_NAMES = [
     "register_step",
 ]
 
+# aetherflow-core's public names that are not aetherflow.api's: exported by aetherflow.core.api only
+CORE_ONLY_NAMES = [
+    "CleanupPolicy",
+    "ConnectorBase",
+    "ConnectorInit",
+    "FlowMetaSpec",
+    "FlowSpec",
+    "JobSpec",
+    "LockScope",
+    "LocksSpec",
+    "RemoteFileMeta",
+    "ResourceSpec",
+    "RunContext",
+    "Settings",
+    "StateSpec",
+    "StepSpec",
+    "WorkspaceSpec",
+    "get_connector",
+    "get_step",
+    "list_connectors",
+    "list_steps",
+    "new_run_id",
+    "require",
+    "require_attr",
+]
+
+# every name aetherflow-core 0.0.x exported from aetherflow.core.api
+REFERENCE_NAMES = [
+    "Step", "StepResult", "STEP_SUCCESS", "STEP_SKIPPED", "RunContext", "new_run_id", "Settings", "FlowSpec",
+    "FlowMetaSpec", "JobSpec", "StepSpec", "ResourceSpec", "WorkspaceSpec", "StateSpec", "LocksSpec", "CleanupPolicy",
+    "LockScope", "RemoteFileMeta", "ConnectorBase", "ConnectorInit", "ConnectorError", "register_step", "get_step",
+    "list_steps", "register_connector", "get_connector", "list_connectors", "require", "require_attr",
+]
+
+CORE_SIGNATURES = {
+    "ConnectorBase.__init__": "(self, init: 'ConnectorInit') -> 'None'",
+    "require": "(spec: 'str') -> 'Any'",
+    "require_attr": "(module_name: 'str', attr_name: 'str') -> 'Any'",
+    "new_run_id": "() -> 'str'",
+    "get_step": "(name: 'str', *, plugin_paths: 'Sequence[str]' = ()) -> 'type'",
+    "list_steps": "(*, plugin_paths: 'Sequence[str]' = ()) -> 'list[str]'",
+    "get_connector": "(kind: 'str', driver: 'str', *, plugin_paths: 'Sequence[str]' = ()) -> 'type'",
+    "list_connectors": "(*, plugin_paths: 'Sequence[str]' = ()) -> 'list[str]'",
+    "FlowSpec.model_validate": "(data: 'Mapping[str, Any]') -> 'FlowSpec'",
+}
+
 SIGNATURES = {
     "Step.__init__": "(self, step_id: 'str', inputs: 'Mapping[str, Any]', ctx: 'StepContext', job_id: 'str') -> 'None'",
     "Step.run": "(self, ctx: 'StepContext', inputs: 'Mapping[str, Any]') -> 'StepResult'",
     "StepResult.__init__": (
-        "(self, status: 'str' = 'SUCCESS', outputs: 'Mapping[str, Any] | None' = None, outcome: 'str | None' = None, "
-        "reason: 'str | None' = None, metadata: 'Mapping[str, Any] | None' = None, *, "
+        "(self, status: 'str' = 'SUCCESS', outputs: 'Mapping[str, Any] | None' = None, reason: 'str | None' = None, *, "
+        "outcome: 'str | None' = None, metadata: 'Mapping[str, Any] | None' = None, "
         "output: 'Mapping[str, Any] | None' = None, events: 'Sequence[str]' = (), due_at: 'Any' = None) -> 'None'"
     ),
     "register_step": (
         "(name: 'str', *, inputs_schema: 'Mapping[str, Any] | None' = None, outcomes: 'Sequence[str]' = (), "
         "waits: 'bool' = False, description: 'str | None' = None, outcomes_input: 'str | None' = None, "
-        "inline: 'bool' = False, nested: 'Sequence[str]' = ()) -> 'Callable[[T], T]'"
+        "inline: 'bool' = False, nested: 'Sequence[str]' = (), retry: 'Mapping[str, Any] | None' = None) "
+        "-> 'Callable[[T], T]'"
     ),
     "register_connector": (
         "(kind: 'str', driver: 'str', *, aliases: 'Sequence[str]' = (), description: 'str | None' = None) "
@@ -76,9 +123,77 @@ def test_every_public_name_exists() -> None:
 
 
 def test_core_api_exports_the_same_objects() -> None:
-    assert sorted(aetherflow.core.api.__all__) == PUBLIC_NAMES
+    assert sorted(aetherflow.core.api.__all__) == sorted(PUBLIC_NAMES + CORE_ONLY_NAMES)
     for name in PUBLIC_NAMES:
         assert getattr(aetherflow.core.api, name) is getattr(aetherflow.api, name), name
+    assert not set(CORE_ONLY_NAMES) & set(aetherflow.api.__all__)  # not our own API
+
+
+def test_core_api_has_every_reference_name() -> None:
+    missing = [n for n in REFERENCE_NAMES if n not in aetherflow.core.api.__all__ or not hasattr(aetherflow.core.api, n)]
+    assert not missing
+    namespace: dict[str, object] = {}
+    exec("from aetherflow.core.api import *", namespace)  # what a plugin written for aetherflow-core does
+    assert set(REFERENCE_NAMES) <= set(namespace)
+
+
+def test_core_signatures_are_frozen() -> None:
+    def lookup(dotted: str) -> object:
+        obj: object = aetherflow.core.api
+        for part in dotted.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    actual = {name: str(inspect.signature(lookup(name))) for name in CORE_SIGNATURES}  # type: ignore[arg-type]
+    assert actual == CORE_SIGNATURES
+    from dataclasses import fields
+
+    init = aetherflow.core.api.ConnectorInit("n", "k", "d", {"a": 1}, {})
+    assert tuple(f.name for f in fields(init)) == ("name", "kind", "driver", "config", "options", "ctx")
+    assert init.ctx is None
+
+
+def test_core_only_names_behave() -> None:
+    core = aetherflow.core.api
+    assert core.RunContext is aetherflow.api.StepContext
+    assert core.require("json") is json and core.require("json:dumps") is json.dumps
+    for missing in ("aetherflow_no_such_module_xyz", "json:no_such_attr"):
+        try:
+            core.require(missing)
+        except core.StepError as exc:
+            assert "optional dependency missing" in str(exc) and exc.code == "plugin.missing_dependency"
+        else:
+            raise AssertionError(missing)
+    assert "noop" in core.list_steps() and "rest:httpx" in core.list_connectors()
+    assert core.get_step("noop").__name__ == "Noop"
+    assert core.get_connector("rest", "httpx") is core.get_connector("rest", "http")
+    try:
+        core.get_step("no_such_step_type")
+    except KeyError as exc:
+        assert "unknown step type: no_such_step_type" in str(exc)
+    else:
+        raise AssertionError("get_step of an unknown type")
+    import re
+
+    from aetherflow.runner import check_run_id
+
+    rid = core.new_run_id()
+    check_run_id(rid)
+    assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{6}", rid) and rid != core.new_run_id()
+    flow = core.FlowSpec.model_validate({"version": 1, "flow": {"id": "f", "workspace": {"root": "w"}},
+                                         "resources": {"db": {"kind": "db", "driver": "sqlite3", "config": {"path": "x.db"}}},
+                                         "jobs": [{"id": "a", "when": "true", "steps": [{"id": "s", "type": "noop"}]}]})
+    assert flow.flow.id == "f" and flow.flow.workspace.root == "w" and flow.flow.workspace.layout["artifacts"] == "artifacts"
+    assert flow.jobs[0].steps[0].type == "noop" and flow.jobs[0].when == "true"
+    assert flow.resources["db"].config == {"path": "x.db"}
+    try:
+        core.FlowSpec.model_validate({"version": 1, "flow": {"id": "f"}, "jobz": []})
+    except aetherflow.api.AetherflowError as exc:
+        assert "jobs" in str(exc)
+    else:
+        raise AssertionError("an invalid flow validated")
+    s = core.Settings.from_env({"AETHERFLOW_PLUGIN_PATHS": "a,b:c", "AETHERFLOW_LOG_FORMAT": "JSON"}, work_root="/w")
+    assert (s.work_root, s.plugin_paths, s.log_format, s.plugin_strict) == ("/w", ("a", "b", "c"), "json", False)
 
 
 def test_status_constants_keep_their_values() -> None:
@@ -97,6 +212,9 @@ def test_step_result_compat_spellings() -> None:
     assert r.outputs == {"count": 0} and r.output == {"count": 0} and r.reason == "no rows"
     assert r.outcome is None
     assert api.StepResult(api.STEP_SUCCESS, {"a": 1}, outcome="large").outcome == "large"
+    # positional arguments in aetherflow-core's order: status, output, reason
+    r = api.StepResult("SKIPPED", {"count": 0}, "count(0) < min_count(1)")
+    assert (r.status, dict(r.outputs), r.reason, r.outcome) == ("SKIPPED", {"count": 0}, "count(0) < min_count(1)", None)
 
 
 def test_error_classes_are_one_tree() -> None:

@@ -1,5 +1,5 @@
 """The entry point cache (``$AETHERFLOW_HOME/cache/entry-points.json``): a repeated load with the
-same interpreter and ``sys.path`` skips the scan of installed distributions and finds the same plugins; a
+same interpreter and ``sys.path`` skips ``importlib.metadata`` (not even imported) and finds the same plugins; a
 distribution installed, removed or rewritten in place is seen on the next load; a corrupt,
 unreadable or foreign cache file is a miss, never an error; ``AETHERFLOW_PLUGIN_CACHE=0`` turns it
 off. docs/plugins.md "The entry point cache".
@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from support import example_installed
 
-# "scanned": the installed distributions were looked at (a miss), counted at the scan itself
-# (plugins._entry_points), which imports nothing that would show it
+# "scanned": the installed distributions were looked up with importlib.metadata (a miss), counted
+# at the lookup itself (plugins._entry_points)
 COUNT_SCANS = """
 from aetherflow import plugins
 scans = []
@@ -44,6 +44,7 @@ PROBE = COUNT_SCANS + textwrap.dedent("""
     loaded = load_registry(settings_from_env(dict(os.environ)))
     print(json.dumps({
         "scanned": bool(scans),
+        "metadata_imported": "importlib.metadata" in sys.modules,
         "plugins": {p.name: [p.distribution, p.version, list(p.steps), p.error]
                     for p in loaded.plugins if p.source == "entry point"},
     }))
@@ -124,20 +125,21 @@ def site(tmp_path: Path) -> Path:
     return d
 
 
-def test_second_load_skips_the_scan_and_finds_the_same_plugins(home: Path) -> None:
+def test_second_load_skips_the_lookup_and_finds_the_same_plugins(home: Path) -> None:
     first = probe()
-    assert first["scanned"] is True  # nothing cached yet: scanned
+    assert first["scanned"] is True  # nothing cached yet: looked up
     assert first["plugins"]["example"][:3] == ["aetherflow-example", "0.1.0", first["plugins"]["example"][2]]
     assert "example.greet" in first["plugins"]["example"][2] and first["plugins"]["example"][3] is None
     second = hit()
     assert second["plugins"] == first["plugins"]
+    assert first["metadata_imported"] is True and second["metadata_imported"] is False
     f = cache_file(home)
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
     for d in (home, home / "cache"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700
     doc = json.loads(f.read_text(encoding="utf-8"))
-    assert {"name": "example", "value": "aetherflow_example", "dist": "aetherflow-example",
-            "version": "0.1.0"} in doc["entry_points"]
+    assert {"name": "example", "value": "aetherflow_example", "module": "aetherflow_example", "attr": None,
+            "dist": "aetherflow-example", "version": "0.1.0"} in doc["entry_points"]
     from aetherflow import __version__
 
     assert doc["key"]["aetherflow"] == __version__ and doc["key"]["python"][0] == sys.executable
@@ -218,7 +220,7 @@ def test_broken_cached_entry_point_reports_the_same_error(home: Path, site: Path
     assert cached["plugins"]["half"][3] == "AttributeError: module 'json' has no attribute 'no_such_attr'"
 
 
-def test_corrupt_cache_file_falls_back_to_a_scan(home: Path) -> None:
+def test_corrupt_cache_file_falls_back_to_a_lookup(home: Path) -> None:
     good = hit()
     f = cache_file(home)
     for junk in (b"", b"{not json", b"\xff\xfe", b'{"key": 1}', b"[]", json.dumps({
@@ -231,7 +233,7 @@ def test_corrupt_cache_file_falls_back_to_a_scan(home: Path) -> None:
     assert hit()["plugins"] == good["plugins"]  # rewritten with a good one
 
 
-def test_unreadable_cache_file_falls_back_to_a_scan(home: Path) -> None:
+def test_unreadable_cache_file_falls_back_to_a_lookup(home: Path) -> None:
     good = probe()
     f = cache_file(home)
     f.unlink(missing_ok=True)
@@ -247,7 +249,8 @@ def test_cache_file_writable_by_others_is_not_trusted(home: Path) -> None:
     hit()
     f = cache_file(home)
     doc = json.loads(f.read_text(encoding="utf-8"))
-    doc["entry_points"].append({"name": "planted", "value": "aetherflow_planted_xyz", "dist": None, "version": None})
+    doc["entry_points"].append({"name": "planted", "value": "aetherflow_planted_xyz", "module": "aetherflow_planted_xyz",
+                                "attr": None, "dist": None, "version": None})
     f.write_text(json.dumps(doc), encoding="utf-8")
     os.chmod(f, 0o620)
     res = probe()
@@ -292,7 +295,7 @@ def test_run_and_steps_list_use_the_cache(home: Path, tmp_path: Path) -> None:
             if proc.stderr.endswith("scans=0\n"):
                 break
         else:
-            raise AssertionError(f"{args}: the installed distributions were scanned on every one of 20 runs")
+            raise AssertionError(f"{args}: the installed distributions were looked up on every one of 20 runs")
 
 
 def test_recently_changed_directory_is_not_remembered(home: Path, site: Path) -> None:

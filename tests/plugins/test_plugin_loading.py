@@ -228,6 +228,99 @@ def test_register_callable_entry_point(tmp_path: Path, monkeypatch: pytest.Monke
     assert loaded.registry.steps["acme_ep.ping"].source.startswith("plugin acme_ep (entry point acme_ep = acme_ep_plugin:register)")
 
 
+def _site_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, files: dict[str, str]) -> None:
+    pkg = tmp_path / "site" / name
+    pkg.mkdir(parents=True)
+    for rel, code in files.items():
+        (pkg / rel).write_text(textwrap.dedent(code).lstrip("\n"), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+
+
+def test_entry_point_register_without_argument_is_called_as_aetherflow_core_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aetherflow import plugins
+
+    _site_package(tmp_path, monkeypatch, "acme_noarg_plugin", {"__init__.py": """
+        from aetherflow.core.api import STEP_SUCCESS, Step, StepResult
+
+        CALLS = []
+
+
+        class Ping(Step):
+            def run(self, ctx, inputs):
+                return StepResult(STEP_SUCCESS, {"pong": True})
+
+
+        def register():
+            CALLS.append("called")
+        """})
+    ep = metadata.EntryPoint(name="noarg", value="acme_noarg_plugin:register", group=plugins.GROUP)
+    loaded = plugins.load(entry_points=[ep])
+    info = next(p for p in loaded.plugins if p.name == "noarg")
+    assert info.error is None
+    import acme_noarg_plugin  # type: ignore[import-not-found]
+
+    assert acme_noarg_plugin.CALLS == ["called"]
+
+
+def test_entry_point_naming_a_noop_register_collects_the_classes_registered_at_import(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aetherflow-core plugins register with the decorator at import and point their entry point
+    at a `register` that does nothing (or imports the modules that hold the steps)."""
+    from aetherflow import plugins
+
+    _site_package(tmp_path, monkeypatch, "acme_import_plugin", {
+        "__init__.py": """
+            def register():
+                from acme_import_plugin import steps, connectors  # noqa: F401
+            """,
+        "steps.py": """
+            from aetherflow.core.api import STEP_SUCCESS, Step, StepResult, register_step
+
+
+            @register_step("acme_import.ping")
+            class Ping(Step):
+                def run(self):
+                    return StepResult(STEP_SUCCESS, {"pong": True})
+            """,
+        "connectors.py": """
+            from aetherflow.core.api import Connector, register_connector
+
+
+            @register_connector(kind="kv", driver="acme_import")
+            class Kv(Connector):
+                pass
+            """,
+        "unused.py": """
+            raise RuntimeError("not imported by register(): never collected")
+            """,
+    })
+    _site_package(tmp_path, monkeypatch, "acme_noop_plugin", {
+        "__init__.py": """
+            from aetherflow.core.api import STEP_SUCCESS, Step, StepResult, register_step
+
+
+            @register_step("acme_noop.ping")
+            class Ping(Step):
+                def run(self):
+                    return StepResult(STEP_SUCCESS, {})
+
+
+            def register():
+                pass
+            """,
+    })
+    eps = [metadata.EntryPoint(name="imp", value="acme_import_plugin:register", group=plugins.GROUP),
+           metadata.EntryPoint(name="noop", value="acme_noop_plugin:register", group=plugins.GROUP)]
+    loaded = plugins.load(entry_points=eps)
+    infos = {p.name: p for p in loaded.plugins if p.source == "entry point"}
+    assert infos["imp"].error is None and infos["imp"].steps == ("acme_import.ping",)
+    assert infos["imp"].connectors == ("kv:acme_import",)
+    assert infos["noop"].error is None and infos["noop"].steps == ("acme_noop.ping",)
+    assert loaded.registry.steps["acme_noop.ping"].source == (
+        "plugin noop (entry point noop = acme_noop_plugin:register)")
+
+
 def test_entry_point_package_observer_reexported_is_collected_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from aetherflow import plugins
 
@@ -306,7 +399,8 @@ def test_steps_list_and_show_plugin_steps_with_source(cli, plugin_dir) -> None:
     assert res.exit_code == 2 and "did you mean 'acme.echo'" in res.stderr
 
 
-def test_plugin_paths_from_the_environment(cli, plugin_dir, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sep", [":", ",", ", "])
+def test_plugin_paths_from_the_environment(cli, plugin_dir, tmp_path: Path, sep: str) -> None:
     a = plugin_dir("acme", GOOD_PLUGIN, folder="a")
     b = plugin_dir("other", """
         from aetherflow.api import STEP_SUCCESS, Step, StepResult, register_step
@@ -316,9 +410,67 @@ def test_plugin_paths_from_the_environment(cli, plugin_dir, tmp_path: Path) -> N
             def run(self, ctx, inputs):
                 return StepResult(STEP_SUCCESS, {})
         """, folder="b")
-    res = cli("steps", "list", env={"AETHERFLOW_PLUGIN_PATHS": f"{a}:{b}"})
+    # ":" (os.pathsep) and "," (aetherflow-core's separator) both separate folders
+    res = cli("steps", "list", env={"AETHERFLOW_PLUGIN_PATHS": f"{a}{sep}{b}"})
     assert res.exit_code == 0, res.stderr
     assert "acme.echo" in res.stdout and "other.step" in res.stdout
+    assert "not a directory" not in res.stderr
+
+
+def test_plugin_folder_with_sub_folders_and_sibling_imports(af, plugin_dir, write_flow, tmp_path: Path) -> None:
+    """aetherflow-core's demo layout: `plugins/steps/*.py`, `plugins/connectors/*.py` (folders
+    without __init__.py), a helper imported by name from the folder; private modules nobody
+    imports are reported, not silently dropped."""
+    root = tmp_path / "plugins"
+    plugin_dir("__init__", "# plugins package\n", folder="plugins")
+    plugin_dir("lf_text", """
+        def shout(text):
+            return str(text).upper()
+        """, folder="plugins")
+    plugin_dir("_lf_private", "SUFFIX = '!'\n", folder="plugins")
+    plugin_dir("_lf_forgotten", "raise RuntimeError('never imported')\n", folder="plugins")
+    plugin_dir("transform", """
+        from aetherflow.api import STEP_SUCCESS, Step, StepResult, register_step
+
+        import _lf_private
+        from lf_text import shout
+
+
+        @register_step("lf.shout")
+        class Shout(Step):
+            def run(self, ctx, inputs):
+                return StepResult(STEP_SUCCESS, {"text": shout(inputs["text"]) + _lf_private.SUFFIX})
+        """, folder="plugins/steps")
+    plugin_dir("_draft", "raise RuntimeError('never imported')\n", folder="plugins/steps")
+    plugin_dir("echo", """
+        from aetherflow.api import Connector, register_connector
+
+
+        @register_connector("echo", "lf")
+        class Echo(Connector):
+            pass
+        """, folder="plugins/connectors")
+    (root / "README.txt").write_text("not a plugin\n", encoding="utf-8")
+    res = af("steps", "list", "--json", env={"AETHERFLOW_PLUGIN_PATHS": str(root)})
+    assert res.exit_code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    sources = {r["type"]: r["source"] for r in doc["steps"]}
+    assert sources["lf.shout"] == f"plugin path {root / 'steps' / 'transform.py'}"
+    assert "echo:lf" in doc["connectors"]
+    assert not [p for p in doc["plugins"] if p["error"]], doc["plugins"]
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: plugin folder {root}: skipped _lf_forgotten.py: a name starting with '_' is private to the plugins "
+        "that import it, and none did",
+        f"warning: plugin folder {root}: skipped {Path('steps', '_draft.py')}: a name starting with '_' is private to "
+        "the plugins that import it, and none did",
+    ], res.stderr
+    flow = write_flow(jobs_flow("- {id: s, type: lf.shout, inputs: {text: hi}}"))
+    res = af("run", flow, "--json", env={"AETHERFLOW_PLUGIN_PATHS": str(root)})
+    assert res.exit_code == 0, res.stderr
+    shown = json.loads(af("runs", "show", json.loads(res.stdout)["run_id"], "--json").stdout)
+    assert shown["jobs"][0]["steps"][0]["outputs"] == {"text": "HI!"}
+    assert "WARNING" in res.stderr and "_lf_forgotten.py" in res.stderr  # run warns too (stderr, without -v)
 
 
 @needs_example

@@ -179,13 +179,13 @@ def test_env_inherit_and_overrides(make_ctx: Callable[..., StepContext]) -> None
     assert "AETHERFLOW_STEP_ID" not in os.environ  # the runner's own env is never changed
 
 
-def test_cwd_defaults_to_workspace_and_relative_is_under_it(
+def test_cwd_defaults_to_workspace_and_relative_is_under_artifacts(
     make_ctx: Callable[..., StepContext],
 ) -> None:
     ctx = make_ctx()
     cwd = py("import os; print(os.getcwd())")
     assert run_step(ctx, {"command": cwd}).outputs["stdout"].strip() == str(ctx.workspace.resolve())
-    rel = run_step(ctx, {"command": cwd, "cwd": "artifacts"}).outputs["stdout"].strip()
+    rel = run_step(ctx, {"command": cwd, "cwd": "."}).outputs["stdout"].strip()  # as in aetherflow-core
     assert rel == str((ctx.workspace / "artifacts").resolve())
     with pytest.raises(StepError) as err:
         run_step(ctx, {"command": cwd, "cwd": "no/such/dir"})
@@ -295,7 +295,7 @@ def test_file_mode_appends_both_streams(make_ctx: Callable[..., StepContext]) ->
     custom = run_step(
         ctx, {**inputs, "log": {"stdout": "file", "stderr": "capture", "file_path": "logs/x.log"}}
     )
-    assert (ctx.workspace / "logs" / "x.log").read_text() == "out\n"
+    assert (ctx.workspace / "artifacts" / "logs" / "x.log").read_text() == "out\n"  # relative to artifacts/
     assert custom.outputs["stderr"] == "err\n"
 
 
@@ -357,8 +357,8 @@ def test_killed_by_signal_is_named(make_ctx: Callable[..., StepContext]) -> None
 
 
 def test_require_and_forbid_files(make_ctx: Callable[..., StepContext]) -> None:
-    ctx = make_ctx()
-    make = ["sh", "-c", "mkdir -p out && touch out/a.csv"]
+    ctx = make_ctx()  # relative to the job's artifacts directory; the command runs in the job workspace
+    make = ["sh", "-c", "mkdir -p artifacts/out && touch artifacts/out/a.csv"]
     ok = run_step(ctx, {"command": make, "success": {"require_files": ["out/*.csv", "out/a.csv"]}})
     assert ok.status == "SUCCESS"
     with pytest.raises(StepError) as missing:
@@ -420,8 +420,9 @@ def test_aetherflow_core_spellings_are_accepted(make_ctx: Callable[..., StepCont
         "log": {"max_capture_bytes": 5},
     }
     out = run_step(ctx, inputs).outputs
-    assert (ctx.workspace / "out" / "final" / "_SUCCESS").read_text() == "ok\n"
-    assert not (ctx.workspace / "out" / ".tmp_run").exists()
+    art = ctx.workspace / "artifacts"  # aetherflow-core resolves every relative path there
+    assert (art / "out" / "final" / "_SUCCESS").read_text() == "ok\n"
+    assert not (art / "out" / ".tmp_run").exists() and not (ctx.workspace / "out").exists()
     assert out["stdout"] == "0123456789\n" and out["stdout_truncated"] is False  # 5 bytes → 1 KiB
 
 
@@ -571,8 +572,8 @@ def test_marker_skips_the_second_run(make_ctx: Callable[..., StepContext]) -> No
 
 def test_atomic_dir_publishes_only_on_success(make_ctx: Callable[..., StepContext]) -> None:
     ctx = make_ctx(step_id="export")
-    ws = ctx.workspace
-    (ws / "out").mkdir()
+    ws = ctx.workspace / "artifacts"  # target_dir is relative to it
+    (ws / "out").mkdir(parents=True)
     fail = {
         "command": ["sh", "-c", 'echo part > "$AETHERFLOW_STAGING_DIR/x.txt"; exit 1'],
         "idempotency": {"strategy": "atomic_dir", "target_dir": "out/final"},
@@ -591,7 +592,7 @@ def test_atomic_dir_publishes_only_on_success(make_ctx: Callable[..., StepContex
     assert (ws / "out" / "final" / "x.txt").read_text() == "data\n"
     assert os.listdir(ws / "out") == ["final"] and out["target_dir"] == str(ws / "out" / "final")
     again = run_step(ctx, ok).outputs
-    assert again["idempotent_skip"] is True and (ws / "count").read_text() == "run\n"
+    assert again["idempotent_skip"] is True and (ctx.workspace / "count").read_text() == "run\n"
     replace = {
         **ok,
         "idempotency": {
@@ -601,7 +602,7 @@ def test_atomic_dir_publishes_only_on_success(make_ctx: Callable[..., StepContex
         },
     }
     run_step(ctx, replace)
-    assert (ws / "count").read_text() == "run\nrun\n" and os.listdir(ws / "out") == ["final"]
+    assert (ctx.workspace / "count").read_text() == "run\nrun\n" and os.listdir(ws / "out") == ["final"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -123,14 +123,129 @@ def test_business_key_admission(stores: Stores) -> None:
         stores().create_run(run_rec("r2", key="order::42", scope="f"), ev("run.started", "r2"))
     assert getattr(info.value, "holder", None) == "r1"
     assert stores().get_run("r2") is None  # nothing half-written
-    s.create_run(run_rec("r3", key="order::42", scope="other_flow"), ev("run.started", "r3"))  # another scope
-    found = s.active_run_for_key("order::42")
-    assert found is not None and found.run_id in ("r1", "r3")
+    s.create_run(run_rec("r3", key="order::42", scope="other_flow", created=101.0), ev("run.started", "r3"))  # another scope
+    assert [r.run_id for r in s.runs_for_key("order::42", active_only=True)] == ["r3", "r1"]
     s.update_run("r1", None, status="SUCCESS")
     s.update_run("r3", None, status="SUCCESS")
-    assert s.active_run_for_key("order::42") is None
-    s.create_run(run_rec("r4", key="order::42", scope="f"), ev("run.started", "r4"))  # free again
+    assert s.runs_for_key("order::42", active_only=True) == []
+    s.create_run(run_rec("r4", key="order::42", scope="f", created=102.0), ev("run.started", "r4"))  # free again
     assert [r.run_id for r in s.list_runs(key="42")] == ["r4", "r3", "r1"]
+    assert [r.run_id for r in s.runs_for_key("42")] == ["r4", "r3", "r1"]
+
+
+def test_a_global_key_conflicts_with_every_holder_of_that_key(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec("a", flow_id="f", key="order::7", scope="f"), ev("run.started", "a"))
+    with pytest.raises(KeyInUseError) as info:  # global, while a flow-scoped run of another flow holds it
+        stores().create_run(run_rec("g", flow_id="g", key="order::7", scope="*"), ev("run.started", "g"))
+    assert getattr(info.value, "holder", None) == "a" and s.get_run("g") is None
+    s.update_run("a", None, status="FAILED")
+    s.create_run(run_rec("g", flow_id="g", key="order::7", scope="*"), ev("run.started", "g"))
+    with pytest.raises(KeyInUseError) as info:  # flow-scoped, while a global run holds it
+        stores().create_run(run_rec("b", flow_id="h", key="order::7", scope="h"), ev("run.started", "b"))
+    assert getattr(info.value, "holder", None) == "g" and s.get_run("b") is None
+    s.create_run(run_rec("c", flow_id="h", key="order::8", scope="h"), ev("run.started", "c"))  # another key
+
+
+def test_global_key_admission_is_atomic(stores: Stores) -> None:
+    admitted: list[str] = []
+    clients = [stores() for _ in range(4)]
+    barrier = threading.Barrier(len(clients))
+
+    def start(i: int, c: StateStore) -> None:
+        barrier.wait()
+        try:  # two flow-scoped runs of different flows and two global ones, all at once
+            c.create_run(run_rec(f"r{i}", flow_id=f"f{i % 2}", key="order::9", scope="*" if i >= 2 else f"f{i % 2}"),
+                         ev("run.started", f"r{i}"))
+            admitted.append(f"r{i}")
+        except KeyInUseError:
+            pass
+
+    threads = [threading.Thread(target=start, args=(i, c)) for i, c in enumerate(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    held = stores().runs_for_key("order::9", active_only=True)
+    assert sorted(r.run_id for r in held) == sorted(admitted)
+    # either one global run, or flow-scoped runs of distinct flows (at most one each)
+    assert len(admitted) == 1 or (sorted(r.key_scope or "" for r in held) == ["f0", "f1"])
+
+
+def test_key_lookups_are_exact_and_complete(stores: Stores) -> None:
+    s = stores()
+    for i in range(30):  # many finished runs of the same key, newer than the active one
+        s.create_run(run_rec(f"old{i:02d}", key="order::5", scope="f", created=200.0 + i, status="SUCCESS"),
+                     ev("run.started", f"old{i:02d}"))
+    s.create_run(run_rec("active", key="order::5", scope="f", created=100.0, status="WAITING"), ev("run.started", "active"))
+    s.create_run(run_rec("other", flow_id="g", key="ticket::5", scope="g", created=150.0, status="WAITING"),
+                 ev("run.started", "other"))
+    s.create_run(run_rec("near", key="order::55", scope="f", created=160.0, status="WAITING"), ev("run.started", "near"))
+    s.create_run(run_rec("pct", key="order::5%", scope="f", created=170.0, status="WAITING"), ev("run.started", "pct"))
+    assert [r.run_id for r in s.runs_for_key("5", active_only=True)] == ["other", "active"]
+    assert [r.run_id for r in s.runs_for_key("order::5", active_only=True)] == ["active"]
+    assert [r.run_id for r in s.runs_for_key("5", active_only=True, flow_id="g")] == ["other"]
+    assert [r.run_id for r in s.runs_for_key("5%", active_only=True)] == ["pct"]  # no wildcards
+    assert len(s.runs_for_key("order::5")) == 31 and s.runs_for_key("order::6") == []
+    assert [r.run_id for r in s.list_runs(key="ticket::5")] == ["other"]
+
+
+def test_labels_tags_and_metadata_of_a_run(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec("a", tags=("sales", "daily"), flow_metadata=freeze({"team": "ops", "tier": 1}),
+                         meta=freeze({"ticket": "T-1"}), flow_version=3), ev("run.started", "a"))
+    s.create_run(run_rec("b", created=101.0, tags=("sales",)), ev("run.started", "b"))
+    s.create_run(run_rec("c", created=102.0), ev("run.started", "c"))
+    got = stores().get_run("a")
+    assert got is not None
+    assert (got.tags, dict(got.flow_metadata), dict(got.meta), got.flow_version) == (
+        ("sales", "daily"), {"team": "ops", "tier": 1}, {"ticket": "T-1"}, 3)
+    assert [r.run_id for r in s.list_runs(tags=["sales"])] == ["b", "a"]
+    assert [r.run_id for r in s.list_runs(tags=["sales", "daily"])] == ["a"]
+    assert [r.run_id for r in s.list_runs(tags=["sal"])] == []
+    assert [r.tags for r in s.list_runs()] == [(), ("sales",), ("sales", "daily")]
+    s.delete_runs(["a"])
+    assert [r.run_id for r in s.list_runs(tags=["daily"])] == []
+
+
+def test_step_metadata_is_kept_and_merged_into_the_run(stores: Stores) -> None:
+    s = stores()
+    s.set_mask(lambda text: text.replace("s3cret", "***"))
+    s.create_run(run_rec(), ev("run.started"))
+    s.set_step("r1", StepWrite(job_id="j", step_id="a", status="SUCCESS", attempt=1, metadata={"order": 42, "region": "eu"}),
+               None)
+    s.set_step("r1", StepWrite(job_id="j", step_id="b", status="SUCCESS", attempt=1,
+                               metadata={"region": "us", "token": "s3cret"}), None, sync=False)
+    s.sync()
+    s.set_wait(WaitRecord(run_id="r1", job_id="j", step_id="w", kind="event", events=("go",), created_at=1.0),
+               StepWrite(job_id="j", step_id="w", status="WAITING", attempt=1, metadata={"waiting_for": "go"}), None)
+    s.set_step("r1", StepWrite(job_id="j", step_id="c", status="RUNNING", attempt=1), None)
+    reader = stores()
+    steps = reader.steps("r1")
+    assert dict(steps[("j", "a")].metadata) == {"order": 42, "region": "eu"}
+    assert dict(steps[("j", "b")].metadata) == {"region": "us", "token": "***"}
+    assert dict(steps[("j", "c")].metadata) == {}
+    got = reader.get_run("r1")
+    assert got is not None
+    assert dict(got.runtime_metadata) == {"order": 42, "region": "us", "token": "***", "waiting_for": "go"}
+    assert dict(reader.list_runs()[0].runtime_metadata) == dict(got.runtime_metadata)
+
+
+def test_reschedule_a_waiting_run(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec(status="RUNNING"), ev("run.started"))
+    s.set_wait(WaitRecord(run_id="r1", job_id="j", step_id="w", kind="event", events=("go",), created_at=1.0),
+               StepWrite(job_id="j", step_id="w", status="WAITING", attempt=1), None)
+    s.set_wait(WaitRecord(run_id="r1", job_id="k", step_id="t", kind="timer", due_at=9000.0, created_at=1.0),
+               StepWrite(job_id="k", step_id="t", status="WAITING", attempt=1), None)
+    assert not s.reschedule_run("r1", 500.0, ev("run.scheduled"))  # not WAITING yet: nothing changes
+    assert [w.due_at for w in s.waits("r1")] == [None, 9000.0]
+    s.update_run("r1", None, status="WAITING", due_at=9000.0)
+    assert s.due_runs(600.0) == []
+    assert stores().reschedule_run("r1", 500.0, ev("run.scheduled", due_at=500.0))
+    assert [w.due_at for w in s.waits("r1")] == [500.0, 500.0]
+    assert [r.run_id for r in s.due_runs(600.0)] == ["r1"] and s.due_runs(400.0) == []
+    assert [e.name for e in s.history("r1")] == ["run.started", "run.scheduled"]
 
 
 def test_delete_runs_removes_every_row(stores: Stores) -> None:

@@ -102,7 +102,7 @@ SPEC_EXAMPLE: dict[str, Any] = {
 EVERYTHING: dict[str, Any] = copy.deepcopy(SPEC_EXAMPLE)
 EVERYTHING["flow"].update(
     metadata={"owner": "ops", "nested": {"x": [1, 2]}},
-    workspace={"root": "{{ env.HOME }}/w", "cleanup_policy": "on_success", "layout": {"a": 1}},
+    workspace={"root": "{{ env.HOME }}/w", "cleanup_policy": "on_success", "layout": {"artifacts": "out", "scratch": "tmp"}},
     locks={"scope": "job", "wait_seconds": 1.5, "ttl_seconds": 60},
     unique={"key": "order-id", "scope": "global"},
     max_parallel_jobs=4,
@@ -412,7 +412,7 @@ def test_issue_messages_are_specific(validator: SchemaValidator) -> None:
     assert far.hint is not None and far.hint.startswith("allowed keys: id, description, depends_on")
 
     assert only(setting("flow.max_parallel_jobs", "2")).message == "expected integer, got string"
-    assert only(setting("jobs.1.when", 3)).message == "expected string or boolean, got integer"
+    assert only(setting("jobs.1.when", 3)).message == "expected string or boolean or null, got integer"
 
     enum = only(setting("flow.workspace.cleanup_policy", "on-success"))
     assert enum.message == "'on-success' is not one of 'on_success', 'always' or 'never'"

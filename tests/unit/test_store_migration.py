@@ -26,15 +26,15 @@ def _old_store(path: Path, version: int) -> None:
         ("0" * 64, "0" * 64),
     )
     # interleaved runs, as two runs sharing a store write them: global ids 1..5
-    for run_id, name in [("old", "run.started"), ("other", "run.started"), ("old", "step.started"),
-                         ("other", "run.finished"), ("old", "step.failed")]:
-        db.execute("INSERT INTO history (run_id, ts, event, flow_id, data) VALUES (?, 1.0, ?, 'f', NULL)",
-                   (run_id, name))
+    for i, (run_id, name) in enumerate([("old", "run.started"), ("other", "run.started"), ("old", "step.started"),
+                                        ("other", "run.finished"), ("old", "step.failed")], start=1):
+        db.execute("INSERT INTO history (id, run_id, ts, event, flow_id, data) VALUES (?, ?, 1.0, ?, 'f', NULL)",
+                   (i, run_id, name))
     db.execute(f"PRAGMA user_version={version}")
     db.close()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_old_store_is_migrated_with_its_history(tmp_path: Path, version: int) -> None:
     path = tmp_path / "state.db"
     _old_store(path, version)
@@ -50,6 +50,23 @@ def test_old_store_is_migrated_with_its_history(tmp_path: Path, version: int) ->
         store.delete_runs(["old"])
         assert store.history("old") == []
         assert [e.name for e in store.history("other")] == ["run.started", "run.finished"]
+    finally:
+        store.close()
+
+
+def test_keys_of_an_old_store_are_found_by_value(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    _old_store(path, 3)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("INSERT INTO runs (run_id, flow_id, flow_file, flow_sha256, status, created_at, business_key, key_scope) "
+               "VALUES ('keyed', 'f', 'f.yaml', ?, 'WAITING', 3.0, 'orderid::42', 'f')", ("0" * 64,))
+    db.close()
+    store = SqliteStore(path)
+    try:
+        assert [r.run_id for r in store.runs_for_key("42", active_only=True)] == ["keyed"]
+        assert [r.run_id for r in store.runs_for_key("orderid::42")] == ["keyed"]
+        rec = store.get_run("keyed")
+        assert rec is not None and (rec.tags, dict(rec.meta), dict(rec.runtime_metadata)) == ((), {}, {})
     finally:
         store.close()
 

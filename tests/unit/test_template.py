@@ -330,3 +330,15 @@ def test_missing_sentinel() -> None:
 def test_masked_repr() -> None:
     assert repr(Masked("x")) == "'***'"
     assert Masked("x").name == "x"
+
+
+def test_an_empty_environment_variable_takes_the_default() -> None:
+    """`{{ env.X:d }}` with X="" is d (aetherflow-core, and the shell's ${X:-d}); other roots and
+    tokens without a default keep the empty string."""
+    scope = {"env": {"EMPTY": "", "SET": "v"}, "params": {"blank": ""}}
+    assert render("{{ env.EMPTY:fallback }}", scope) == "fallback"
+    assert render("x={{ env.EMPTY: d }}", scope) == "x=d"
+    assert render("{{ env.EMPTY: }}", scope) == ""
+    assert render("{{ env.EMPTY }}", scope) == ""
+    assert render("{{ env.SET:fallback }}", scope) == "v"
+    assert render("{{ params.blank:fallback }}", scope) == ""

@@ -1,0 +1,12 @@
+# the shape of aetherflow-core's demo mail connector: ConnectorBase, __init__(self, init: ConnectorInit)
+from __future__ import annotations
+from aetherflow.core.api import ConnectorBase, ConnectorInit, register_connector
+
+@register_connector(kind="mail", driver="mail-dummy")
+class MemoryMail(ConnectorBase):
+    def __init__(self, init: ConnectorInit):
+        super().__init__(init)
+        self.sent = []
+
+    def send(self, to, subject, body, **kwargs):
+        self.sent.append((to, subject, body))

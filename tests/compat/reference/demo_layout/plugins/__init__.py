@@ -1,0 +1,1 @@
+# marks the folder as a package, as aetherflow-core's demo plugin folders do
