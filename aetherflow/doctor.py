@@ -21,11 +21,12 @@ def explain(settings: Settings, flow_path: str, *, params: Mapping[str, str], en
 
     loaded_plugins = load_plugins(settings)
     flow = load_checked(flow_path, loaded_plugins).flow
+    now = settings.clock()
     prepared = prepare(settings, flow, loaded_plugins, params=params, env_files=env_files, profile=profile,
-                       profiles_file=profiles_file)
+                       profiles_file=profiles_file, run=template.run_scope("<run_id>", now, 1))
     redactor = prepared.redactor
     out_res = []
-    for name, r in prepared.resources("<run_id>").items():
+    for name, r in prepared.resources("<run_id>", now).items():
         values: dict[str, Any] = {}
         for part in ("config", "options"):
             for key, value in _leaves(thaw(getattr(r, part)), part):
@@ -107,8 +108,10 @@ def doctor(settings: Settings, flow_path: str, env_files: Sequence[str], profile
     except AetherflowError as exc:
         add("env files", False, exc.message)
         env = dict(settings.env)
-    missing: set[str] = set()
-    for tok in _all_tokens(flow) + _profile_tokens(settings, flow, profile, profiles_file, add):
+    from aetherflow.spec.references import missing_env
+
+    missing = {var for var, _ in missing_env(loaded.data, loaded.positions, flow_path, env)}
+    for tok in _profile_tokens(settings, flow, profile, profiles_file, add):  # the flow's resources' profiles
         if tok.path[0] == "env" and len(tok.path) > 1 and tok.default is None and tok.path[1] not in env:
             missing.add(tok.path[1])
     for spec in flow.secrets.values():
@@ -167,16 +170,3 @@ def _profile_tokens(settings: Settings, flow: Any, profile: str | None, profiles
                 continue
     return out
 
-
-def _all_tokens(flow: Any) -> list[Any]:
-    values: list[Any] = [thaw(r.config) for r in flow.resources.values()]
-    values += [thaw(r.options) for r in flow.resources.values()]
-    values += [thaw(s.inputs) for j in flow.jobs for s in j.steps]
-    values += [p.default for p in flow.params.values() if isinstance(p.default, str)]
-    out: list[Any] = []
-    for v in values:
-        try:
-            out.extend(template.tokens(v))
-        except AetherflowError:
-            continue
-    return out

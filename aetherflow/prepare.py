@@ -40,6 +40,7 @@ __all__ = [
     "load_plugins",
     "load_profiles",
     "prepare",
+    "refuse_missing_env",
     "secret_command_runner",
     "validation_cache",
     "workspace_root",
@@ -195,6 +196,20 @@ def workspace_root(settings: Settings, flow: FlowSpec, env: Mapping[str, str]) -
     return settings.home / "work"
 
 
+def refuse_missing_env(source: LoadedFlow, env: Mapping[str, str], jobs: Sequence[str] | None,
+                       given: Mapping[str, Any]) -> None:
+    """Exit 2 before a run starts when a template of its ``jobs``, resources or defaults of
+    params not ``given`` reads an env variable that is not set and has no default
+    (``template.missing_env``), every such place at once. ``flow.workspace`` and ``flow.state``
+    are refused where they are rendered, naming the setting (:func:`render_setting`)."""
+    from aetherflow.spec.references import missing_env_issues
+
+    issues = missing_env_issues(source.data, source.positions, source.flow.file, env, jobs=jobs, skip_params=given,
+                                settings=False)
+    if issues:
+        raise SpecError(issues, file=source.flow.file)
+
+
 def secret_command_runner(env: Mapping[str, str]) -> Callable[[Sequence[str]], str]:
     """How ``{command: [...]}`` secrets are read: the command's stdout (60 s at most)."""
 
@@ -235,12 +250,14 @@ class Prepared:
         """The revealed values, for ``{{ secrets.NAME }}``."""
         return {k: v.reveal() for k, v in self.secrets.items()}
 
-    def resources(self, run_id: str) -> Mapping[str, ResolvedResource]:
-        """Every resource with its profile merged and templates rendered for run ``run_id``."""
+    def resources(self, run_id: str, started_at: float | None = None) -> Mapping[str, ResolvedResource]:
+        """Every resource with its profile merged and templates rendered for run ``run_id``
+        (started at ``started_at``: the ``run`` root's dates)."""
         from aetherflow import resolve
 
+        run = {"id": run_id} if started_at is None else template.run_scope(run_id, started_at)
         scope = template.base_scope(env=self.env, flow_id=self.flow.id, params=self.params, secrets=self.secret_values,
-                                    run={"id": run_id})
+                                    run=run)
         return resolve.resolve_resources(self.flow, self.profiles, scope, self.redactor, profile_override=self.profile,
                                          decoders=self.plugins.registry.decoders)
 
@@ -255,14 +272,22 @@ def prepare(
     env_files: Sequence[str] = (),
     profile: str | None = None,
     profiles_file: str | None = None,
+    run: Mapping[str, Any] | None = None,
+    source: LoadedFlow | None = None,
+    jobs: Sequence[str] | None = None,
 ) -> Prepared:
     """Resolve env, params (``--param`` values, or a resumed run's ``stored_params``), profiles
-    and secrets for ``flow``."""
+    and secrets for ``flow``. ``run``: the run root parameter defaults may read
+    (:func:`aetherflow.template.run_scope`). With the ``source`` flow file, an env variable a
+    template of ``jobs`` (or a resource, a setting, a default of a param not given) reads
+    without a default must be set (:func:`refuse_missing_env`)."""
     from aetherflow import resolve
 
     redactor = resolve.Redactor()
     env = flow_env(settings, flow, env_files)
-    resolved_params = resolve.resolve_params(flow, params or {}, env, stored=stored_params)
+    if source is not None:
+        refuse_missing_env(source, env, jobs, given=params or {})
+    resolved_params = resolve.resolve_params(flow, params or {}, env, stored=stored_params, run=run)
     secrets = resolve.resolve_secrets(flow, env, redactor, secret_command_runner(env))
     profiles = profiles_for(settings, flow, profiles_file=profiles_file, profile=profile)
     return Prepared(flow=flow, plugins=loaded, env=env, params=resolved_params, secrets=secrets, redactor=redactor,

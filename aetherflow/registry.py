@@ -56,11 +56,16 @@ _CO_VARARGS, _CO_VARKEYWORDS = 0x04, 0x08  # code object flags (the values of in
 
 
 def _summary(doc: str | None) -> str | None:
-    """The first line of a docstring, as ``inspect.cleandoc(doc).split("\\n")[0]`` gives it."""
+    """The first paragraph of a docstring as one line (a summary wrapped over several lines
+    of source is not cut mid-sentence)."""
+    words: list[str] = []
     for line in (doc or "").splitlines():
-        if line.strip():
-            return line.strip()
-    return None
+        if not line.strip():
+            if words:
+                break
+            continue
+        words.extend(line.split())
+    return " ".join(words) or None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -86,6 +86,21 @@ def issues_text(issues: Sequence[Issue]) -> str:
     return "\n".join(lines)
 
 
+def warnings_text(warnings: Sequence[Issue]) -> str:
+    """Issues that do not make a flow invalid, as ``file:line:col: warning: code: message``."""
+    lines = []
+    for w in warnings:
+        loc = w.location
+        at = f" (at {loc.path})" if loc and loc.path else ""
+        line = f"{loc if loc else '<flow>'}: warning: {w.code}: {w.message}{at}"
+        if w.hint:
+            line += f"\n    hint: {w.hint}"
+        lines.append(line)
+    n = len(warnings)
+    lines.append(f"{n} warning{'s' if n != 1 else ''}")
+    return "\n".join(lines)
+
+
 def error_text(exc: AetherflowError) -> str:
     from aetherflow.errors import SpecError
 
@@ -157,19 +172,19 @@ def outcome_records(o: Any, *, verbose: bool) -> list[tuple[str, str]]:
     lines: list[tuple[str, str]] = []
     if status == "SUCCESS":
         if verbose:
-            lines.append(("info", f"run {o.run_id} SUCCESS ({_jobs_summary(o.jobs)})"))
+            lines.append(("info", f"run {o.run_id} SUCCESS ({_jobs_summary(o.jobs, o.reasons)})"))
         return lines
     if status == "WAITING":
         lines.append(("info", wait_line(o)))
         problems = _problem_lines(o)
         if problems:
-            lines.append(("error", f"run {o.run_id} also has failed or blocked jobs ({_jobs_summary(o.jobs)})"))
+            lines.append(("error", f"run {o.run_id} also has failed or blocked jobs ({_jobs_summary(o.jobs, o.reasons)})"))
             lines.extend(("error", line) for line in problems)
         if verbose:
             lines.append(("info", f"continue with: aetherflow resume {o.run_id} (or `aetherflow resume --due` from cron)"))
         return lines
     if status in ("FAILED", "INTERRUPTED", "CANCELLED", "TIMED_OUT"):
-        lines.append(("error", f"run {o.run_id} {status} ({_jobs_summary(o.jobs)})"))
+        lines.append(("error", f"run {o.run_id} {status} ({_jobs_summary(o.jobs, o.reasons)})"))
         lines.extend(("error", line) for line in _problem_lines(o))
         if status != "CANCELLED":
             lines.append(("info", f"resume with: aetherflow resume {o.run_id}"))
@@ -182,11 +197,45 @@ def outcome_lines(o: Any, *, verbose: bool) -> list[str]:
 
 
 def _problem_lines(o: Any) -> list[str]:
-    lines = [f"  failed: {j}.{s}: {_first_lines(e)}" for j, s, e in o.failed_steps]
+    lines = [f"  {j}.{s}: {e}" if _interrupted(e)
+             else f"  failed: {j}.{s}: " + _indent_rest(step_error(s, _first_lines(e)), "    ")
+             for j, s, e in o.failed_steps]
     for j, reason in o.reasons.items():
         if o.jobs.get(j) == "BLOCKED":
             lines.append(f"  blocked: {j}: {reason}")
     return lines
+
+
+def step_error(step_id: str | None, text: str) -> str:
+    """An error shown with its step already named: without the ``step 'ID': `` its message may
+    start with (``step 'ID' failed: step 'ID': ...`` says it once)."""
+    if not step_id:
+        return text
+    again = f"step '{step_id}': "
+    if text.startswith(again):
+        return text[len(again):]
+    failed = f"step '{step_id}' failed: "
+    if text.startswith(failed + again):
+        return failed + text[len(failed + again):]
+    return text
+
+
+def _job_step_error(text: str) -> str:
+    """A run's error ``JOB.STEP: message``, without a repeated ``step 'STEP': ``."""
+    where, sep, rest = text.partition(": ")
+    if sep and "." in where and " " not in where:
+        return f"{where}: {step_error(where.rsplit('.', 1)[1], rest)}"
+    return text
+
+
+def _first_line(text: str) -> str:
+    first, _, more = text.partition("\n")
+    return first + (" …" if more.strip() else "")
+
+
+def _indent_rest(text: str, indent: str) -> str:
+    """Continuation lines of a multi-line message under ``indent`` (their own indentation kept)."""
+    return text.replace("\n", "\n" + indent)
 
 
 def _first_lines(text: str, n: int = 12) -> str:
@@ -196,10 +245,17 @@ def _first_lines(text: str, n: int = 12) -> str:
     return "\n".join(parts[:n]) + f"\n    … {len(parts) - n} more line(s)"
 
 
-def _jobs_summary(jobs: Mapping[str, Any]) -> str:
+def _interrupted(reason: Any) -> bool:
+    """A job or step stopped by SIGTERM/SIGINT or the run's timeout (recorded FAILED with the
+    reason ``interrupted (...)``), not one that failed by itself."""
+    return isinstance(reason, str) and reason.startswith("interrupted (")
+
+
+def _jobs_summary(jobs: Mapping[str, Any], reasons: Mapping[str, Any] | None = None) -> str:
     counts: dict[str, int] = {}
-    for s in jobs.values():
-        counts[str(s)] = counts.get(str(s), 0) + 1
+    for job, status in jobs.items():
+        s = "INTERRUPTED" if str(status) == "FAILED" and _interrupted((reasons or {}).get(job)) else str(status)
+        counts[s] = counts.get(s, 0) + 1
     return ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) or "no jobs"
 
 
@@ -223,9 +279,10 @@ def progress_text(ev: Event) -> str | None:
     if n == "step.finished":
         return f"done   {where} {d.get('status')} outcome={d.get('outcome')} in {duration(d.get('duration'))}"
     if n == "step.failed":
-        return f"FAIL   {where}: {_first_lines(str(d.get('error')), 3)}"
+        return f"FAIL   {where}: " + _indent_rest(step_error(ev.step_id, _first_lines(str(d.get('error')), 3)), "       ")
     if n == "step.retry":
-        return f"retry  {where} after attempt {ev.attempt} in {d.get('delay')}s: {_first_lines(str(d.get('error')), 2)}"
+        err = step_error(ev.step_id, _first_lines(str(d.get("error")), 2))
+        return f"retry  {where} after attempt {ev.attempt} in {d.get('delay')}s: " + _indent_rest(err, "       ")
     if n == "step.waiting":
         return f"wait   {where}"
     if n in ("job.skipped", "job.blocked"):
@@ -237,17 +294,69 @@ def progress_text(ev: Event) -> str | None:
     return None
 
 
+class ArtifactWatch:
+    """The files a step wrote under its job's ``artifacts/`` directory (for ``-v``): the
+    directory (from ``job.started``) is listed when the step starts and again when it ends;
+    new or changed files are the step's. At most ``limit`` files are looked at."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._dirs: dict[tuple[str, str], str] = {}
+        self._before: dict[tuple[str, str, str], dict[str, tuple[int, int]]] = {}
+
+    def written(self, ev: Event) -> list[str]:
+        """Paths (absolute, sorted) a step wrote, on its end event; ``[]`` otherwise."""
+        n = ev.name
+        if n == "job.started" and ev.job_id and ev.data.get("workspace"):
+            self._dirs[(ev.run_id, ev.job_id)] = str(ev.data["workspace"]) + "/artifacts"
+            return []
+        if not (ev.job_id and ev.step_id):
+            return []
+        key = (ev.run_id, ev.job_id, ev.step_id)
+        where = self._dirs.get((ev.run_id, ev.job_id))
+        if where is None:
+            return []
+        if n == "step.started":
+            self._before[key] = self._listing(where)
+            return []
+        if n in ("step.finished", "step.failed", "step.waiting"):
+            before = self._before.pop(key, None)
+            if before is None:
+                return []
+            return sorted(p for p, stamp in self._listing(where).items() if before.get(p) != stamp)
+        return []
+
+    def _listing(self, top: str) -> dict[str, tuple[int, int]]:
+        import os
+
+        found: dict[str, tuple[int, int]] = {}
+        for root, _dirs, files in os.walk(top):
+            for name in files:
+                path = os.path.join(root, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                found[path] = (st.st_mtime_ns, st.st_size)
+                if len(found) >= self.limit:
+                    return found
+        return found
+
+
 class ProgressLines:
-    """Observer printing one plain line per job/step event (``-v``)."""
+    """Observer printing one plain line per job/step event (``-v``), and under a step's end the
+    files it wrote to its job's ``artifacts/``."""
 
     def __init__(self, stream: IO[str], mask: Any = None) -> None:
         self.stream = stream
+        self.artifacts = ArtifactWatch()
 
     def __call__(self, ev: Event) -> None:
+        written = self.artifacts.written(ev)
         line = progress_text(ev)
         if line is None:
             return
-        self.stream.write(line + "\n")
+        self.stream.write(line + "\n" + "".join(f"       wrote {p}\n" for p in written))
         self.stream.flush()
 
 
@@ -259,13 +368,46 @@ class ProgressJsonLines:
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
+        self.artifacts = ArtifactWatch()
 
     def __call__(self, ev: Event) -> None:
+        written = self.artifacts.written(ev)
         line = progress_text(ev)
         if line is None:
             return
-        self.stream.write(dumps_line({**ev.as_dict(), "level": self.LEVELS.get(ev.name, "info"), "message": line}) + "\n")
+        record: dict[str, Any] = {**ev.as_dict(), "level": self.LEVELS.get(ev.name, "info"), "message": line}
+        if written:
+            record["artifacts_written"] = written
+        self.stream.write(dumps_line(record) + "\n")
         self.stream.flush()
+
+
+def steps_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``steps list``: one line per step type, with the first sentence of its summary (never
+    cut mid-sentence; the whole summary is in ``--json`` and ``steps show``) and its source."""
+    import re
+
+    name_width = max((len(r["type"]) for r in rows), default=0)
+    lines = []
+    for r in rows:
+        summary = r["description"] or ""
+        first = re.split(r"(?<=[.!?])\s+(?=[A-Z`(])", summary, maxsplit=1)[0]
+        lines.append(f"{r['type'].ljust(name_width)}  {first}  [{r['source']}]".replace("   [", "  ["))
+    return "\n".join(lines)
+
+
+def _table(head: Sequence[str], data: Sequence[Sequence[Any]]) -> str:
+    widths = [max(len(str(x[i])) for x in (head, *data)) for i in range(len(head))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+                     for row in (head, *data))
+
+
+def locks_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``locks list``: one held lock a line under a header."""
+    if not rows:
+        return "no locks held"
+    data = [(r["lock"], r["kind"], r["run_id"] or "-", r["pid"], r["host"], local_time(r["since"])) for r in rows]
+    return _table(("LOCK", "KIND", "RUN ID", "PID", "HOST", "SINCE"), data)
 
 
 def runs_table(rows: Iterable[Mapping[str, Any]]) -> str:
@@ -277,9 +419,7 @@ def runs_table(rows: Iterable[Mapping[str, Any]]) -> str:
         (r["run_id"], r["flow_id"], r["status"], local_time(r.get("created_at")), duration(r.get("duration")), r.get("business_key") or "")
         for r in rows
     ]
-    widths = [max(len(str(x[i])) for x in (head, *data)) for i in range(len(head))]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in (head, *data)]
-    return "\n".join(lines)
+    return _table(head, data)
 
 
 def run_show_text(doc: Mapping[str, Any]) -> str:
@@ -299,12 +439,13 @@ def run_show_text(doc: Mapping[str, Any]) -> str:
         if r.get(field):
             lines.append(f"  {label} {json.dumps(r[field], ensure_ascii=False, default=str, sort_keys=True)}")
     if r.get("error"):
-        lines.append(f"  error {r['error']}")
+        lines.append(f"  error {_first_line(_job_step_error(r['error']))}")
     if r.get("cancel_reason"):
         lines.append(f"  cancel reason {r['cancel_reason']}")
     for j in doc["jobs"]:
-        reason = f" — {j['reason']}" if j.get("reason") else ""
+        reason = f" — {_first_line(_job_step_error_of_job(j['reason']))}" if j.get("reason") else ""
         lines.append(f"  job {j['job_id']}: {j['status']}{reason}")
+        lines.extend(_workspace_lines(j))
         for s in j["steps"]:
             dur = duration(s["finished_at"] - s["started_at"]) if s.get("finished_at") and s.get("started_at") else "-"
             extra = []
@@ -317,7 +458,7 @@ def run_show_text(doc: Mapping[str, Any]) -> str:
             if s.get("reason"):
                 lines.append(f"      reason: {s['reason']}")
             if s.get("error"):
-                lines.append("      error: " + _first_lines(s["error"], 8).replace("\n", "\n        "))
+                lines.append("      error: " + _indent_rest(step_error(s["step_id"], _first_lines(s["error"], 8)), "        "))
             if s.get("outputs"):
                 out = json.dumps(s["outputs"], ensure_ascii=False, default=str)
                 lines.append(f"      outputs: {out if len(out) < 400 else out[:400] + '…'}")
@@ -325,12 +466,33 @@ def run_show_text(doc: Mapping[str, Any]) -> str:
                 meta = json.dumps(s["metadata"], ensure_ascii=False, default=str, sort_keys=True)
                 lines.append(f"      metadata: {meta if len(meta) < 400 else meta[:400] + '…'}")
             for a in s.get("attempts", []):
-                if a["attempt"] != s.get("attempt") or a.get("error"):
-                    err = f": {_first_lines(a['error'], 2)}" if a.get("error") else ""
-                    lines.append(f"      attempt {a['attempt']} {a['status']}{err}")
+                if a["attempt"] == s.get("attempt") and a.get("error") in (None, s.get("error")):
+                    continue  # the step's own line and error above say it
+                err = f": {_first_line(step_error(s['step_id'], a['error']))}" if a.get("error") else ""
+                lines.append(f"      attempt {a['attempt']} {a['status']}{err}")
     for w in doc.get("waits", []):
         lines.append(f"  waiting: {w['job_id']}.{w['step_id']} for {', '.join(w['events']) or 'timer'} due {local_time(w.get('due_at'))}")
     return "\n".join(lines)
+
+
+def _job_step_error_of_job(reason: str) -> str:
+    """A job's reason ``step 'ID' failed: ...`` without the step named twice."""
+    if reason.startswith("step '"):
+        step_id = reason[len("step '"):].partition("'")[0]
+        return step_error(step_id, reason)
+    return reason
+
+
+def _workspace_lines(job: Mapping[str, Any]) -> list[str]:
+    ws = job.get("workspace")
+    if not ws:
+        return []
+    import os
+
+    lines = [f"    workspace {ws}" + ("" if os.path.isdir(ws) else " (removed)")]
+    for f in job.get("artifacts") or ():
+        lines.append(f"      {f['path']} ({f['bytes']} bytes)")
+    return lines
 
 
 def history_text(events: Iterable[Event]) -> str:

@@ -228,9 +228,16 @@ def parse_param_args(args: Sequence[str]) -> dict[str, str]:
 
 
 def resolve_params(
-    flow: FlowSpec, given: Mapping[str, Any], env: Mapping[str, str], *, stored: Mapping[str, Any] | None = None
+    flow: FlowSpec,
+    given: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    stored: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | None = None,
 ) -> Mapping[str, Any]:
-    """Typed params: stored (resume) < defaults < given. Unknown names are an error."""
+    """Typed params: stored (resume) < defaults < given. Unknown names are an error. Defaults
+    are rendered with the ``env`` root and, when given, the ``run`` root
+    (:func:`aetherflow.template.run_scope`: ``{{ run.date }}`` is the run's start date)."""
     unknown = sorted(set(given) - set(flow.params))
     if unknown:
         known = ", ".join(sorted(flow.params)) or "none"
@@ -245,10 +252,10 @@ def resolve_params(
             out[name] = stored[name]
         elif spec.has_default:
             try:
-                default = template.render(spec.default, {"env": env})
+                default = template.render(spec.default, {"env": env} if run is None else {"env": env, "run": run})
             except TemplateError as exc:
                 raise ResolutionError(
-                    f"param '{name}' default: {exc}", code="param.default", location=spec.location
+                    f"param '{name}' default: {exc}", code="param.default", location=spec.location, hint=exc.hint
                 ) from exc
             out[name] = coerce_param(spec, default, "default")
         elif spec.required:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aetherflow import template
 from aetherflow.config import OnLocked
 from aetherflow.context import RUN_TIMEOUT, CancelToken
 from aetherflow.errors import (
@@ -267,7 +268,8 @@ class Runner:
 
     def _run(self, req: RunRequest) -> RunOutcome:
         loaded_plugins = self._plugins()
-        flow = load_checked(req.flow_path, loaded_plugins, cache=validation_cache(self.settings)).flow
+        flow_file = load_checked(req.flow_path, loaded_plugins, cache=validation_cache(self.settings))
+        flow = flow_file.flow
         self._known = (flow, None)
         location = state_location(self.settings, flow)
         if req.run_id:
@@ -287,21 +289,22 @@ class Runner:
                 raise UsageError(f"--key {req.key!r} names the key '{name}', but flow '{flow.id}' keys its runs by "
                                  f"'{flow.unique.key}' (a key value cannot contain '{KEY_SEPARATOR}')", code="usage.key")
             business_key = f"{flow.unique.key}{KEY_SEPARATOR}{value}"
-        prepared = prepare(self.settings, flow, loaded_plugins, params=req.params, env_files=req.env_files,
-                           profile=req.profile, profiles_file=req.profiles_file)
-        self._known = (flow, prepared)
-        self.on_mask(prepared.redactor.mask)
         from aetherflow.engine.plan import describe, make_plan, select_jobs
 
         selected = select_jobs(flow, req.jobs, req.with_upstream)
-        run_id = req.run_id or new_run_id(self.settings.clock)
+        now = self.settings.clock()
+        run_id = req.run_id or new_run_id(lambda: now)
+        prepared = prepare(self.settings, flow, loaded_plugins, params=req.params, env_files=req.env_files,
+                           profile=req.profile, profiles_file=req.profiles_file,
+                           run=template.run_scope(run_id, now, 1), source=flow_file, jobs=selected)
+        self._known = (flow, prepared)
+        self.on_mask(prepared.redactor.mask)
         if req.dry_run:
             plan = make_plan(flow, selected=selected, stored_jobs={}, stored_steps={}, reruns={})
             return RunOutcome(run_id=run_id, flow_id=flow.id, status="DRY_RUN", store=location, plan=describe(plan, flow))
-        resources = prepared.resources(run_id)
+        resources = prepared.resources(run_id, now)
         store = self.open_store(location, mask=prepared.redactor.mask)
         self.catalog.remember(store.location)
-        now = self.settings.clock()
         rec = RunRecord(
             run_id=run_id,
             flow_id=flow.id,
@@ -395,7 +398,8 @@ class Runner:
             loaded_plugins = self._plugins(rec.plugin_paths)
             flow = load_checked(path, loaded_plugins, raw=raw, cache=validation_cache(self.settings)).flow
             prepared = prepare(self.settings, flow, loaded_plugins, stored_params=rec.params, env_files=req.env_files,
-                               profile=req.profile, profiles_file=req.profiles_file)
+                               profile=req.profile, profiles_file=req.profiles_file,
+                               run=template.run_scope(rec.run_id, rec.created_at, rec.attempt))
             store.set_mask(prepared.redactor.mask)
             self.on_mask(prepared.redactor.mask)
             if req.event is not None:  # stored durably first, whatever happens next
@@ -408,7 +412,7 @@ class Runner:
                         f"run {run_id} was left {rec.status}: resume it again later")
                 flow_lock = self._flow_lock(store, flow, f"another run of the flow is still going; {left}",
                                             flow.locks.wait_seconds)
-            resources = prepared.resources(run_id)
+            resources = prepared.resources(run_id, rec.created_at)
             if raw_changed:
                 store.append_history(self._event(rec, "flow.changed_accepted", sha256=flow.sha256))
                 store.update_run(run_id, None, flow_sha256=flow.sha256, flow_text=flow.text)

@@ -25,6 +25,11 @@ Grammar (inside any string value of a flow)::
   A value masked in the run store (:class:`~aetherflow.model.Masked`) is refused
   (``template.masked_secret``): secrets are read with ``{{ secrets.NAME }}``.
 
+The ``run`` root (:func:`run_scope`) is derived from the run's recorded start time, never from
+the clock at render time, so it is the same in every attempt and every resume of a run:
+``id``, ``attempt``, ``started_at`` (ISO-8601, UTC), ``date`` (``YYYY-MM-DD`` in UTC) and
+``local_date`` (``YYYY-MM-DD`` in the local time zone of the process rendering it).
+
 This module keeps no mutable module-level state; only compiled regular expressions and the
 :data:`MISSING` sentinel live at module level.
 """
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -47,8 +53,10 @@ __all__ = [
     "Token",
     "base_scope",
     "lookup",
+    "missing_env_hint",
     "parse",
     "render",
+    "run_scope",
     "tokens",
 ]
 
@@ -241,6 +249,27 @@ def tokens(value: Any) -> Iterator[Token]:
 
 
 # ---------------------------------------------------------------------------------------------
+# The run root
+
+
+def run_scope(run_id: str, started_at: float, attempt: int | None = None) -> dict[str, Any]:
+    """The ``run`` template root of a run that started at ``started_at`` (epoch seconds, as
+    recorded in the store): ``id``, ``attempt`` (when known), ``started_at``
+    (``2026-11-20T02:15:00+00:00``), ``date`` (the UTC date, ``2026-11-20``) and
+    ``local_date`` (the date in this process's local time zone)."""
+    utc = time.gmtime(started_at)
+    scope: dict[str, Any] = {
+        "id": run_id,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", utc),
+        "date": time.strftime("%Y-%m-%d", utc),
+        "local_date": time.strftime("%Y-%m-%d", time.localtime(started_at)),
+    }
+    if attempt is not None:
+        scope["attempt"] = attempt
+    return scope
+
+
+# ---------------------------------------------------------------------------------------------
 # Lookup and rendering
 
 
@@ -355,6 +384,8 @@ def _masked_error(token: Token, masked: Masked) -> TemplateError:
 
 
 def _missing_hint(scope: Mapping[str, Any], path: tuple[str, ...]) -> str:
+    if len(path) == 2 and path[0] == "env" and isinstance(scope.get("env"), Mapping):
+        return missing_env_hint(path[1])  # not the dozens of unrelated names the environment has
     for i in range(len(path) - 1, 0, -1):
         value = lookup(scope, path[:i])
         if value is MISSING:
@@ -373,6 +404,12 @@ def _missing_hint(scope: Mapping[str, Any], path: tuple[str, ...]) -> str:
         return f"'{prefix}' is a {type(value).__name__}, which has no fields"
     roots = ", ".join(sorted(str(k) for k in scope))
     return f"known roots: {roots}" if roots else "nothing is in scope here"
+
+
+def missing_env_hint(var: str) -> str:
+    """What to do about ``{{ env.VAR }}`` when ``VAR`` is not set."""
+    return (f"set {var} (in the environment, a flow.env_files file or --env-file), "
+            f"or give the template a default: '{{{{ env.{var}:VALUE }}}}'")
 
 
 def _json_default(obj: object) -> str:

@@ -61,6 +61,24 @@ def job_workspace(root: Path, flow_id: str, job_id: str, run_id: str,
     return JobWorkspace(root=root, path=root / flow_id / job_id / run_id, layout=names)
 
 
+def artifact_files(ws: JobWorkspace, limit: int = 1000) -> list[dict[str, Any]]:
+    """The files under ``ws.artifacts`` (at most ``limit``, sorted): ``path`` relative to the
+    job directory (``artifacts/sales.csv``) and ``bytes``. Empty when the directory is gone."""
+    found: list[dict[str, Any]] = []
+    for root, dirs, files in os.walk(ws.artifacts):
+        dirs.sort()
+        for name in sorted(files):
+            p = Path(root) / name
+            try:
+                size = p.stat().st_size
+            except OSError:
+                continue
+            found.append({"path": str(p.relative_to(ws.path)), "bytes": size})
+            if len(found) >= limit:
+                return found
+    return found
+
+
 def ensure(ws: JobWorkspace) -> JobWorkspace:
     for sub in ws.subdirs():
         sub.mkdir(parents=True, exist_ok=True)

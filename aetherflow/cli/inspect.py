@@ -12,7 +12,7 @@ import typer
 from aetherflow.cli import options as o
 from aetherflow.cli.app import root_app
 from aetherflow.cli.support import begin, flow_argument, guarded, stderr, stdout
-from aetherflow.errors import ExitCode, SpecError, UsageError
+from aetherflow.errors import AetherflowError, ExitCode, SpecError, UsageError
 
 steps_app = typer.Typer(help="Registered step types (built-in and plugins).\n\nExample: aetherflow steps list", no_args_is_help=True)
 root_app.add_typer(steps_app, name="steps")
@@ -45,6 +45,8 @@ def validate_cmd(
     """Check FLOW: YAML, schema, references, templates, `when`, step types and inputs.
 
     Every problem is printed as FILE:LINE:COLUMN: CODE: MESSAGE (at JSON.PATH). Exit 0 or 2.
+    An env variable read without a default that is not set here is a warning (exit 0): `run`
+    refuses it, but CI validates without the production environment.
     With --strict, every outcome a step type declares beyond success and skipped must be
     routed by the step's on_outcome (continue included).
 
@@ -75,8 +77,10 @@ def validate_command(*, flow: str | None, flow_yaml: str | None = None, as_json:
         except SpecError as exc:
             issues = list(exc.issues)
             loaded = None
+        warnings = _env_warnings(loaded, flow, settings) if loaded is not None and not issues else []
         if as_json:
-            doc: dict[str, Any] = {"ok": not issues, "file": flow, "issues": [i.as_dict() for i in issues]}
+            doc: dict[str, Any] = {"ok": not issues, "file": flow, "issues": [i.as_dict() for i in issues],
+                                   "warnings": [w.as_dict() for w in warnings]}
             if loaded is not None:
                 doc["flow_id"] = loaded.flow.id
                 doc["jobs"] = len(loaded.flow.jobs)
@@ -85,9 +89,24 @@ def validate_command(*, flow: str | None, flow_yaml: str | None = None, as_json:
         if issues:
             stderr(render.issues_text(issues))
             raise SystemExit(int(ExitCode.USAGE))
+        if warnings:
+            stderr(render.warnings_text(warnings))
         if not as_json and loaded is not None:
             f = loaded.flow
             stdout(f"{flow}: ok (flow {f.id}, {len(f.jobs)} job(s), {sum(len(j.steps) for j in f.jobs)} step(s))")
+
+
+def _env_warnings(loaded: Any, flow: str, settings: Any) -> list[Any]:
+    """``{{ env.X }}`` without a default and ``X`` not set here: a warning only, since CI
+    validates without the production environment (``run`` refuses such a flow)."""
+    from aetherflow.prepare import flow_env
+    from aetherflow.spec.references import missing_env_issues
+
+    try:
+        env = flow_env(settings, loaded.flow)
+    except AetherflowError:  # an unreadable env file: `run` and `doctor` report it
+        return []
+    return missing_env_issues(loaded.data, loaded.positions, flow, env)
 
 
 @root_app.command("schema")
@@ -220,9 +239,7 @@ def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False, state:
             stdout(render.dumps({"steps": rows, "connectors": sorted(reg.connectors),
                                  "plugins": [{"name": p.name, "source": p.source, "error": p.error} for p in loaded.plugins]}))
             return
-        width = max(len(r["type"]) for r in rows)
-        for r in rows:
-            stdout(f"{r['type'].ljust(width)}  {r['description'] or ''}  [{r['source']}]")
+        stdout(render.steps_text(rows))
 
 
 @steps_app.command("show")
@@ -244,11 +261,10 @@ def steps_show(
         reg = load_plugins(_settings(plugin_path, None, config, log_file)).registry
         st = reg.step(type_name)
         if st is None:
-            import difflib
+            from aetherflow.engine.preflight import unknown_type_hint
 
-            close = difflib.get_close_matches(type_name, sorted(reg.steps), n=1)
             raise UsageError(f"unknown step type '{type_name}'", code="flow.unknown_step_type",
-                             hint=f"did you mean '{close[0]}'?" if close else "see `aetherflow steps list`")
+                             hint=unknown_type_hint(type_name, reg.steps))
         stdout(f"{st.name}\n  source: {st.source}\n  outcomes: {', '.join(st.outcomes)}\n  may wait: {'yes' if st.meta.waits else 'no'}")
         if st.meta.retry:
             stdout(f"  retry default: {json.dumps(thaw(st.meta.retry), sort_keys=True)}")

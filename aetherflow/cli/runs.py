@@ -11,7 +11,7 @@ import typer
 
 from aetherflow.cli import options as o
 from aetherflow.cli.app import root_app
-from aetherflow.cli.support import begin, guarded, stderr, stdout
+from aetherflow.cli.support import begin, guarded, stderr, stdout, to_log_file
 from aetherflow.errors import UsageError
 
 runs_app = typer.Typer(help="Recorded runs.\n\nExample: aetherflow runs list --status FAILED", no_args_is_help=True)
@@ -53,19 +53,36 @@ def _check_last(run_id: str | None, flow_id: str | None, key: str | None = None)
 def _run_row(store: Any, r: Any) -> dict[str, Any]:
     from aetherflow.state.store import shown_status
 
-    end = r.finished_at or r.updated_at
+    status = str(shown_status(store, r))
     return {
         "run_id": r.run_id,
         "flow_id": r.flow_id,
-        "status": str(shown_status(store, r)),
+        "status": status,
         "created_at": r.created_at,
         "finished_at": r.finished_at,
-        "duration": (end - r.created_at) if end and r.created_at else None,
+        "duration": run_duration(store, r, status),
         "business_key": r.business_key,
         "tags": list(r.tags),
         "store": store.location,
         "attempt": r.attempt,
     }
+
+
+def run_duration(store: Any, r: Any, status: str) -> float | None:
+    """How long a run ran: to its end; a live run until now; a CRASHED run until the last thing
+    it recorded (its process died without saying when)."""
+    import time
+
+    if r.finished_at:
+        end = r.finished_at
+    elif status == "RUNNING":
+        end = time.time()
+    elif status == "CRASHED":
+        events = store.history(r.run_id)
+        end = max([r.updated_at or 0.0, *(e.ts for e in events[-1:])])
+    else:
+        end = r.updated_at
+    return (end - r.created_at) if end and r.created_at else None
 
 
 @runs_app.command("list")
@@ -125,6 +142,7 @@ def runs_show(
                                                  "--flow ID when given).", autocompletion=_complete_run_ids,
                                                  show_default=False)] = None,
     history: Annotated[bool, typer.Option("--history", help="The append-only event history.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list the files in each job's artifacts/.")] = False,
     key: Annotated[str | None, typer.Option("--key", help="The run holding this business key (VALUE or NAME::VALUE): "
                                             "the active one, else the newest.")] = None,
     flow_id: Annotated[str | None, typer.Option("--flow", help="With --key: only runs of this flow id; with the run id "
@@ -134,7 +152,8 @@ def runs_show(
     config: o.Config = None,
     log_file: o.LogFile = None,
 ) -> None:
-    """One run: jobs, steps, statuses, attempts, durations, outputs (secrets masked), errors.
+    """One run: jobs (with their workspace directory), steps, statuses, attempts, durations,
+    outputs (secrets masked), errors.
 
     Example: aetherflow runs show 20261122T031500-a1b2c3 --history
     """
@@ -151,6 +170,7 @@ def runs_show(
             store, rec = _catalog(state, config, log_file).find_run(run_id, flow_id=flow_id)
         try:
             doc = show_doc(store, rec)
+            add_workspaces(doc, rec, artifacts=verbose)
             events = store.history(rec.run_id) if history else []
         finally:
             store.close()
@@ -232,6 +252,19 @@ def show_doc(store: Any, rec: Any) -> dict[str, Any]:
     return {"run": run, "jobs": job_docs, "waits": waits}
 
 
+def add_workspaces(doc: dict[str, Any], rec: Any, *, artifacts: bool) -> None:
+    """Each job that started gets its ``workspace`` directory (``None`` otherwise) and, with
+    ``artifacts``, the files under its ``artifacts/`` (paths relative to the workspace, sizes)."""
+    from aetherflow.workspace import artifact_files, job_workspace
+
+    for j in doc["jobs"]:
+        ws = (job_workspace(Path(rec.workspace_root), rec.flow_id, j["job_id"], rec.run_id)
+              if rec.workspace_root and j.get("started_at") else None)
+        j["workspace"] = str(ws.path) if ws else None
+        if artifacts:
+            j["artifacts"] = artifact_files(ws) if ws else []
+
+
 def parse_age(text: str) -> float:
     from aetherflow.durations import EXAMPLES, parse_duration
 
@@ -248,6 +281,7 @@ def runs_prune(
         "--older-than", help="Age cut-off with a unit (ms, s, m, h, d, w), e.g. 30d or 1.5d (default: the config "
         "file's [retention] max_age).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Really delete (otherwise only list).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stdout (cron mails any output).")] = False,
     state: o.State = None,
     as_json: o.Json = False,
     config: o.Config = None,
@@ -288,9 +322,10 @@ def runs_prune(
                     pruned.extend(old)
             finally:
                 store.close()
+        to_log_file(f"runs prune: {'deleted' if yes else 'would delete'} {len(pruned)} run(s)")
         if as_json:
             stdout(render.dumps({"pruned" if yes else "would_prune": pruned}))
-        else:
+        elif not quiet:
             verb = "deleted" if yes else "would delete (add --yes)"
             stdout(f"{verb} {len(pruned)} run(s)" + ("".join(f"\n  {r}" for r in pruned) if pruned else ""))
 
@@ -451,6 +486,7 @@ def locks_list(state: o.State = None, as_json: o.Json = False, config: o.Config 
     Example: aetherflow locks list --json
     """
     from aetherflow import render
+
     with guarded(as_json):
         rows: list[dict[str, Any]] = []
         catalog = _catalog(state, config, log_file)
@@ -467,8 +503,4 @@ def locks_list(state: o.State = None, as_json: o.Json = False, config: o.Config 
         if as_json:
             stdout(render.dumps({"locks": [{**r, "since": render.iso(r["since"])} for r in rows]}))
             return
-        if not rows:
-            stdout("no locks held")
-            return
-        for r in rows:
-            stdout(f"{r['lock']}  {r['kind']}  run {r['run_id']}  pid {r['pid']} on {r['host']}  since {render.local_time(r['since'])}")
+        stdout(render.locks_table(rows))

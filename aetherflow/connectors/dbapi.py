@@ -10,6 +10,9 @@ steps use:
   ``batch`` rows at a time (a server-side cursor for PostgreSQL). Close it (or exhaust it) to
   end the statement; the connection is busy until then.
 * ``execute(sql, params) -> affected rows``: a statement without a result set.
+* ``transaction()``: a context manager yielding a :class:`Transaction` for several statements
+  committed together (``db_load``); ``placeholder`` is the driver's positional placeholder
+  (``?`` or ``%s``) for the SQL built for it.
 
 And aetherflow-core's calls, for plugins written against it: ``read(sql, params)`` and
 ``fetchall(sql, params)`` (``(columns, rows)``, every row in memory), ``fetchmany(sql, params,
@@ -33,7 +36,8 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from aetherflow.api import Connector, ConnectorError
@@ -75,6 +79,8 @@ class SqlConnector(Connector):
 
     #: human name of the database product, for messages
     product = "database"
+    #: the driver's positional placeholder, for SQL built by steps (``db_load``)
+    placeholder = "?"
 
     def __init__(self, name: str, config: Mapping[str, Any], options: Mapping[str, Any]) -> None:
         super().__init__(name, config, options)
@@ -100,6 +106,10 @@ class SqlConnector(Connector):
         cur = conn.cursor()
         cur.arraysize = batch
         return cur
+
+    def _begin(self, conn: Any, cur: Any) -> None:
+        """Make sure a transaction is open before ``transaction()``'s first statement (DB-API
+        drivers open one implicitly; sqlite3 does not for DDL and savepoints)."""
 
     # -- shared -----------------------------------------------------------------------------
     def _error(self, action: str, exc: BaseException, code: str = "db.error") -> ConnectorError:
@@ -236,6 +246,24 @@ class SqlConnector(Connector):
         finally:
             self._lock.release()
 
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Several statements in one transaction: committed when the block ends, rolled back
+        when it raises. The connector is busy (locked) meanwhile."""
+        with self._lock:
+            conn = self._connection()
+            cur = conn.cursor()
+            try:
+                tx = Transaction(self, cur)
+                tx._call("begin", lambda: self._begin(conn, cur))
+                yield tx
+                tx._call("commit", conn.commit)
+            except BaseException:
+                self._rollback(conn)
+                raise
+            finally:
+                _quiet_close(cur)
+
     # -- aetherflow-core's calls ------------------------------------------------------------
     def read(self, sql: str, params: Any = None) -> tuple[list[str], list[Row]]:
         """``(columns, rows)`` with every row in memory (aetherflow-core's ``read``)."""
@@ -296,6 +324,43 @@ class SqlConnector(Connector):
                 if not self._is_driver_error(exc):
                     raise
                 raise self._error("close", exc) from exc
+
+class Transaction:
+    """The statements of one :meth:`SqlConnector.transaction`; driver errors become
+    ``ConnectorError`` (code ``db.error``, credentials removed). ``savepoint()`` /
+    ``rollback_to()`` / ``release()`` mark a point to go back to after a failed statement."""
+
+    def __init__(self, owner: SqlConnector, cur: Any) -> None:
+        self._owner = owner
+        self._cur = cur
+
+    @property
+    def placeholder(self) -> str:
+        return self._owner.placeholder
+
+    def _call(self, action: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except Exception as exc:
+            if not self._owner._is_driver_error(exc):
+                raise
+            raise self._owner._error(action, exc) from exc
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        self._call("statement", lambda: _run(self._cur, sql, None if params is None else tuple(params)))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._call("statement", lambda: self._cur.executemany(sql, [tuple(r) for r in rows]))
+
+    def savepoint(self, name: str = "aetherflow") -> None:
+        self.execute(f"SAVEPOINT {name}")
+
+    def rollback_to(self, name: str = "aetherflow") -> None:
+        self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+
+    def release(self, name: str = "aetherflow") -> None:
+        self.execute(f"RELEASE SAVEPOINT {name}")
+
 
 def _run(cur: Any, sql: str, params: Sequence[Any] | Mapping[str, Any] | None) -> None:
     if params is None:

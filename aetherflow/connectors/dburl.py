@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from aetherflow.api import Connector, ConnectorError, register_connector
-from aetherflow.connectors.dbapi import Row, RowStream, SqlConnector
+from aetherflow.connectors.dbapi import Row, RowStream, SqlConnector, Transaction
 from aetherflow.connectors.postgres import PostgresConnector
 from aetherflow.connectors.sqlite import SqliteConnector
 
@@ -74,6 +75,13 @@ class SqlAlchemyUrlConnector(Connector):
 
     def execute(self, sql: str, params: Any = None) -> int:
         return self.inner.execute(*self._sql(sql, params))
+
+    @property
+    def placeholder(self) -> str:
+        return self.inner.placeholder
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        return self.inner.transaction()
 
     # aetherflow-core's calls (connectors/dbapi.py)
     def read(self, sql: str, params: Any = None) -> tuple[list[str], list[Row]]:

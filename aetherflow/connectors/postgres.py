@@ -56,6 +56,7 @@ class PostgresConnector(SqlConnector):
     """PostgreSQL (psycopg 3); streams through server-side cursors."""
 
     product = "PostgreSQL"
+    placeholder = "%s"
 
     def __init__(self, name: str, config: Mapping[str, Any], options: Mapping[str, Any]) -> None:
         super().__init__(name, config, options)

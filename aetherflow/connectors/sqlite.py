@@ -78,3 +78,9 @@ class SqliteConnector(SqlConnector):
         import sqlite3
 
         return isinstance(exc, sqlite3.Error)
+
+    def _begin(self, conn: Any, cur: Any) -> None:
+        # sqlite3 opens a transaction only before INSERT/UPDATE/DELETE: CREATE TABLE and
+        # SAVEPOINT would otherwise run (and commit) on their own
+        if not conn.in_transaction:
+            cur.execute("BEGIN")

@@ -79,10 +79,7 @@ class Preflight:
     ) -> None:
         st = self.registry.step(type_name)
         if st is None:
-            import difflib  # only for a did-you-mean
-
-            close = difflib.get_close_matches(type_name, sorted(self.registry.steps), n=1)
-            hint = f"did you mean '{close[0]}'?" if close else None
+            hint = unknown_type_hint(type_name, self.registry.steps)
             msg = f"unknown step type '{type_name}'"
             if self.plugin_errors:
                 msg += "; plugins that failed to import: " + "; ".join(self.plugin_errors)
@@ -155,6 +152,31 @@ class Preflight:
             t = spec.get("type")
             if isinstance(t, str):
                 self.check_step(t, spec.get("inputs") or {}, {}, npath, None, nested_in=parent)
+
+
+#: step type names other tools use for "run a command"
+SHELL_NAMES = frozenset({"shell", "sh", "bash", "command", "cmd", "script", "exec", "run", "process"})
+
+
+def unknown_type_hint(type_name: str, known: Sequence[str] | Mapping[str, Any]) -> str:
+    """What to do about a step type nothing registers: the command step for the names other
+    tools use, else a close name, else how to install the plugin that provides it."""
+    if type_name.lower() in SHELL_NAMES:
+        return ("commands run with the built-in step 'external.process': "
+                "type: external.process, inputs: {command: 'ls -l | wc -l', shell: true} "
+                "(or command: [ls, -l] without a shell)")
+    import difflib  # only for a did-you-mean
+
+    close = difflib.get_close_matches(type_name, sorted(known), n=1)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    install = ("install its package in aetherflow's environment (pip install PACKAGE), or load a plugin "
+               "folder with --plugin-path DIR (or AETHERFLOW_PLUGIN_PATHS); `aetherflow steps list` shows "
+               "the step types there are")
+    prefix = type_name.split(".", 1)[0] + "." if "." in type_name else ""
+    if prefix and not any(name.startswith(prefix) for name in known):
+        return f"no installed plugin provides '{prefix}*' step types: {install}"
+    return f"if it comes from a plugin, that plugin is not installed: {install}"
 
 
 def inputs_fingerprint(registry: Registry) -> bytes | None:

@@ -32,7 +32,6 @@ from aetherflow.engine.recorder import Recorder
 from aetherflow.engine.results import (
     backoff_delay,
     error_text,
-    iso,
     restore_job_outputs,
     restore_outputs,
 )
@@ -40,7 +39,7 @@ from aetherflow.engine.services import RunInputs, RunResult, RunState, Services
 from aetherflow.errors import Interrupted, LockBusyError
 from aetherflow.model import JobSpec, JobStatus, RunStatus
 from aetherflow.state.store import Lock, LockRecord, job_lock_key, run_labels
-from aetherflow.template import base_scope
+from aetherflow.template import base_scope, run_scope
 from aetherflow.workspace import remove_run_dirs
 
 __all__ = ["WHEN_FALSE", "Executor", "RunInputs", "RunResult", "Services", "backoff_delay"]
@@ -66,7 +65,7 @@ class Executor:
             cancel=svc.cancel, locks=locks, inline_wait_max=svc.inline_wait_max, clock=svc.clock, output=self.output,
             history=lambda: tuple(store.history(self.run_id)),
         ), self.rec)
-        run = {"id": self.run_id, "started_at": iso(inputs.run.created_at), "attempt": inputs.run.attempt}
+        run = run_scope(self.run_id, inputs.run.created_at, inputs.run.attempt)
         scope = base_scope(env=inputs.env, flow_id=self.flow.id, params=inputs.params, secrets=inputs.secrets, run=run)
         scope["jobs"] = self.state.jobs_scope
         self.check_cancel = CancelCheck(svc)

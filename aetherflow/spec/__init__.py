@@ -70,10 +70,12 @@ def load_flow(
 
     if raw is None:
         raw = read_flow_bytes(path)
-    if parsed is not None:
+    references: list[Issue] = []
+    if parsed is not None:  # known valid: the reference checks found nothing in these bytes
         data, positions = parsed
     else:
         from aetherflow.spec.loader import load_yaml
+        from aetherflow.spec.references import reference_issues
 
         data, positions = load_yaml(raw, path)
         if validator is None:
@@ -82,14 +84,15 @@ def load_flow(
             # our own shipped schema: its meta-validation (tests do it) would cost ~20 ms per run
             validator = SchemaValidator(load_schema("flow"), check=False)
         issues = validator.validate(data, file=path, positions=positions)
+        references = reference_issues(data, positions, path)  # reported with schema problems too
         if issues:
-            raise SpecError(issues, file=path)
+            raise SpecError(sorted([*issues, *references], key=_issue_order), file=path)
     builder = Builder(data, positions, path)
     text = raw.decode("utf-8")
     flow = builder.build(text=text, base_dir=base_dir_of(path), sha256=sha256_text(raw))
     loaded = LoadedFlow(flow, data, positions)
-    if builder.issues:
-        exc = SpecError(sorted(builder.issues, key=_issue_order), file=path)
+    if builder.issues or references:
+        exc = SpecError(sorted([*builder.issues, *references], key=_issue_order), file=path)
         exc.partial = loaded  # type: ignore[attr-defined]  # lets registry checks add their issues
         raise exc
     return loaded

@@ -472,10 +472,11 @@ def load_yaml(
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        hint = None
-        if exc.context:
-            cmark = exc.context_mark
-            hint = exc.context + (f" at line {cmark.line + 1}" if cmark is not None else "")
+        from aetherflow.spec.syntax_help import explain  # the parser's words -> an operator's
+
+        cmark = exc.context_mark
+        message, hint = explain(exc.problem, exc.context, cmark.line + 1 if cmark is not None else None,
+                                source, line, column)
         if "nesting depth" in (exc.problem or ""):
             # libyaml's own limit (PyYAML 6.0.4 and later): its scanner looks ahead through a
             # run of `[`/`{` and can stop before the events reach our max_depth check
@@ -487,7 +488,7 @@ def load_yaml(
             builder.issues.append(
                 Issue(
                     "yaml.syntax",
-                    exc.problem or "invalid YAML",
+                    message,
                     Location(file, line, column, format_path(builder.current_path())),
                     hint,
                 )

@@ -263,6 +263,20 @@ def _template_only(error: Any) -> bool:
     return False
 
 
+def _type_hint(path: Path, expected: Any, instance: Any) -> str | None:
+    """How to write a list where a mapping was written (``jobs:`` in the GitHub Actions shape)."""
+    if "array" not in ([expected] if isinstance(expected, str) else list(expected)) or not isinstance(instance, dict):
+        return None
+    if path == ("jobs",):
+        first = next(iter(instance), "build")
+        return (f"jobs is a list, not a map of job names (as in GitHub Actions): write '- id: {first}' "
+                "and indent that job's keys under it")
+    if path and path[-1] == "steps":
+        first = next(iter(instance), "load")
+        return f"steps is a list: write '- id: {first}' for each step and indent its keys under it"
+    return "this is a list: write each item on its own line starting with '- '"
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -351,6 +365,8 @@ class _Mapper:
             code, message, hint = self.describe(error)
             return [self.issue(code, message, key_path, key=True, hint=hint)]
         code, message, hint = self.describe(error)
+        if validator == "type" and hint is None:
+            hint = _type_hint(path, error.validator_value, error.instance)
         return [self.issue(code, message, path, hint=hint)]
 
     # -- one error -> (code, message, hint)

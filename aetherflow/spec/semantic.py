@@ -38,7 +38,7 @@ STEP_ROOTS = frozenset({"env", "params", "secrets", "steps", "jobs", "job", "run
 OUTPUT_ROOTS = STEP_ROOTS | {"result"}
 WHEN_ROOTS = frozenset({"env", "params", "secrets", "steps", "jobs", "job", "run", "run_id", "flow_id", "workspace"})
 RESOURCE_ROOTS = frozenset({"env", "params", "secrets", "run", "run_id", "flow_id"})
-PARAM_DEFAULT_ROOTS = frozenset({"env"})
+PARAM_DEFAULT_ROOTS = frozenset({"env", "run"})
 FLOW_SETTING_ROOTS = frozenset({"env", "params", "flow_id"})
 
 Path_ = tuple[str | int, ...]

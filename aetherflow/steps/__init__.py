@@ -16,6 +16,7 @@ BUILTIN_STEP_TYPES: dict[str, str] = {
     "external.process": "aetherflow.steps.process",
     "db_query": "aetherflow.steps.data",
     "db_extract": "aetherflow.steps.data",
+    "db_load": "aetherflow.steps.dbload",
     "http_request": "aetherflow.steps.net",
     "mail_send": "aetherflow.steps.net",
     "zip": "aetherflow.steps.files",

@@ -396,7 +396,7 @@ def test_when_false_on_job_and_on_step(cli, flow, count_file):
 def test_when_over_a_missing_path_is_null_not_a_crash(cli, flow, count_file):
     f = flow("""
         version: 1
-        flow: {id: missing}
+        flow: {id: missing, params: {p: {type: object, default: "{}"}}}
         jobs:
           - id: a
             steps:
@@ -469,12 +469,13 @@ def test_missing_template_value_fails_the_step_naming_the_path(cli, flow):
         jobs:
           - id: a
             steps:
-              - {id: s, type: debug, inputs: {v: "{{ env.AETHERFLOW_SURELY_UNSET_VAR }}"}}
+              - {id: p, type: noop, inputs: {x: 1}}
+              - {id: s, type: debug, inputs: {v: "{{ steps.p.surely_not_an_output }}"}}
         """)
     res, doc = run_json(cli, f)
     assert res.exit_code == 1
     assert doc["failed_steps"][0]["job"] == "a" and doc["failed_steps"][0]["step"] == "s"
-    assert "AETHERFLOW_SURELY_UNSET_VAR" in doc["failed_steps"][0]["error"]
+    assert "steps.p.surely_not_an_output" in doc["failed_steps"][0]["error"]
     assert "Traceback" not in res.stderr
 
 

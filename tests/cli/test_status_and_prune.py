@@ -116,6 +116,10 @@ def test_retention_max_age_is_the_default_cut_off(af, write_flow, home: Path) ->
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["pruned"] == ["r1"]
     assert json.loads(af("runs", "prune", "--older-than", "1d", "--json").stdout)["would_prune"] == []  # the flag wins
+    age_runs(home, "r2", days=3)
+    quiet = af("runs", "prune", "--yes", "--quiet")  # for cron: nothing to mail
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+    assert json.loads(af("runs", "list", "--json").stdout)["runs"] == []
 
 
 def age_runs(home: Path, pattern: str, *, days: int) -> None:

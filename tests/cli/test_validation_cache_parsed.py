@@ -49,7 +49,7 @@ def without_times(doc: Any) -> Any:
     """A ``runs show --json`` document without what differs between two runs of one flow."""
     if isinstance(doc, dict):
         return {k: without_times(v) for k, v in doc.items()
-                if not k.endswith("_at") and k not in ("run_id", "pid", "duration_seconds")}
+                if not k.endswith("_at") and k not in ("run_id", "pid", "duration_seconds", "workspace")}
     if isinstance(doc, list):
         return [without_times(v) for v in doc]
     return doc
@@ -141,6 +141,20 @@ def test_hit_runs_exactly_what_a_miss_runs(home: Path, write_flow: Callable[...,
 RUN_TIME_ERRORS = {
     "resource": ("""
         version: 1
+        flow: {id: res, params: {cfg: {type: object, default: "{}"}}}
+        resources:
+          warehouse:
+            kind: db
+            driver: sqlite
+            config: {path: "{{ params.cfg.no_such_key }}"}
+        jobs:
+          - id: main
+            steps:
+              - id: a
+                type: noop
+        """, ":5:5: error[resource.template]"),
+    "env": ("""
+        version: 1
         flow: {id: res}
         resources:
           warehouse:
@@ -152,7 +166,7 @@ RUN_TIME_ERRORS = {
             steps:
               - id: a
                 type: noop
-        """, ":5:5: error[resource.template]"),
+        """, ":7:20: template.missing_env"),
     "param": ("""
         version: 1
         flow:

@@ -22,6 +22,10 @@ def test_bench_smoke_prints_the_table(tmp_path: Path) -> None:
         assert column in header
     rows = [line for line in proc.stdout.splitlines() if line.startswith(("aetherflow --version", "run, 1 no-op", "run, 100 no-op"))]
     assert len(rows) == 3, proc.stdout
+    # it checks that the scenarios run: one noisy repetition is never judged against a target
+    assert all(row.rstrip().endswith("—") for row in rows), rows
+    assert "FAIL" not in proc.stdout and "pass" not in " ".join(rows)
+    assert "result: not judged (--smoke checks that the scenarios run" in proc.stdout
     assert "comparison skipped" in proc.stdout
     assert not list(tmp_path.glob("aetherflow-bench-*")), "the bench leaves no temporary homes behind"
 

@@ -30,6 +30,20 @@ def flow_blocks() -> list[tuple[str, str]]:
     return out
 
 
+def doc_plugins(name: str, where: Path) -> list[str]:
+    """``--plugin-path`` arguments loading the python examples of the doc a block comes from
+    (a flow may use the step types its page defines)."""
+    from docblocks import plugin_sources
+
+    sources = plugin_sources(name.split("#")[0])
+    if not sources:
+        return []
+    where.mkdir()
+    for file, text in sources.items():
+        (where / file).write_text(text, encoding="utf-8")
+    return ["--plugin-path", str(where)]
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "flows").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_flows_validate(cli, path: Path) -> None:
     res = cli("validate", str(path))
@@ -45,7 +59,7 @@ def test_daily_flow_is_first_and_has_modeline() -> None:
 def test_doc_flows_validate(cli, tmp_path: Path, name: str, text: str) -> None:
     f = tmp_path / "doc_flow.yaml"
     f.write_text(text, encoding="utf-8")
-    res = cli("validate", str(f))
+    res = cli("validate", str(f), *doc_plugins(name, tmp_path / "plugins"))
     expected = EXPECT.findall(text)
     if expected:
         assert res.exit_code == 2
@@ -90,3 +104,23 @@ def test_every_exit_code_is_documented() -> None:
     text = (ROOT / "docs" / "exit-codes.md").read_text()
     for code in ExitCode:
         assert f"| {int(code)} " in text or f"| {int(code)} |" in text, code
+
+
+def test_readme_links_every_doc() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\((docs/[A-Za-z0-9_.-]+\.md)(?:#[^)]*)?\)", readme))
+    docs = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert docs - linked == set(), sorted(docs - linked)
+    assert linked - docs == set(), sorted(linked - docs)
+
+
+def test_quickstart_links_the_flow_and_steps_references() -> None:
+    text = (ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8")
+    for target in ("flow-reference.md", "steps.md", "templates.md"):
+        assert f"]({target})" in text, target
+
+
+def test_docs_point_to_no_unshipped_spec() -> None:
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        assert not re.search(r"\bthe spec\b|SPEC\.md", text), doc.name

@@ -332,6 +332,40 @@ def test_masked_repr() -> None:
     assert Masked("x").name == "x"
 
 
+# ---------------------------------------------------------------------------------------------
+# the run root
+
+
+def test_run_scope_is_derived_from_the_recorded_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from aetherflow.template import run_scope
+
+    monkeypatch.setenv("TZ", "Pacific/Auckland")  # UTC+13 in January: the local day is ahead
+    time.tzset()
+    try:
+        started = 1704153600.0 + 3600 * 12  # 2024-01-02T12:00:00Z = 2024-01-03 01:00 in Auckland
+        scope = run_scope("r1", started, 2)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert scope == {"id": "r1", "attempt": 2, "started_at": "2024-01-02T12:00:00+00:00", "date": "2024-01-02",
+                     "local_date": "2024-01-03"}
+    assert render("sales-{{ run.date }}.csv", {"run": scope}) == "sales-2024-01-02.csv"
+    assert "attempt" not in run_scope("r1", started)
+
+
+def test_a_missing_env_variable_is_named_in_the_hint_without_the_others() -> None:
+    env = {f"VAR_{i:02d}": "x" for i in range(30)}
+    with pytest.raises(TemplateError) as info:
+        render("{{ env.WAREHOUSE_DSN }}", {"env": env})
+    assert info.value.code == "template.missing"
+    hint = info.value.hint or ""
+    assert hint.startswith("set WAREHOUSE_DSN (in the environment")
+    assert "'{{ env.WAREHOUSE_DSN:VALUE }}'" in hint
+    assert "VAR_" not in hint
+
+
 def test_an_empty_environment_variable_takes_the_default() -> None:
     """`{{ env.X:d }}` with X="" is d (aetherflow-core, and the shell's ${X:-d}); other roots and
     tokens without a default keep the empty string."""

@@ -1,0 +1,655 @@
+"""Every flow, command and plugin example of README.md and docs/ is executed, and what the doc
+says it shows is checked (see tests/docblocks.py for how a block is found and how one opts out).
+
+* ``yaml`` flows: run through the real CLI in a fresh AETHERFLOW_HOME (with the doc's python
+  examples as a plugin folder); a flow that needs files gets them from FLOW_SETUP, and what the
+  doc says about its result is checked in FLOW_CHECKS. ``validate-only`` flows need a server the
+  test cannot have (validated by tests/contract/test_docs.py like every flow).
+* ``python`` examples: imported as a plugin folder; every step type, connector, decoder and
+  observer they register is used by a flow in PLUGIN_USES; a ``def test_`` example is run by
+  pytest.
+* ``sh`` / ``console`` commands: run in order, one session per doc, with the installed
+  ``aetherflow`` script in a subprocess; ``<run_id>`` / ``RUN_ID`` name the session's newest
+  run, ``# exit N`` in a comment is the expected exit code (else 0), and a console block's output
+  lines must appear. Installing (``pip``, ``pipx``, ``python3 -m venv``, activating, ``bash
+  .ci/run``) is what `.ci/run` does and is not repeated here. COMMAND_SETUP prepares the state a
+  block talks about (a failed run for the recovery playbook, a waiting run for events).
+* ``crontab`` entries: run as cron would, with only the crontab's variables, after mapping its
+  example paths to this test's; aetherflow must be named by its absolute path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from docblocks import ROOT, Block, all_blocks, plugin_sources
+
+CLI = str(Path(sys.executable).parent / "aetherflow")
+BLOCKS = all_blocks()
+KNOWN_LANGS = {"yaml", "python", "sh", "console", "crontab", "text", "json", "toml", ""}
+MAX_OPT_OUTS = 6
+
+
+# ------------------------------------------------------------------------------ the session
+
+
+class Session:
+    """One doc's commands: a working directory holding a copy of flows/, a private home."""
+
+    def __init__(self, tmp_path: Path, doc: str) -> None:
+        self.doc = doc
+        self.tmp = tmp_path
+        self.cwd = tmp_path / "work"
+        self.cwd.mkdir()
+        shutil.copytree(ROOT / "flows", self.cwd / "flows")
+        self.home = tmp_path / "home"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AETHERFLOW_")}
+        self.env.update(AETHERFLOW_HOME=str(self.home), HOME=str(tmp_path / "userhome"),
+                        PATH=f"{Path(CLI).parent}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}")
+        self.run_id: str | None = None
+        self.log: list[str] = []  # the aetherflow commands that ran
+        self.plugins = tmp_path / "doc_plugins"
+        self.plugins.mkdir()
+        for name, text in plugin_sources(doc).items():
+            (self.plugins / name).write_text(text, encoding="utf-8")
+
+    def aetherflow(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+                   expect: int | None = 0) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([CLI, *args], capture_output=True, text=True, env={**self.env, **(env or {})},
+                              cwd=cwd or self.cwd, timeout=300)
+        if expect is not None:
+            assert proc.returncode == expect, f"aetherflow {' '.join(args)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def newest_run(self) -> str | None:
+        runs = json.loads(self.aetherflow("runs", "list", "--json").stdout)["runs"]
+        return str(runs[0]["run_id"]) if runs else None
+
+    def write(self, relative: str, text: str) -> Path:
+        p = self.cwd / relative
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+        return p
+
+    def job_dir(self, flow_id: str, job: str, run_id: str = "docs") -> Path:
+        d = self.home / "work" / flow_id / job / run_id
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+
+def _script(path: Path, body: str) -> None:
+    path.write_text("#!/bin/sh\n" + body, encoding="utf-8")
+    path.chmod(0o755)
+
+
+def _shop(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, amount REAL, day TEXT)")
+        db.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)",
+                       [(1, "ada", 12.5, "2026-11-21"), (2, "bob", 7.0, "2026-11-21"), (3, "cyd", 3.0, "2026-11-20")])
+    db.close()
+
+
+def _rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def _show(s: Session, run_id: str = "docs") -> dict[str, Any]:
+    return json.loads(s.aetherflow("runs", "show", run_id, "--json").stdout)
+
+
+def _outputs(shown: dict[str, Any], job: str, step: str) -> dict[str, Any]:
+    j = next(j for j in shown["jobs"] if j["job_id"] == job)
+    return dict(next(x for x in j["steps"] if x["step_id"] == step)["outputs"])
+
+
+# ------------------------------------------------------------------------------ flows
+
+SECRET_TOKEN = "tok-Zq81-docs"
+
+
+def _setup_secrets(s: Session) -> dict[str, str]:
+    s.write("secrets/api_token", SECRET_TOKEN + "\n")
+    s.write("secrets.env", "SMTP_PASSWORD=smtp-pw-1\n")
+    fake = s.tmp / "fakebin"
+    fake.mkdir()
+    _script(fake / "pass", f"echo {base64.b64encode(b'signing-key-1').decode()}\n")
+    _script(s.job_dir("secrets_example", "load") / "load.sh", f'test "$API_TOKEN" = "{SECRET_TOKEN}" && echo "loaded with $API_TOKEN"\n')
+    return {"WAREHOUSE_PASSWORD": "pw-warehouse-1", "PATH": f"{fake}{os.pathsep}{s.env['PATH']}"}
+
+
+def _setup_nightly_reference(s: Session) -> dict[str, str]:
+    _script(s.job_dir("nightly_export", "export") / "export.sh", 'echo "exported $1"\n')
+    return {}
+
+
+def _setup_nightly_processes(s: Session) -> dict[str, str]:
+    _script(s.job_dir("nightly_export", "export") / "export.sh",
+            'mkdir -p artifacts/out && echo "$EXPORT_FORMAT $2" > artifacts/out/orders.parquet\n')
+    return {}
+
+
+def _setup_sales_load(s: Session) -> dict[str, str]:
+    _script(s.job_dir("sales_load", "load") / "load_fact_sales.sh", "echo loaded\n")
+    return {}
+
+
+def _setup_shop(s: Session) -> dict[str, str]:
+    _shop(s.cwd / "data" / "shop.db")
+    return {}
+
+
+FLOW_SETUP: dict[tuple[str, str], Callable[[Session], dict[str, str]]] = {
+    ("connectors.md", "sqlite_example"): _setup_shop,
+    ("connectors.md", "decode_example"): lambda s: {"WAREHOUSE_PASSWORD_B64": base64.b64encode(b"pw-1").decode()},
+    ("flow-reference.md", "nightly_export"): _setup_nightly_reference,
+    ("processes.md", "nightly_export"): _setup_nightly_processes,
+    ("secrets.md", "secrets_example"): _setup_secrets,
+    ("step-authors.md", "count_example"): _setup_shop,
+    ("step-authors.md", "sales_load"): _setup_sales_load,
+    ("steps.md", "extract_example"): _setup_shop,
+    ("steps.md", "load_example"): _setup_shop,
+}
+
+
+def _check_hello(s: Session, doc: dict[str, Any]) -> None:
+    who = s.env.get("USER") or "world"
+    assert _outputs(_show(s), "after", "show")["message"] == f"greet said hello {who}\n"
+
+
+def _check_tour(s: Session, doc: dict[str, Any]) -> None:
+    shown = _show(s)
+    day = shown["run"]["params"]["day"]
+    assert day == __import__("time").strftime("%Y-%m-%d", __import__("time").gmtime(shown["run"]["created_at"]))
+    assert _outputs(shown, "report", "show") == {
+        "raw_stdout": f"north {day}\n", "count": 2, "text": f"2 region(s) on {day}",
+        "list_in_text": 'regions=["north","south"]', "literal": "{{ not a template }} ${HOME} {x}",
+        "with_default": "fallback value"}
+    jobs = {j["job_id"]: j for j in shown["jobs"]}
+    assert jobs["probe"]["outputs"] == {"count": 2, "first": "north"}
+    assert jobs["report"]["outputs"] == {"message": f"2 region(s) on {day}"}
+    big = next(x for x in jobs["report"]["steps"] if x["step_id"] == "big")
+    assert (big["status"], big["reason"]) == ("SKIPPED", "condition false")
+
+
+def _check_conditions(s: Session, doc: dict[str, Any]) -> None:
+    assert doc["jobs"] == {"probe": "SUCCESS", "load": "SUCCESS", "never": "SKIPPED"}
+    steps = {x["step_id"]: x for j in _show(s)["jobs"] if j["job_id"] == "load" for x in j["steps"]}
+    assert steps["refunds"]["status"] == "SUCCESS"
+    assert (steps["everything"]["status"], steps["everything"]["reason"]) == ("SKIPPED", "condition false")
+
+
+def _check_extract(s: Session, doc: dict[str, Any]) -> None:
+    out = _outputs(_show(s), "export", "orders")
+    assert Path(out["path"]).read_text() == "id,customer,amount\n1,ada,12.5\n2,bob,7.0\n" and out["row_count"] == 2
+
+
+def _check_load(s: Session, doc: dict[str, Any]) -> None:
+    shown = _show(s)
+    assert next(j for j in shown["jobs"] if j["job_id"] == "load")["outputs"] == {"loaded": 3}
+    assert _rows(s.cwd / "data" / "warehouse.db", "SELECT * FROM staging_orders ORDER BY id") == [
+        ("1", "ada", "12.5"), ("2", "bob", "7.0"), ("3", "cyd", "3.0")]
+
+
+def _check_count(s: Session, doc: dict[str, Any]) -> None:
+    assert next(j for j in _show(s)["jobs"] if j["job_id"] == "probe")["outputs"] == {"count": 3}
+
+
+def _check_secrets(s: Session, doc: dict[str, Any]) -> None:
+    out = _outputs(_show(s), "load", "run_loader")
+    assert out["stdout"] == "loaded with ***\n"  # the process got the token; the store has it masked
+    assert SECRET_TOKEN.encode() not in (s.home / "state.db").read_bytes()
+
+
+def _check_waiting(s: Session, doc: dict[str, Any]) -> None:
+    assert doc["status"] == "WAITING" and doc["waits"][0]["events"] == ["approved", "rejected"]
+
+
+def _check_processes(s: Session, doc: dict[str, Any]) -> None:
+    out = _outputs(_show(s), "export", "report")
+    assert out["stdout"] == s.env["HOME"].upper() + "\n"  # `${HOME}` reached the shell as text
+    assert (s.job_dir("nightly_export", "export") / "manifests" / "dump.done").exists()  # idempotency marker
+
+
+FLOW_CHECKS: dict[tuple[str, str], Callable[[Session, dict[str, Any]], None]] = {
+    ("quickstart.md", "hello"): _check_hello,
+    ("templates.md", "templates_tour"): _check_tour,
+    ("templates.md", "conditions"): _check_conditions,
+    ("steps.md", "extract_example"): _check_extract,
+    ("steps.md", "load_example"): _check_load,
+    ("step-authors.md", "count_example"): _check_count,
+    ("secrets.md", "secrets_example"): _check_secrets,
+    ("waiting.md", "order_approval"): _check_waiting,
+    ("processes.md", "nightly_export"): _check_processes,
+}
+
+RUNNABLE_FLOWS = [b for b in BLOCKS if b.is_flow and not b.expected_codes and b.marker is None]
+
+
+@pytest.mark.parametrize("block", RUNNABLE_FLOWS, ids=[b.name for b in RUNNABLE_FLOWS])
+def test_doc_flow_runs(block: Block, tmp_path: Path) -> None:
+    s = Session(tmp_path, block.doc)
+    name = block.save_as or "flow.yaml"
+    s.write(name, block.text)
+    key = (block.doc, block.flow_id or "")
+    env = FLOW_SETUP[key](s) if key in FLOW_SETUP else {}
+    res = s.aetherflow("run", name, "--json", "--run-id", "docs", "--plugin-path", str(s.plugins), env=env, expect=None)
+    doc = json.loads(res.stdout)
+    assert res.returncode == 0 and doc["status"] in ("SUCCESS", "WAITING"), res.stdout + res.stderr
+    if key in FLOW_CHECKS:
+        FLOW_CHECKS[key](s, doc)
+
+
+# ------------------------------------------------------------------------------ python
+
+KV_FLOW = """
+version: 1
+flow: {{id: kv_use}}
+resources:
+  kv: {{kind: kv, driver: acme_sqlite, config: {{path: {path}}}}}
+jobs:
+  - id: j
+    steps:
+      - {{id: get, type: acme.kv_get, inputs: {{resource: kv, key: answer}}}}
+"""
+
+
+def _use_kv(s: Session) -> None:
+    path = s.tmp / "kv.sqlite"
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute("INSERT INTO kv VALUES ('answer', '42')")
+    db.close()
+    s.write("kv.yaml", KV_FLOW.format(path=path))
+    s.aetherflow("run", "kv.yaml", "--run-id", "docs", "--plugin-path", str(s.plugins))
+    assert _outputs(_show(s), "j", "get") == {"value": 42}
+
+
+def _use_report(s: Session) -> None:
+    s.write("report.yaml", "version: 1\nflow: {id: report}\njobs:\n  - id: j\n    steps:\n      - {id: w, type: acme.write_report}\n")
+    s.aetherflow("run", "report.yaml", "--run-id", "docs", "--plugin-path", str(s.plugins))
+    ws = s.home / "work" / "report" / "j" / "docs"
+    assert (ws / "artifacts" / "report.csv").read_bytes() == b"region,total\r\nnorth,12\r\n"
+    assert json.loads((ws / "manifests" / "report.json").read_text())["rows"] == 1
+
+
+def _use_classify(s: Session) -> None:
+    s.write("classify.yaml", "version: 1\nflow: {id: cls}\njobs:\n  - id: route\n    steps:\n"
+            "      - {id: c, type: acme.classify, inputs: {value: 250}, on_outcome: {small: complete_job, large: continue}}\n"
+            "      - {id: after, type: noop}\n")
+    s.aetherflow("run", "classify.yaml", "--run-id", "docs", "--plugin-path", str(s.plugins))
+    steps = {x["step_id"]: x for x in _show(s)["jobs"][0]["steps"]}
+    assert steps["c"]["outcome"] == "large" and steps["after"]["status"] == "SUCCESS"
+
+
+def _use_shout(s: Session) -> None:
+    s.write("shout.yaml", "version: 1\nflow: {id: shout}\njobs:\n  - id: j\n    steps:\n"
+            "      - {id: up, type: acme.shout, inputs: {text: Hello}}\n      - {id: down, type: acme.whisper, inputs: {text: Hello}}\n")
+    s.aetherflow("run", "shout.yaml", "--run-id", "docs", "--plugin-path", str(s.plugins))
+    shown = _show(s)
+    assert _outputs(shown, "j", "up") == {"text": "HELLO"} and _outputs(shown, "j", "down") == {"text": "hello"}
+
+
+def _use_observer(s: Session) -> None:
+    s.write("obs.yaml", "version: 1\nflow: {id: obs}\njobs:\n  - id: j\n    steps:\n      - {id: s, type: noop}\n")
+    res = s.aetherflow("run", "obs.yaml", "-vv", "--plugin-path", str(s.plugins))
+    assert "metric aetherflow.step flow=obs step=j.s" in res.stderr, res.stderr
+
+
+def _use_decoder(s: Session) -> None:
+    target = s.tmp / "decoded.db"
+    s.write("decode.yaml", f"""version: 1
+flow: {{id: dec}}
+resources:
+  db: {{kind: db, driver: sqlite3, config: {{path: "{binascii.hexlify(str(target).encode()).decode()}"}}, decode: {{config: {{path: hex}}}}}}
+jobs:
+  - id: j
+    steps:
+      - {{id: q, type: db_query, inputs: {{resource: db, sql: "SELECT 1 AS one"}}}}
+""")
+    s.aetherflow("run", "decode.yaml", "--plugin-path", str(s.plugins))
+    assert target.exists()  # the connector opened the decoded path
+
+
+def _use_fetch(s: Session) -> None:
+    _shop(s.cwd / "data" / "shop.db")
+    s.write("fetch.yaml", "version: 1\nflow: {id: fetch}\nresources:\n  shop: {kind: db, driver: sqlite3, config: {path: data/shop.db}}\n"
+            "jobs:\n  - id: j\n    steps:\n      - {id: f, type: acme.fetch, inputs: {resource: shop}}\n")
+    s.aetherflow("run", "fetch.yaml", "--run-id", "docs", "--plugin-path", str(s.plugins))
+    assert _outputs(_show(s), "j", "f") == {"orders": 3}
+    shown = s.aetherflow("steps", "show", "acme.fetch", "--plugin-path", str(s.plugins)).stdout
+    assert '"max_attempts": 4' in shown and "retry default" in shown, shown
+
+
+CONNECTOR_PROBE = """
+from aetherflow.api import STEP_SUCCESS, Step, StepResult, register_step
+
+
+@register_step("probe.connector")
+class ProbeConnector(Step):
+    def run(self, ctx, inputs):
+        conn = ctx.connectors[inputs["resource"]]
+        return StepResult(STEP_SUCCESS, {"class": type(conn).__name__, "name": conn.name, "sent": conn.sent})
+"""
+
+
+def _use_mail_dummy(s: Session) -> None:
+    (s.plugins / "probe_connector.py").write_text(CONNECTOR_PROBE, encoding="utf-8")
+    s.write("dummy.yaml", "version: 1\nflow: {id: dummy}\nresources:\n  outbox: {kind: mail, driver: mail-dummy}\n"
+            "jobs:\n  - id: j\n    steps:\n      - {id: p, type: probe.connector, inputs: {resource: outbox}}\n")
+    s.aetherflow("run", "dummy.yaml", "--run-id", "docs", "--plugin-path", str(s.plugins))
+    assert _outputs(_show(s), "j", "p") == {"class": "MailDummy", "name": "outbox", "sent": []}
+
+
+#: what each name a python example registers is used by: a function, or the id of a flow of the
+#: same doc that uses it (run by test_doc_flow_runs)
+PLUGIN_USES: dict[str, Callable[[Session], None] | str] = {
+    "acme.count_rows": "count_example",
+    "acme.write_report": _use_report,
+    "kv:acme_sqlite": _use_kv,
+    "acme.kv_get": _use_kv,
+    "acme.classify": _use_classify,
+    "acme.fetch": _use_fetch,
+    "acme.shout": _use_shout,
+    "acme.whisper": _use_shout,
+    "observer:to_metrics": _use_observer,
+    "decoder:hex": _use_decoder,
+    "mail:mail-dummy": _use_mail_dummy,
+}
+
+_REGISTERED = [
+    (re.compile(r"register_step\(\s*\"([^\"]+)\""), "{}"),
+    (re.compile(r"register_step\(\s*\w+\s*,\s*\"([^\"]+)\""), "{}"),
+    (re.compile(r"\.register\(\s*\"([^\"]+)\""), "{}"),
+    (re.compile(r"register_connector\(\s*\"([^\"]+)\",\s*\"([^\"]+)\""), "{}:{}"),
+    (re.compile(r"register_connector\(\s*kind=\"([^\"]+)\",\s*driver=\"([^\"]+)\""), "{}:{}"),
+    (re.compile(r"register_decoder\(\s*\"([^\"]+)\""), "decoder:{}"),
+    (re.compile(r"@register_observer\s*\n\s*def (\w+)"), "observer:{}"),
+]
+
+
+def registered(text: str) -> list[str]:
+    names = []
+    for pattern, form in _REGISTERED:
+        for m in pattern.finditer(text):
+            names.append(form.format(*m.groups()))
+    return sorted(set(names))
+
+
+PYTHON = [b for b in BLOCKS if b.lang == "python" and b.marker is None]
+
+
+@pytest.mark.parametrize("block", PYTHON, ids=[b.name for b in PYTHON])
+def test_doc_python_example_runs(block: Block, tmp_path: Path) -> None:
+    if re.search(r"^def test_", block.text, re.M):  # a test example: pytest runs it
+        path = tmp_path / "test_doc_example.py"
+        path.write_text(block.text, encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AETHERFLOW_", "PYTEST_"))}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                               "--rootdir", str(tmp_path), str(path)], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+        return
+    s = Session(tmp_path, block.doc)
+    for p in s.plugins.iterdir():  # this example alone
+        if p.read_text(encoding="utf-8") != block.text:
+            p.unlink()
+    listed = json.loads(s.aetherflow("steps", "list", "--json", "--plugin-path", str(s.plugins)).stdout)
+    assert not [p for p in listed["plugins"] if p["error"]], listed["plugins"]
+    names = registered(block.text)
+    assert names, f"{block.name}: a python example registers nothing (a step, connector, decoder or observer)"
+    flows = {b.flow_id for b in BLOCKS if b.doc == block.doc and b.is_flow}
+    done: list[Callable[[Session], None]] = []
+    for name in names:
+        use = PLUGIN_USES.get(name)
+        assert use is not None, f"{block.name}: nothing uses '{name}'; add it to PLUGIN_USES"
+        if isinstance(use, str):
+            assert use in flows, f"{name}: no flow '{use}' in {block.doc}"
+        elif use not in done:
+            use(s)
+            done.append(use)
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def _split_comment(line: str) -> tuple[str, str]:
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[:i].rstrip(), line[i + 1:].strip()
+    return line.rstrip(), ""
+
+
+INSTALL = (("python3", "-m", "venv"), ("pip",), (".venv/bin/pip",), ("pipx",), (".", ".venv/bin/activate"),
+           ("source",), ("bash", ".ci/run"))
+
+
+def _run_command(s: Session, command: str, comment: str) -> subprocess.CompletedProcess[str] | None:
+    m = re.match(r"exit (\d+)\b", comment)
+    expect = int(m.group(1)) if m else 0
+    last = None
+    for part in (p.strip() for p in command.split("&&")):
+        if s.run_id:
+            part = part.replace("<run_id>", s.run_id)
+            part = re.sub(r"\bRUN_ID\b", s.run_id, part)
+        argv = shlex.split(part)
+        env: dict[str, str] = {}
+        while argv and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", argv[0]):
+            k, _, v = argv.pop(0).partition("=")
+            env[k] = v
+        if any(tuple(argv[:len(p)]) == p for p in INSTALL):
+            continue  # .ci/run installs and tests; a test cannot install from the network
+        if argv[0] in ("aetherflow", ".venv/bin/aetherflow"):
+            last = s.aetherflow(*argv[1:], env=env, expect=expect)
+            s.log.append(part)
+            s.run_id = s.newest_run() or s.run_id
+        elif argv[0] == "sqlite3":
+            if shutil.which("sqlite3") is None:
+                pytest.skip("the sqlite3 command-line shell is not installed")
+            proc = subprocess.run(["sh", "-c", part], capture_output=True, text=True, cwd=s.cwd, timeout=120)
+            assert proc.returncode == expect, proc.stderr
+        else:
+            raise AssertionError(f"{s.doc}: the harness does not know how to run {part!r}")
+    return last
+
+
+def _commands(block: Block) -> list[tuple[str, str, list[str]]]:
+    """(command, comment, expected output lines) of a sh or console block."""
+    out: list[tuple[str, str, list[str]]] = []
+    lines = block.text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        while line.endswith("\\") and i + 1 < len(lines):
+            i += 1
+            line = line[:-1] + " " + lines[i].strip()
+        i += 1
+        if block.lang == "console":
+            if line.startswith("$ "):
+                command, comment = _split_comment(line[2:])
+                out.append((command, comment, []))
+            elif line.strip() and out:
+                out[-1][2].append(line)
+            continue
+        command, comment = _split_comment(line)
+        if command.strip():
+            out.append((command, comment, []))
+    return out
+
+
+def _failed_once_flow(s: Session) -> None:
+    marker = s.tmp / "fixed"
+    s.write("load.yaml", f"""version: 1
+flow: {{id: load_orders}}
+jobs:
+  - id: load
+    steps:
+      - {{id: copy, type: external.process, inputs: {{command: [sh, -c, 'test -e {marker} || {{ touch {marker}; exit 1; }}']}}}}
+""")
+    s.aetherflow("run", "load.yaml", expect=1)
+    s.run_id = s.newest_run()
+
+
+def _waiting_run(s: Session, key: str | None = None) -> None:
+    s.aetherflow("run", "flows/order_approval.yaml", *(["--key", key] if key else []))
+    s.run_id = s.newest_run()
+
+
+def _nightly_plugins(s: Session) -> None:
+    s.env.pop("AETHERFLOW_PLUGIN_PATHS")  # this block names its folders itself
+    for d in ("flow_plugins", "shared_plugins"):
+        (s.cwd / d).mkdir()
+    for name in os.listdir(s.plugins):
+        shutil.copy(s.plugins / name, s.cwd / "flow_plugins" / name)
+    s.write("flows/nightly.yaml", "version: 1\nflow: {id: nightly}\njobs:\n  - id: j\n    steps:\n"
+            "      - {id: s, type: acme.shout, inputs: {text: hi}}\n")
+
+
+#: (doc, first command of a block) -> what to prepare before the block runs
+COMMAND_SETUP: dict[tuple[str, str], Callable[[Session], None]] = {
+    ("recovery.md", "aetherflow runs list --status FAILED"): _failed_once_flow,
+    ("recovery.md", "aetherflow runs show RUN_ID"): _waiting_run,
+    ("recovery.md", "aetherflow cancel RUN_ID --reason \"order withdrawn\""): _waiting_run,
+    ("waiting.md", "aetherflow resume RUN_ID --event approved --data '{\"by\": \"ops\"}'"):
+        lambda s: (_waiting_run(s, "order42"), _waiting_run(s, "order43")) and None,
+    ("plugins.md", "aetherflow run flows/nightly.yaml --plugin-path ./flow_plugins"): _nightly_plugins,
+    ("waiting.md", "aetherflow resume RUN_ID --in 2h"): lambda s: _waiting_run(s, "order42"),
+    ("recovery.md", "sqlite3 state.db '.dump' | sqlite3 recovered.db"): lambda s: setattr(s, "cwd", s.home),
+}
+
+#: env of a doc's whole session
+SESSION_ENV: dict[str, Callable[[Session], dict[str, str]]] = {
+    "plugins.md": lambda s: {"AETHERFLOW_PLUGIN_PATHS": str(s.plugins)},  # acme.shout, from its examples
+}
+
+COMMAND_DOCS = sorted({b.doc for b in BLOCKS if b.lang in ("sh", "console") and b.marker is None})
+
+
+@pytest.mark.parametrize("doc", COMMAND_DOCS)
+def test_doc_commands_run(doc: str, tmp_path: Path) -> None:
+    s = Session(tmp_path, doc)
+    if doc in SESSION_ENV:
+        s.env.update(SESSION_ENV[doc](s))
+    ran = 0
+    for block in (b for b in BLOCKS if b.doc == doc and b.lang in ("sh", "console") and b.marker is None):
+        for flow in (b for b in BLOCKS if b.doc == doc and b.save_as and b.line < block.line):
+            if not (s.cwd / str(flow.save_as)).exists():  # "Save it as `NAME`" before these commands
+                s.write(str(flow.save_as), flow.text)
+        commands = _commands(block)
+        if commands and (doc, commands[0][0]) in COMMAND_SETUP:
+            COMMAND_SETUP[(doc, commands[0][0])](s)
+        for command, comment, expected in commands:
+            res = _run_command(s, command, comment)
+            ran += res is not None
+            if expected:
+                assert res is not None
+                shown = (res.stdout + res.stderr).splitlines()
+                for line in expected:
+                    want = line.replace("<run_id>", s.run_id or "<run_id>")
+                    assert want in shown, f"{block.name}: {want!r} not in the output of {command!r}:\n{res.stdout}{res.stderr}"
+    assert ran, f"{doc}: no aetherflow command ran"
+    if doc == "recovery.md":  # the recovered copy holds the runs of the store it was made from
+        runs = json.loads(s.aetherflow("runs", "list", "--state", "recovered.db", "--json").stdout)["runs"]
+        assert len(runs) == 3, runs
+
+
+def test_the_readme_first_command_runs_quietly_without_v(tmp_path: Path) -> None:
+    """The README says a run that succeeds prints nothing, and -v shows each step."""
+    s = Session(tmp_path, "README.md")
+    quiet = s.aetherflow("run", "flows/daily.yaml")
+    assert quiet.stdout == "" and quiet.stderr == ""
+    loud = s.aetherflow("run", "flows/daily.yaml", "-v")
+    assert "done   report.extract SUCCESS" in loud.stderr
+
+
+# ------------------------------------------------------------------------------ crontab
+
+CRON = [b for b in BLOCKS if b.lang == "crontab" and b.marker is None]
+_PATHS = {"/opt/aetherflow/.venv/bin/aetherflow": CLI}
+
+
+@pytest.mark.parametrize("block", CRON, ids=[b.name for b in CRON])
+def test_doc_crontab_runs_as_cron_would(block: Block, tmp_path: Path) -> None:
+    s = Session(tmp_path, block.doc)
+    cron_env = {"HOME": str(tmp_path / "userhome"), "SHELL": "/bin/sh", "LOGNAME": "cron", "PATH": "/usr/bin:/bin"}
+    entries = []
+    for line in block.text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if m := re.match(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line):
+            cron_env[m.group(1)] = m.group(2)
+            continue
+        fields = line.split(None, 5)
+        assert len(fields) == 6, f"{block.name}: not a crontab entry: {line!r}"
+        entries.append(fields[5])
+    if "AETHERFLOW_HOME" in cron_env:
+        cron_env["AETHERFLOW_HOME"] = str(s.home)
+    else:
+        cron_env["AETHERFLOW_HOME"] = str(s.home)
+    assert entries
+    for command in entries:
+        words = [w for part in command.split("&&") for w in [shlex.split(part.strip())[0]] if w != "cd"]
+        program = words[0]
+        assert program.startswith("/") and program.endswith("/aetherflow"), (
+            f"{block.name}: cron's PATH has no virtual environment: call aetherflow by its absolute path ({command!r})")
+        real = command.replace("\\%", "%").replace("/srv/flows", str(s.cwd / "flows"))
+        for example, here in _PATHS.items():
+            real = real.replace(example, here)
+        proc = subprocess.run(["/bin/sh", "-c", real], capture_output=True, text=True, env=cron_env, cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout == "" and proc.stderr == "", "cron mails any output: a good run prints nothing"
+
+
+# ------------------------------------------------------------------------------ the rest
+
+
+def test_every_block_is_of_a_known_kind() -> None:
+    unknown = [b.name for b in BLOCKS if b.lang not in KNOWN_LANGS]
+    assert not unknown, unknown
+    fragments = [b.name for b in BLOCKS if b.lang == "yaml" and not b.is_flow and b.marker is None]
+    assert not fragments, f"yaml examples must be whole flows: {fragments}"
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang in ("json", "toml")],
+                         ids=[b.name for b in BLOCKS if b.lang in ("json", "toml")])
+def test_json_and_toml_examples_parse(block: Block) -> None:
+    if block.lang == "json":
+        json.loads(block.text)
+    else:
+        tomllib.loads(block.text)
+
+
+def test_opting_out_is_rare_and_says_why() -> None:
+    marked = [b for b in BLOCKS if b.marker]
+    assert len(marked) <= MAX_OPT_OUTS, [b.name for b in marked]
+    for b in marked:
+        assert b.reason and len(b.reason) > 15, b.name
+        if b.marker == "validate-only":
+            assert b.is_flow, f"{b.name}: validate-only is for flows"

@@ -1,0 +1,96 @@
+"""The fenced code blocks of README.md and docs/*.md, for the tests that execute them
+(importable as ``docblocks``: pytest puts tests/ on sys.path).
+
+A block may opt out of execution with an HTML comment on the line right before its fence, naming
+why; opting out is meant to be rare:
+
+    <!-- doc-test: skip: REASON -->            not executed at all
+    <!-- doc-test: validate-only: REASON -->   a flow that is validated, not run
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: docs/cli.md is generated from --help (tests/contract/test_cli_reference.py keeps it exact)
+DOCS = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "cli.md")]
+
+_FENCE = re.compile(r"^```([A-Za-z0-9_-]*)[ \t]*$")
+_MARKER = re.compile(r"^<!--\s*doc-test:\s*(skip|validate-only):\s*(.+?)\s*-->$")
+_SAVE_AS = re.compile(r"^Save it as `([^`]+)`")
+_EXPECT = re.compile(r"#\s*expect:\s*([a-z_]+\.[a-z0-9_]+)")
+
+
+@dataclass(frozen=True)
+class Block:
+    doc: str  # README.md, quickstart.md, ...
+    index: int  # the block's position among its doc's blocks
+    lang: str
+    text: str
+    line: int  # 1-based line of the opening fence
+    marker: str | None  # "skip" / "validate-only"
+    reason: str | None
+    save_as: str | None  # "Save it as `NAME`" right after the block
+
+    @property
+    def name(self) -> str:
+        return f"{self.doc}:{self.line}"
+
+    @property
+    def is_flow(self) -> bool:
+        return (self.lang == "yaml" and re.search(r"^version:\s*1", self.text, re.M) is not None
+                and re.search(r"^jobs:", self.text, re.M) is not None)
+
+    @property
+    def expected_codes(self) -> list[str]:
+        """``# expect: CODE`` lines: the flow is meant to be refused with these issue codes."""
+        return _EXPECT.findall(self.text)
+
+    @property
+    def flow_id(self) -> str | None:
+        m = re.search(r"^flow:\s*\{\s*id:\s*([A-Za-z0-9_-]+)", self.text, re.M) or re.search(
+            r"^flow:\s*\n\s+id:\s*([A-Za-z0-9_-]+)", self.text, re.M)
+        return m.group(1) if m else None
+
+
+def blocks(doc: Path) -> list[Block]:
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    out: list[Block] = []
+    i = 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        start = i
+        j = i + 1
+        while j < len(lines) and lines[j].rstrip() != "```":
+            j += 1
+        marker = reason = None
+        k = start - 1
+        while k >= 0 and not lines[k].strip():
+            k -= 1
+        if k >= 0 and (mm := _MARKER.match(lines[k].strip())):
+            marker, reason = mm.group(1), mm.group(2)
+        n = j + 1
+        while n < len(lines) and not lines[n].strip():
+            n += 1
+        save = _SAVE_AS.match(lines[n]) if n < len(lines) else None
+        out.append(Block(doc.name, len(out), m.group(1), "\n".join(lines[start + 1:j]) + "\n", start + 1,
+                         marker, reason, save.group(1) if save else None))
+        i = j + 1
+    return out
+
+
+def all_blocks() -> list[Block]:
+    return [b for doc in DOCS for b in blocks(doc)]
+
+
+def plugin_sources(doc: str) -> dict[str, str]:
+    """The doc's python blocks that are plugin modules (not tests): file name -> source."""
+    return {f"doc_{Path(doc).stem.replace('-', '_')}_{b.index}.py": b.text
+            for b in all_blocks() if b.doc == doc and b.lang == "python" and b.marker is None
+            and not re.search(r"^def test_", b.text, re.M)}
