@@ -43,10 +43,16 @@ class StepLocks(Protocol):
     def release(self, lock: Lock) -> None: ...
 
 
+#: the cancel reason of a run whose own time limit expired (flow.timeout_seconds, run --timeout);
+#: a step's ``timeout_seconds`` is ``"timeout"`` on the step's own token
+RUN_TIMEOUT = "run timeout"
+
+
 class CancelToken:
     """Set once when work must stop (signal, cancel, timeout). Thread-safe.
 
-    ``reason`` tells why (``"SIGTERM"``, ``"SIGINT"``, ``"timeout"``, ``"cancel"``). A child
+    ``reason`` tells why (``"SIGTERM"``, ``"SIGINT"``, ``"timeout"``, ``"cancel"``,
+    :data:`RUN_TIMEOUT`). A child
     token (``CancelToken(parent)``) is also set when its parent is; waiters registered with
     ``wake`` are woken when the token (or a parent) is set.
     """
@@ -189,6 +195,9 @@ class StepContext:
     held_locks: HeldLocks = field(default_factory=HeldLocks)
     #: the run's history so far, oldest first (read-only; secrets masked): ``ctx.history()``
     history: Callable[[], tuple[Event, ...]] | None = None
+    #: keep what the step's command wrote: ``output("stdout" | "stderr", chunk_bytes)``; stored
+    #: masked with the attempt, for ``aetherflow runs logs``
+    output: Callable[[str, bytes], None] | None = None
 
     @property
     def idempotency_key(self) -> str:

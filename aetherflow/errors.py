@@ -37,6 +37,7 @@ class ExitCode(enum.IntEnum):
     SKIPPED = 4
     WAITING = 5
     INTERNAL = 70
+    TIMED_OUT = 124  # the run's own time limit (flow.timeout_seconds, run --timeout); like timeout(1)
     SIGINT = 130
     SIGTERM = 143
 

@@ -4,10 +4,12 @@ Every state change the engine records is also an ``Event``; the same events go t
 history (``runs show --history``), to observers registered by plugins (``register_observer``)
 and to ``--events-log FILE``. Event names are stable (docs/events.md):
 
-run.started run.resumed run.finished run.waiting run.cancelled run.interrupted run.scheduled
+run.started run.resumed run.finished run.waiting run.cancelled run.interrupted run.timed_out
+run.scheduled run.crash_noticed
 job.started job.finished job.skipped job.blocked
 step.started step.finished step.failed step.retry step.waiting step.restored
 event.received timer.fired lock.acquired lock.released lock.waiting flow.changed_accepted
+notify.sent notify.failed
 
 An observer that raises is logged and dropped for that event; it never fails a run.
 """
@@ -97,7 +99,7 @@ class Fanout:
 
 
 #: events offered to observers only (live display); never stored nor written to the events log
-TRANSIENT_EVENTS = frozenset({"step.progress"})
+TRANSIENT_EVENTS = frozenset({"step.progress", "run.plan"})
 
 
 class JsonLinesLog:
@@ -124,7 +126,7 @@ class CoreEventLines:
     mapping): run.started / run.resumed, job.started, step.started, step.finished / step.failed,
     job.finished / job.skipped / job.blocked, and the run's end."""
 
-    RUN_ENDS = frozenset({"run.finished", "run.waiting", "run.interrupted", "run.cancelled"})
+    RUN_ENDS = frozenset({"run.finished", "run.waiting", "run.interrupted", "run.cancelled", "run.timed_out"})
 
     def __init__(self, stream: IO[str], fmt: str = "json") -> None:
         self._stream = stream

@@ -2,8 +2,10 @@
 
 Every lock is an ``flock`` held through an open file descriptor, so the kernel releases it when
 the holder dies and nothing releases it while the holder lives: there is no TTL. Lock files live
-in ``<state dir>/locks/`` with the key hashed into a safe name; they are created 0600 and never
-deleted (deleting a lock file another process is about to open breaks mutual exclusion).
+in ``<state dir>/locks/`` with the key hashed into a safe name; they are created 0600 and not
+deleted (deleting a lock file another process is about to open breaks mutual exclusion), with
+one exception: a pruned run's executor lock, removed by its holder when no process can need it
+again (``OsLock.discard``, see ``state/sqlite.py`` ``delete_runs``).
 Holder details (run, pid, host, since) are recorded in the store by the caller, for
 ``aetherflow locks list`` and for error messages.
 """
@@ -76,6 +78,18 @@ class OsLock:
     @property
     def is_held(self) -> bool:
         return bool(self._lock.is_locked)
+
+    def discard(self) -> None:
+        """Remove the lock file while this object holds the lock (``release`` follows): only for
+        a lock whose name no process will ask for again (a pruned run's executor lock)."""
+        if not self.is_held:
+            raise StateError(f"lock {self.key} is not held: its file stays")
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StateError(f"cannot remove lock file {self.path}: {exc}") from exc
 
 
 def is_free(lock_dir: Path, key: str) -> bool:

@@ -25,7 +25,16 @@ class RunStatus(enum.StrEnum):
     WAITING = "WAITING"
     CANCELLED = "CANCELLED"
     INTERRUPTED = "INTERRUPTED"
+    TIMED_OUT = "TIMED_OUT"  # the run's own time limit expired (flow.timeout_seconds, run --timeout)
     CRASHED = "CRASHED"  # derived: RUNNING with no live executor; never stored
+
+
+#: run statuses that resume continues (CRASHED is shown for a RUNNING run whose process is gone)
+RESUMABLE_STATUSES = frozenset({RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.TIMED_OUT, RunStatus.WAITING})
+#: run statuses of a run that is over (prune may remove it)
+FINISHED_STATUSES = frozenset(
+    {RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED, RunStatus.TIMED_OUT}
+)
 
 
 class JobStatus(enum.StrEnum):
@@ -343,6 +352,58 @@ class SecretSpec:
     location: Location = field(default_factory=Location)
 
 
+#: what a notifier may be told about (``on = [...]``), SPEC section 13
+NOTIFY_EVENTS = ("failed", "crashed", "interrupted", "timed_out", "lock_busy", "invalid", "waiting", "succeeded")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifySpec:
+    """One notifier (``[[notify]]`` in the config file, an item of ``flow.notify``): the events
+    it gets and exactly one target: ``command`` (argv; the event as JSON on stdin), ``webhook``
+    (URL; a POST of the same JSON) or ``email`` (``to`` and the smtp connector's settings, or a
+    flow's ``resource``). ``origin`` says where it was written, for messages."""
+
+    on: tuple[str, ...]
+    command: tuple[str, ...] | None = None
+    webhook: str | None = None
+    email: Mapping[str, Any] | None = None
+    timeout_seconds: float = 10.0
+    retries: int = 2
+    #: config file only: shell patterns of the flow ids it is for (empty: every flow)
+    flows: tuple[str, ...] = ()
+    origin: str = ""
+
+    def wants(self, event: str, flow_id: str | None) -> bool:
+        """Whether this notifier gets ``event`` for a run of ``flow_id``."""
+        if event not in self.on:
+            return False
+        if not self.flows or flow_id is None:
+            return not self.flows or flow_id is None
+        from fnmatch import fnmatchcase
+
+        return any(fnmatchcase(flow_id, p) for p in self.flows)
+
+    @property
+    def kind(self) -> str:
+        return "command" if self.command is not None else "webhook" if self.webhook is not None else "email"
+
+    @classmethod
+    def from_data(cls, raw: Mapping[str, Any], origin: str) -> NotifySpec:
+        """A notifier from schema-valid data (a flow's ``notify`` item, a config ``[[notify]]``)."""
+        command = raw.get("command")
+        email = raw.get("email")
+        return cls(
+            on=tuple(str(e) for e in raw["on"]),
+            command=tuple(str(a) for a in command) if command is not None else None,
+            webhook=str(raw["webhook"]) if raw.get("webhook") is not None else None,
+            email=freeze(dict(email)) if email is not None else None,
+            timeout_seconds=float(raw.get("timeout_seconds", 10.0)),
+            retries=int(raw.get("retries", 2)),
+            flows=tuple(str(p) for p in raw.get("flows") or ()),
+            origin=origin,
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FlowSpec:
     id: str
@@ -363,6 +424,8 @@ class FlowSpec:
     locks: LocksSpec = field(default_factory=LocksSpec)
     unique: UniqueSpec | None = None
     max_parallel_jobs: int = 1
+    timeout_seconds: float | None = None
+    notify: tuple[NotifySpec, ...] = ()
     secrets: Mapping[str, SecretSpec] = field(default_factory=empty_map)
     resources: Mapping[str, ResourceSpec] = field(default_factory=empty_map)
     location: Location = field(default_factory=Location)

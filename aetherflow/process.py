@@ -7,7 +7,7 @@ Contract
 --------
 * ``spawn`` starts ``argv`` (``shell=True`` only when asked: ``/bin/sh -c STRING``) in a new
   process group (``process_group=0``, so the group id is the child's pid), with stdin from
-  ``/dev/null``, only fds 0-2 inherited, an explicit ``env`` and ``cwd``.
+  ``/dev/null`` (or a file descriptor the caller gives), only fds 0-2 inherited, an explicit ``env`` and ``cwd``.
 * ``run_process`` supervises one command without threads: a ``selectors`` loop over the output
   pipes and a pidfd for the leader's exit (event driven, so a short command costs well under a
   millisecond of supervision). Output is read as it comes, so any amount is captured without
@@ -365,6 +365,7 @@ def spawn(
     stdout: int | IO[bytes] | None,
     stderr: int | IO[bytes] | None,
     parent_death_signal: bool = True,
+    stdin: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a command in its own process group (group id = its pid). Raises ``OSError``
     when it cannot be started (not found, not executable, bad cwd).
@@ -390,7 +391,7 @@ def spawn(
         return subprocess.Popen(
             args,
             executable=executable,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
             stdout=stdout,
             stderr=stderr,
             cwd=cwd,
@@ -575,12 +576,18 @@ def run_process(
     parent_death_signal: bool | None = None,
     on_output: Callable[[bytes], None] | None = None,
     inherit_mask: Callable[[str], str] | None = None,
+    on_stream: Callable[[str, bytes], None] | None = None,
+    stdin: int | None = None,
 ) -> ProcessResult:
     """Run one command to completion, timeout or cancel, and say how it ended.
 
     ``inherit_mask`` (optional) masks ``inherit`` output line by line on its way to the stream.
 
-    ``on_output`` (optional) sees every chunk read from a captured pipe, for progress display.
+    ``on_output`` (optional) sees every chunk read from a captured pipe, for progress display;
+    ``on_stream`` (optional) sees each with its stream's name (``stdout``, ``stderr``), and an
+    empty chunk (``""``, ``b""``) at least every ``poll`` seconds while the command runs, so
+    that it can pass on what it holds back without a thread of its own.
+    ``stdin`` (optional): a file descriptor the command reads (default ``/dev/null``).
 
     ``timeout`` (seconds from now) and ``deadline`` (a ``time.monotonic()`` value): the
     earlier wins. ``cancel`` is polled every ``poll`` seconds. Stream modes: ``capture``
@@ -669,6 +676,7 @@ def run_process(
             stdout=out_target,
             stderr=err_target,
             parent_death_signal=use_pdeathsig,
+            stdin=stdin,
         )
         pid = proc.pid
         registered = watched and guard.register(pid, kill_grace)
@@ -676,7 +684,7 @@ def run_process(
             if f is not None:
                 stack.callback(f.close)
         try:
-            state = _supervise(proc, sinks, limit_at, cancel, kill_grace, poll, drain_timeout, on_output)
+            state = _supervise(proc, sinks, limit_at, cancel, kill_grace, poll, drain_timeout, on_output, on_stream)
         except BaseException:
             _signal_group(pid, signal.SIGKILL)  # the caller is going away: leave nothing behind
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -749,10 +757,12 @@ def _supervise(
     poll: float,
     drain_timeout: float,
     on_output: Callable[[bytes], None] | None = None,
+    on_stream: Callable[[str, bytes], None] | None = None,
 ) -> _LoopState:
     """The event loop: read pipes, notice the leader's exit, run the kill sequence."""
     st = _LoopState()
     pid = proc.pid
+    next_tick = time.monotonic() + poll
     sel = selectors.DefaultSelector()
     pidfd = _open_pidfd(pid)
     open_pipes = 0
@@ -788,10 +798,13 @@ def _supervise(
             if st.phase == "killed" and not st.exited and now >= st.killed_at + drain_timeout:
                 return st  # the leader does not die even from SIGKILL (D state)
 
+            if on_stream is not None and now >= next_tick:
+                on_stream("", b"")
+                next_tick = now + poll
             waits: list[float] = []
             if not st.exited:
                 if st.phase == "run":
-                    if cancel is not None:
+                    if cancel is not None or on_stream is not None:
                         waits.append(poll)
                     if limit_at is not None:
                         waits.append(limit_at - now)
@@ -819,6 +832,8 @@ def _supervise(
                     sinks[key.data].feed(chunk)
                     if on_output is not None:
                         on_output(chunk)
+                    if on_stream is not None:
+                        on_stream(key.data, chunk)
                 else:
                     sel.unregister(key.fd)
                     open_pipes -= 1

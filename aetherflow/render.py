@@ -183,7 +183,7 @@ def outcome_records(o: Any, *, verbose: bool) -> list[tuple[str, str]]:
         if verbose:
             lines.append(("info", f"continue with: aetherflow resume {o.run_id} (or `aetherflow resume --due` from cron)"))
         return lines
-    if status in ("FAILED", "INTERRUPTED", "CANCELLED"):
+    if status in ("FAILED", "INTERRUPTED", "CANCELLED", "TIMED_OUT"):
         lines.append(("error", f"run {o.run_id} {status} ({_jobs_summary(o.jobs, o.reasons)})"))
         lines.extend(("error", line) for line in _problem_lines(o))
         if status != "CANCELLED":
@@ -506,30 +506,48 @@ def history_text(events: Iterable[Event]) -> str:
     return "\n".join(lines) or "no history"
 
 
+def stderr_console(stream: IO[str], env: Mapping[str, str], *, no_color: bool = False) -> Any:
+    """A rich console on ``stream`` that decides, from ``env``, whether it is an interactive
+    terminal and whether to colour (``FORCE_COLOR``, ``NO_COLOR`` non-empty, ``TTY_COMPATIBLE``,
+    ``TTY_INTERACTIVE``, ``TERM=dumb``); ``no_color`` turns colour off. Untrusted text is never
+    markup."""
+    from rich.console import Console
+
+    return Console(file=stream, markup=False, highlight=False, emoji=False, no_color=True if no_color else None,
+                   _environ=dict(env))
+
+
+#: status → colour, in the live view and its final table
+_STYLES = {"SUCCESS": "green", "FAILED": "red", "BLOCKED": "red", "WAITING": "yellow", "SKIPPED": "dim",
+           "RUNNING": "cyan", "CANCELLED": "magenta", "TIMED_OUT": "red", "INTERRUPTED": "red", "CRASHED": "red"}
+_DONE = frozenset({"SUCCESS", "FAILED", "SKIPPED", "BLOCKED", "CANCELLED"})
+
+
 class LiveView:
-    """Live terminal view of jobs and steps (status, spinner, elapsed, attempts, waits), ending
-    in a summary table. Used only when stderr is a terminal. Untrusted text is never markup."""
+    """Live terminal view of a run: its id, jobs done of total, the time since it started,
+    and each job with its steps under it (status, a spinner while running, elapsed, attempts,
+    the last output line or what it waits for). Ends with :meth:`final`, the table of the run
+    as ``runs show`` has it. Used only on an interactive terminal (:func:`stderr_console`).
+    Untrusted text is never markup."""
 
     ICONS = {"RUNNING": "…", "SUCCESS": "✓", "FAILED": "✗", "SKIPPED": "↷", "BLOCKED": "⊘", "WAITING": "⏸",
-             "CANCELLED": "⊗", "PENDING": "·"}
+             "CANCELLED": "⊗", "PENDING": "·", "TIMED_OUT": "⏱"}
 
-    def __init__(self, stream: IO[str], *, color: bool = True) -> None:
-        from rich.console import Console
-
-        self.console = Console(file=stream, markup=False, highlight=False, no_color=not color, emoji=False)
-        self.rows: dict[tuple[str, str | None], dict[str, Any]] = {}
-        self.order: list[tuple[str, str | None]] = []
-        self.run_id = ""
-        self._live: Any = None
+    def __init__(self, console: Any) -> None:
         import threading
 
+        self.console = console
+        self.run_id = ""
+        self.started: float | None = None
+        #: job id → its row and its steps' rows (step id → row), in the order jobs were first known
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self._live: Any = None
         self._lock = threading.Lock()
 
     def __enter__(self) -> LiveView:
         from rich.live import Live
 
-        self._live = Live(self._render(), console=self.console, refresh_per_second=8, transient=True,
-                          get_renderable=self._render)
+        self._live = Live(console=self.console, refresh_per_second=8, transient=True, get_renderable=self._render)
         self._live.__enter__()
         return self
 
@@ -537,37 +555,52 @@ class LiveView:
         if self._live is not None:
             self._live.__exit__(*exc)
             self._live = None
-        if self.rows:
-            self.console.print(self._table(final=True))
-
-    def _row(self, job: str, step: str | None) -> dict[str, Any]:
-        key = (job, step)
-        if key not in self.rows:
-            self.rows[key] = {"status": "PENDING", "start": None, "end": None, "attempt": None, "note": ""}
-            self.order.append(key)
-        return self.rows[key]
 
     def __call__(self, ev: Event) -> None:
         with self._lock:
             self._apply(ev)
 
+    # state ------------------------------------------------------------------------------------
+    @staticmethod
+    def _new_row(status: str = "PENDING") -> dict[str, Any]:
+        return {"status": status, "start": None, "end": None, "attempt": None, "note": "", "spinner": None}
+
+    def _job(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            job = self.jobs[job_id] = {**self._new_row(), "steps": {}}
+        return job
+
     def _apply(self, ev: Event) -> None:
         n = ev.name
+        d = ev.data
         if n in ("run.started", "run.resumed"):
             self.run_id = ev.run_id
+            self.started = ev.ts
+            return
+        if n == "run.plan":  # every job of the run, in order, and those restored whole
+            restored = d.get("restored") or {}
+            for jid in d.get("jobs") or ():
+                row = self._job(str(jid))
+                if jid in restored:
+                    row.update(status=str(restored[jid]), note="restored")
             return
         if ev.job_id is None:
             return
-        row = self._row(ev.job_id, ev.step_id)
-        d = ev.data
+        job = self._job(ev.job_id)
+        row = job
+        if ev.step_id is not None:
+            row = job["steps"].get(ev.step_id)
+            if row is None:
+                row = job["steps"][ev.step_id] = self._new_row()
         if n.endswith(".started"):
-            row.update(status="RUNNING", start=ev.ts, end=None, attempt=ev.attempt)
+            row.update(status="RUNNING", start=ev.ts, end=None, attempt=ev.attempt, note="")
         elif n in ("step.finished", "job.finished"):
-            row.update(status=str(d.get("status", "SUCCESS")), end=ev.ts, note="")
+            row.update(status=str(d.get("status", "SUCCESS")), end=ev.ts, note=str(d.get("reason") or ""))
             if d.get("outcome") and d.get("outcome") not in ("success",):
                 row["note"] = f"outcome {d.get('outcome')}"
         elif n == "step.failed":
-            row.update(status="FAILED", end=ev.ts, note=str(d.get("error", "")).splitlines()[0][:80] if d.get("error") else "")
+            row.update(status="FAILED", end=ev.ts, note=_first(str(d.get("error") or "")))
         elif n == "step.retry":
             row.update(note=f"retry in {d.get('delay')}s after attempt {ev.attempt}")
         elif n == "step.progress":
@@ -580,34 +613,101 @@ class LiveView:
         elif n == "job.blocked":
             row.update(status="BLOCKED", end=ev.ts, note=str(d.get("reason") or ""))
 
-    def _table(self, final: bool = False) -> Any:
+    # drawing ----------------------------------------------------------------------------------
+    def _icon(self, row: dict[str, Any]) -> Any:
         from rich.spinner import Spinner
+        from rich.text import Text
+
+        if row["status"] != "RUNNING":
+            row["spinner"] = None
+            return Text(self.ICONS.get(row["status"], " "))
+        if row["spinner"] is None:  # one spinner per running row, kept: its frame follows the clock
+            row["spinner"] = Spinner("dots")
+        return row["spinner"]
+
+    def _render(self) -> Any:
+        from rich.console import Group
         from rich.table import Table
         from rich.text import Text
 
-        t = Table(box=None, show_header=final, pad_edge=False, title=None if not final else f"run {self.run_id}")
-        t.add_column("", width=2)
-        t.add_column("job / step")
-        t.add_column("status")
-        t.add_column("time", justify="right")
-        t.add_column("")
-        now = time.time()
-        styles = {"SUCCESS": "green", "FAILED": "red", "BLOCKED": "red", "WAITING": "yellow", "SKIPPED": "dim",
-                  "RUNNING": "cyan"}
-        for key in self.order:
-            r = self.rows[key]
-            job, step = key
-            name = Text(job if step is None else f"  {step}", style="bold" if step is None else "")
-            status = r["status"]
-            icon: Any = Spinner("dots") if status == "RUNNING" and not final else Text(self.ICONS.get(status, " "))
-            elapsed = (r["end"] or now) - r["start"] if r["start"] else None
-            att = f" (attempt {r['attempt']})" if r["attempt"] and r["attempt"] > 1 else ""
-            t.add_row(icon, name, Text(status + att, style=styles.get(status, "")), Text(duration(elapsed)), Text(r["note"]))
-        return t
-
-    def _render(self) -> Any:
         with self._lock:
-            return self._table()
+            now = time.time()
+            done = sum(1 for j in self.jobs.values() if j["status"] in _DONE)
+            head = Text(f"run {self.run_id or '…'}  jobs {done}/{len(self.jobs)} done  "
+                        f"elapsed {duration(now - self.started) if self.started else '-'}", style="bold")
+            t = Table(box=None, show_header=False, pad_edge=False)
+            t.add_column("", width=2)
+            t.add_column("job / step")
+            t.add_column("status")
+            t.add_column("time", justify="right")
+            t.add_column("")
+            for jid, job in self.jobs.items():
+                self._add(t, job, Text(jid, style="bold"), now)
+                for sid, step in job["steps"].items():
+                    self._add(t, step, Text(f"  {sid}"), now)
+            return Group(head, t)
+
+    def _add(self, t: Any, row: dict[str, Any], name: Any, now: float) -> None:
+        from rich.text import Text
+
+        status = row["status"]
+        elapsed = (row["end"] or now) - row["start"] if row["start"] else None
+        att = f" (attempt {row['attempt']})" if row["attempt"] and row["attempt"] > 1 else ""
+        t.add_row(self._icon(row), name, Text(status + att, style=_STYLES.get(status, "")), Text(duration(elapsed)),
+                  Text(row["note"]))
+
+    def final(self, doc: Mapping[str, Any]) -> None:
+        """Print the run's table from its ``runs show`` document (the same jobs, steps,
+        statuses, attempts and times, in the same order)."""
+        self.console.print(run_table(doc))
+
+
+def run_table(doc: Mapping[str, Any]) -> Any:
+    """A rich table of a ``runs show`` document: each job, its steps under it."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    r = doc["run"]
+    t = Table(box=None, pad_edge=False)
+    t.add_column("", width=2)
+    t.add_column("job / step")
+    t.add_column("status")
+    t.add_column("attempt", justify="right")
+    t.add_column("time", justify="right")
+    t.add_column("note")
+    for row in run_rows(doc):
+        status = row["status"]
+        name = Text(row["job"], style="bold") if row["step"] is None else Text(f"  {row['step']}")
+        t.add_row(Text(LiveView.ICONS.get(status, " ")), name, Text(status, style=_STYLES.get(status, "")),
+                  Text(str(row["attempt"] or "")), Text(duration(row["seconds"])), Text(row["note"]))
+    title = Text(f"run {r['run_id']}  flow {r['flow_id']}  ", style="bold")
+    title.append(str(r["status"]), style=_STYLES.get(str(r["status"]), ""))
+    return Group(title, t)
+
+
+def run_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of :func:`run_table`: one per job, then one per step of it, in ``runs show``
+    order (``step`` None on a job's row)."""
+    rows: list[dict[str, Any]] = []
+
+    def seconds(x: Mapping[str, Any]) -> float | None:
+        return x["finished_at"] - x["started_at"] if x.get("finished_at") and x.get("started_at") else None
+
+    for j in doc["jobs"]:
+        rows.append({"job": j["job_id"], "step": None, "status": j["status"], "attempt": None, "seconds": seconds(j),
+                     "note": _first(str(j.get("reason") or ""))})
+        for s in j["steps"]:
+            note = _first(str(s.get("error") or s.get("reason") or ""))
+            if not note and s.get("outcome") not in (None, "success", "skipped"):
+                note = f"outcome {s['outcome']}"
+            rows.append({"job": j["job_id"], "step": s["step_id"], "status": s["status"], "attempt": s.get("attempt") or None,
+                         "seconds": seconds(s), "note": note})
+    return rows
+
+
+def _first(text: str, width: int = 80) -> str:
+    return text.splitlines()[0][:width] if text else ""
 
 
 def _wait_note(d: Mapping[str, Any]) -> str:

@@ -16,21 +16,28 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aetherflow import template
-from aetherflow.context import CancelToken
+from aetherflow.config import OnLocked
+from aetherflow.context import RUN_TIMEOUT, CancelToken
 from aetherflow.errors import (
     AetherflowError,
     ConflictError,
+    ExitCode,
+    Interrupted,
     KeyInUseError,
     LockBusyError,
     NotFoundError,
+    PluginError,
+    ResolutionError,
     RunActiveError,
+    SpecError,
     StateError,
     UsageError,
 )
@@ -39,11 +46,13 @@ from aetherflow.model import (
     KEY_SEPARATOR,
     MASKED_KEYS_FIELD,
     FlowSpec,
+    NotifySpec,
     RunStatus,
     freeze,
     split_key,
     thaw,
 )
+from aetherflow.notify import Delivery, Notice, event_for_status
 from aetherflow.prepare import (
     Prepared,
     load_checked,
@@ -75,13 +84,36 @@ if TYPE_CHECKING:
     from aetherflow.plugins import LoadedPlugins
     from aetherflow.resolve import Redactor
 
-__all__ = ["RunOutcome", "RunRequest", "Runner", "cancel_run", "check_run_id", "new_run_id", "parse_event_data",
-           "parse_meta_args", "schedule_resume"]
+__all__ = [
+    "Notifier",
+    "RunOutcome",
+    "RunRequest",
+    "Runner",
+    "cancel_run",
+    "check_run_id",
+    "new_run_id",
+    "notify_crashed",
+    "parse_event_data",
+    "parse_meta_args",
+    "schedule_resume",
+]
 
 log = logging.getLogger("aetherflow")
 
 StoreOpener = Callable[..., StateStore]
 PluginLoader = Callable[[Settings, Sequence[str]], "LoadedPlugins"]
+
+
+class Notifier(Protocol):
+    """Sends notices (``notify.Dispatcher``): to the config file's notifiers that want the
+    event and to the flow's own (``flow_targets``, rendered with ``scope``); never raises.
+    ``env`` renders the config file's notifiers."""
+
+    env: Mapping[str, str]
+
+    def wanted(self, event: str, flow_id: str | None, flow_targets: Sequence[NotifySpec] = ()) -> list[NotifySpec]: ...
+    def send(self, notice: Notice, *, flow_targets: Sequence[NotifySpec] = (), scope: Mapping[str, Any] | None = None,
+             resources: Mapping[str, Any] | None = None, mask: Callable[[str], str] = ...) -> list[Delivery]: ...
 
 
 @dataclass(slots=True, kw_only=True)
@@ -102,6 +134,9 @@ class RunRequest:
     event_data: Any = None
     due_only: bool = False  # claim only if still WAITING and due (resume --due)
     meta: Mapping[str, str] = field(default_factory=dict)  # `run --meta K=V`: the caller's telemetry labels
+    timeout: float | None = None  # run --timeout: bounds this execution (else flow.timeout_seconds)
+    on_locked: OnLocked | None = None  # run: what to do when the flow lock or business key is held
+    flow_id: str | None = None  # resume last --flow ID: the newest run of this flow
 
 
 @dataclass(slots=True)
@@ -125,11 +160,16 @@ class RunOutcome:
 HOLDER_RECORD_WAIT = 5.0
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$")
+#: the run id commands read as "the newest run" (``runs show last``), so no run may be named so
+LAST = "last"
 
 
 def check_run_id(run_id: str) -> None:
     """Run ids name directories (``<root>/<flow>/<job>/<run_id>``): letters, digits and
-    ``_ . : @ + -``, at most 128 characters, no ``..``."""
+    ``_ . : @ + -``, at most 128 characters, no ``..``; and not ``last``."""
+    if run_id == LAST:
+        raise UsageError("--run-id last: 'last' means the newest run to runs show, runs logs, resume and cancel; "
+                         "give another id", code="usage.run_id")
     if not _RUN_ID.match(run_id) or ".." in run_id:
         raise UsageError(
             f"invalid run id {run_id!r}: use letters, digits and _ . : @ + - (at most 128 characters, no '..')",
@@ -179,7 +219,8 @@ class Runner:
     Seams (all optional but ``settings`` and ``cancel``): ``open_store(location, mask=...)``,
     ``load_plugins(settings, extra_paths)``, ``observers`` (called with every event), ``hooks``
     (test crash points), ``on_mask`` (told the run's mask function once secrets are known: the
-    CLI masks its log handlers with it), ``pid`` and ``host`` recorded as the executor's."""
+    CLI masks its log handlers with it), ``pid`` and ``host`` recorded as the executor's,
+    ``notifier`` (notices when a run ends, or cannot start: ``invalid``, ``lock_busy``)."""
 
     def __init__(
         self,
@@ -193,6 +234,7 @@ class Runner:
         on_mask: Callable[[Callable[[str], str]], None] | None = None,
         pid: int | None = None,
         host: str | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.settings = settings
         self.cancel = cancel
@@ -204,6 +246,9 @@ class Runner:
         self.on_mask = on_mask or (lambda mask: None)
         self.pid = os.getpid() if pid is None else pid
         self.host = os.uname().nodename if host is None else host
+        self.notifier = notifier
+        #: what is known of the flow being run, for the notices sent when it cannot start
+        self._known: tuple[FlowSpec | None, Prepared | None] = (None, None)
 
     def _event(self, rec: RunRecord, name: str, **kw: Any) -> Event:
         return _event(self.settings.clock, rec, name, **kw)
@@ -215,9 +260,23 @@ class Runner:
 
     # -- new run -------------------------------------------------------------------------------
     def run(self, req: RunRequest) -> RunOutcome:
+        """Start (or continue) a run; a flow that is invalid, or whose lock or business key is
+        held, is notified (``invalid``, ``lock_busy``) before the error goes up."""
+        self._known = (None, None)
+        try:
+            return self._run(req)
+        except (SpecError, PluginError, ResolutionError) as exc:
+            self._notify_not_started("invalid", req.flow_path, exc)
+            raise
+        except (LockBusyError, KeyInUseError) as exc:
+            self._notify_not_started("lock_busy", req.flow_path, exc)
+            raise
+
+    def _run(self, req: RunRequest) -> RunOutcome:
         loaded_plugins = self._plugins()
         flow_file = load_checked(req.flow_path, loaded_plugins, cache=validation_cache(self.settings))
         flow = flow_file.flow
+        self._known = (flow, None)
         location = state_location(self.settings, flow)
         opened: StateStore | None = None  # `--run-id`: the store looked in, kept for a new run
         executing = False  # from then on _execute closes the store
@@ -250,6 +309,7 @@ class Runner:
             prepared = prepare(self.settings, flow, loaded_plugins, params=req.params, env_files=req.env_files,
                                profile=req.profile, profiles_file=req.profiles_file,
                                run=template.run_scope(run_id, now, 1), source=flow_file, jobs=selected)
+            self._known = (flow, prepared)
             self.on_mask(prepared.redactor.mask)
             if req.dry_run:
                 plan = make_plan(flow, selected=selected, stored_jobs={}, stored_steps={}, reruns={})
@@ -323,7 +383,7 @@ class Runner:
                 raise NotFoundError(f"unknown run id '{run_id}'")
             rec = found
         else:
-            store, rec = self.catalog.find_run(run_id)
+            store, rec = self.catalog.find_run(run_id, flow_id=req.flow_id)
         run_id = rec.run_id
         try:
             early = self._nothing_to_resume(store, rec, req)
@@ -374,7 +434,8 @@ class Runner:
                         "`aetherflow resume --due` (or `aetherflow resume RUN_ID`) continues it"
                         if req.event is not None else
                         f"run {run_id} was left {rec.status}: resume it again later")
-                flow_lock = self._flow_lock(store, flow, f"another run of the flow is still going; {left}")
+                flow_lock = self._flow_lock(store, flow, f"another run of the flow is still going; {left}",
+                                            flow.locks.wait_seconds)
             resources = prepared.resources(run_id, rec.created_at)
             if raw_changed:
                 store.append_history(self._event(rec, "flow.changed_accepted", sha256=flow.sha256))
@@ -504,21 +565,21 @@ class Runner:
         emit: Callable[[Event], None] = fanout if not redactor.active else (lambda ev: fanout(_masked_event(ev, redactor)))
         flow_lock_ev: Event | None = None  # recorded flow lock: its events go to observers too
         run_lock_recorded = False
+        token = CancelToken(self.cancel)  # this execution's: a signal reaches it, its time limit stays its own
+        timer: threading.Timer | None = None
         try:
             if run_lock is None:
                 run_lock = store.lock(run_lock_key(rec.run_id))
                 if not run_lock.acquire(0):
                     raise RunActiveError(f"run {rec.run_id} is being executed by another process")
                 held.append(run_lock)
-            if flow.locks.scope == "flow":
-                held.append(flow_lock or self._flow_lock(store, flow, "an earlier run is still going; this run was not started"))
             if new:
                 start_event = self._event(rec, "run.started", flow_file=rec.flow_file, params=thaw(prepared.params),
                                           business_key=rec.business_key, attempt=rec.attempt)
-                try:
-                    store.create_run(rec, start_event)
-                except KeyInUseError as exc:
-                    raise self._explain_key_holder(store, rec, exc) from exc
+                held.extend(self._admit(store, flow, rec, start_event, req.on_locked or OnLocked()))
+            elif flow.locks.scope == "flow":
+                held.append(flow_lock or self._flow_lock(store, flow, "an earlier run is still going; this run was not started",
+                                                         flow.locks.wait_seconds))
             store.record_lock(LockRecord(name=run_lock_key(rec.run_id), run_id=rec.run_id, pid=self.pid, host=self.host,
                                          since=self.settings.clock(), kind="run"), None)
             run_lock_recorded = True
@@ -527,6 +588,11 @@ class Runner:
                 store.record_lock(LockRecord(name=flow_lock_key(flow.id), run_id=rec.run_id, pid=self.pid, host=self.host,
                                              since=self.settings.clock(), kind="flow"), flow_lock_ev)
             self.hooks("run.started", {"run_id": rec.run_id})
+            limit = req.timeout or flow.timeout_seconds
+            if limit:
+                timer = threading.Timer(limit, token.set, args=(RUN_TIMEOUT,))
+                timer.daemon = True
+                timer.start()
             plan = make_plan(flow, selected=selected, stored_jobs=store.jobs(rec.run_id) if not new else {},
                              stored_steps=store.steps(rec.run_id) if not new else {}, reruns=parse_reruns(flow, req.reruns))
             connectors = LazyConnectors(resources, prepared.plugins.registry, log)
@@ -537,7 +603,7 @@ class Runner:
                 mask=redactor.mask, mask_outputs=redactor.mask_outputs,
             )
             svc = Services(
-                store=store, registry=prepared.plugins.registry, emit=emit, log=log, cancel=self.cancel,
+                store=store, registry=prepared.plugins.registry, emit=emit, log=log, cancel=token,
                 clock=self.settings.clock, hooks=self.hooks, pid=self.pid, host=self.host,
                 inline_wait_max=self.settings.inline_wait_max,
                 should_cancel=lambda: store.cancel_reason(rec.run_id),
@@ -545,9 +611,14 @@ class Runner:
             ex = Executor(inputs, svc)
             if start_event is not None:
                 emit(start_event)
+            # what the live view draws from the start: every job of the run, those restored whole
+            emit(self._event(rec, "run.plan", jobs=[j for j in plan.order if j in plan.selected],
+                             restored={j: str(r.status) for j, r in plan.restored_jobs.items()}))
             if flow_lock_ev is not None:
                 emit(flow_lock_ev)
             result = ex.execute()
+            if timer is not None:
+                timer.cancel()
             warnings = connectors.close_all()
             ex.cleanup(result.status)
             outcome = self._record_end(store, flow, rec, result, emit, selected)
@@ -560,14 +631,18 @@ class Runner:
                     self._record_abort(store, rec, RunStatus.FAILED, str(exc))
             raise _store_failed(rec, exc) from exc
         except AetherflowError as exc:
-            if outcome is None and not isinstance(exc, ConflictError):
-                self._record_abort(store, rec, RunStatus.FAILED, str(exc))
+            if outcome is None and not isinstance(exc, (ConflictError, Interrupted)):
+                if self._record_abort(store, rec, RunStatus.FAILED, str(exc)):
+                    outcome = RunOutcome(run_id=rec.run_id, flow_id=flow.id, status=RunStatus.FAILED, store=store.location,
+                                         message=str(exc))
             raise
         except BaseException as exc:
             status = RunStatus.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
             self._record_abort(store, rec, status, _short(exc))
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             for lk in reversed(held):
                 if lk.key.startswith("flow:") and flow_lock_ev is not None:
                     released = self._event(rec, "lock.released", lock=lk.key)
@@ -582,14 +657,126 @@ class Runner:
                     store.remove_lock(run_lock_key(rec.run_id), rec.run_id, None)
                 except StateError:
                     pass
-            store.close()
+            try:
+                if outcome is not None:  # after the locks are free: a slow notifier holds up no other run
+                    self._notify_end(store, prepared, rec, outcome, resources)
+            finally:
+                store.close()
 
-    def _record_abort(self, store: StateStore, rec: RunRecord, status: RunStatus, error: str) -> None:
-        """A run this process was executing ends early (an error, an interrupt): record it."""
-        cur = store.get_run(rec.run_id)
+    def _record_abort(self, store: StateStore, rec: RunRecord, status: RunStatus, error: str) -> bool:
+        """A run this process was executing ends early (an error, an interrupt): record it.
+        Returns whether it did (the run was this process's and still RUNNING)."""
+        try:
+            cur = store.get_run(rec.run_id)
+        except StateError:
+            return False
         if cur is not None and cur.status == RunStatus.RUNNING and cur.pid == self.pid:
             store.update_run(rec.run_id, self._event(rec, "run.finished", status=status, error=error),
                              status=status, error=error, finished_at=self.settings.clock())
+            return True
+        return False
+
+    # -- admission: the flow lock and the business key ------------------------------------------
+    def _admit(self, store: StateStore, flow: FlowSpec, rec: RunRecord, started: Event, on_locked: OnLocked) -> list[Lock]:
+        """Take the flow lock (``locks.scope: flow``) and record the new run (with its
+        ``run.started``), whose business key must be free; returns the locks taken.
+        ``on_locked: wait`` waits for both (up to its seconds, else for as long as it takes), the
+        key before the lock, so that a run waiting for a key never holds the flow lock the key's
+        holder needs to resume."""
+        waiting = on_locked.mode == "wait"
+        deadline = None if not waiting or on_locked.wait_seconds is None else time.monotonic() + on_locked.wait_seconds
+
+        def key_free() -> bool:
+            holders = store.runs_for_key(rec.business_key or "", active_only=True)
+            return not any(r.key_scope == rec.key_scope or "*" in (r.key_scope, rec.key_scope) for r in holders)
+
+        while True:
+            if waiting and rec.business_key is not None:
+                self._wait_until(key_free, deadline, f"business key '{rec.business_key}'")
+            held: list[Lock] = []
+            if flow.locks.scope == "flow":
+                wait = _remaining(deadline) if waiting else flow.locks.wait_seconds
+                held.append(self._flow_lock(store, flow, "an earlier run is still going; this run was not started", wait))
+            try:
+                store.create_run(rec, started)
+                return held
+            except KeyInUseError as exc:
+                for lk in held:
+                    lk.release()
+                if not waiting or (deadline is not None and time.monotonic() >= deadline):
+                    raise self._explain_key_holder(store, rec, exc) from exc
+
+    def _acquire(self, lock: Lock, wait: float | None, what: str) -> bool:
+        """``lock.acquire`` within ``wait`` seconds (``None``: no limit), a second at a time so
+        that a signal stops the wait (``Interrupted``)."""
+        if wait is not None and wait <= 0:
+            return lock.acquire(0)
+        deadline = None if wait is None else time.monotonic() + wait
+        if lock.acquire(0):
+            return True
+        log.info("waiting for %s (%s)", what, "as long as it takes" if wait is None else f"at most {wait:g} s")
+        while True:
+            left = _remaining(deadline)
+            if lock.acquire(1.0 if left is None else min(1.0, left)):
+                return True
+            if self.cancel.is_set():
+                raise _stopped_waiting(self.cancel, what)
+            if left is not None and left <= 1.0:
+                return False
+
+    def _wait_until(self, free: Callable[[], bool], deadline: float | None, what: str) -> None:
+        """Poll ``free`` (every second at most) until true, the deadline (then return: the
+        caller's own attempt fails naming the holder) or a signal (``Interrupted``)."""
+        pause = 0.05
+        if not free():
+            log.info("waiting for %s to be free (%s)", what,
+                     "as long as it takes" if deadline is None else f"at most {_remaining(deadline):g} s")
+        while not free():
+            left = _remaining(deadline)
+            if left is not None and left <= 0:
+                return
+            if self.cancel.wait(pause if left is None else min(pause, left)):
+                raise _stopped_waiting(self.cancel, what)
+            pause = min(pause * 2, 1.0)
+
+    # -- notifications -------------------------------------------------------------------------
+    def _notify_end(self, store: StateStore, prepared: Prepared, rec: RunRecord, outcome: RunOutcome,
+                    resources: Mapping[str, Any]) -> None:
+        """The notice of a run that ended (or parked WAITING), with its result in the history."""
+        event = event_for_status(str(outcome.status))
+        if self.notifier is None or event is None or not self.notifier.wanted(event, rec.flow_id, prepared.flow.notify):
+            return
+        cur = store.get_run(rec.run_id) or rec
+        notice = Notice(event=event, host=self.host, flow_id=rec.flow_id, flow_file=rec.flow_file, run_id=rec.run_id,
+                        status=str(outcome.status), pid=self.pid, started_at=cur.started_at,
+                        finished_at=cur.finished_at, failed_steps=tuple(outcome.failed_steps), error=cur.error,
+                        waits=tuple(freeze(w) for w in outcome.waits), message=outcome.message,
+                        resume_command=_resume_command(rec.run_id, store.location, str(outcome.status)),
+                        store=store.location, at=self.settings.clock())
+        scope = _notify_scope(prepared, rec.run_id)
+        deliveries = self.notifier.send(notice, flow_targets=prepared.flow.notify, scope=scope, resources=resources,
+                                        mask=prepared.redactor.mask)
+        _record_deliveries(store, rec, notice, deliveries, self.settings.clock)
+
+    def _notify_not_started(self, event: str, flow_path: str, exc: AetherflowError) -> None:
+        """The notice of a run that could not start (``invalid``, ``lock_busy``): nothing was
+        recorded, so stderr (the dispatcher logs a failure) is its only report."""
+        flow, prepared = self._known
+        flow_id = flow.id if flow is not None else None
+        targets = flow.notify if flow is not None else ()
+        if self.notifier is None or not self.notifier.wanted(event, flow_id, targets):
+            return
+        from aetherflow import template
+
+        mask = prepared.redactor.mask if prepared is not None else (lambda s: s)
+        scope = (_notify_scope(prepared, None) if prepared is not None
+                 else template.base_scope(env=self.settings.env, flow_id=flow_id or ""))
+        holder = getattr(exc, "holder", None)
+        notice = Notice(event=event, host=self.host, flow_id=flow_id, flow_file=str(Path(flow_path).absolute()),
+                        status="NOT_STARTED", pid=self.pid, error=mask(exc.message), at=self.settings.clock(),
+                        message=mask(exc.hint) if exc.hint else None,
+                        resume_command=None if holder is None else f"aetherflow resume {holder}")
+        self.notifier.send(notice, flow_targets=targets, scope=scope, resources=None, mask=mask)
 
     def _explain_key_holder(self, store: StateStore, rec: RunRecord, exc: KeyInUseError) -> KeyInUseError:
         """A key held by a run whose process is gone: say CRASHED and how to free the key."""
@@ -603,10 +790,11 @@ class Runner:
                 )
         return exc
 
-    def _flow_lock(self, store: StateStore, flow: FlowSpec, hint: str) -> Lock:
-        """Acquire the flow lock (``flow.locks.scope: flow``) within wait_seconds, else LockBusyError (exit 3)."""
+    def _flow_lock(self, store: StateStore, flow: FlowSpec, hint: str, wait: float | None) -> Lock:
+        """Acquire the flow lock (``flow.locks.scope: flow``) within ``wait`` seconds (``None``:
+        as long as it takes), else LockBusyError (exit 3). A signal stops the wait."""
         flock = store.lock(flow_lock_key(flow.id))
-        if not flock.acquire(flow.locks.wait_seconds):
+        if not self._acquire(flock, wait, f"the flow lock of '{flow.id}'"):
             holder = store.lock_holder(flock.key)
             deadline = time.monotonic() + HOLDER_RECORD_WAIT
             while holder is None and time.monotonic() < deadline and not store.lock_is_free(flock.key):
@@ -622,8 +810,8 @@ class Runner:
         now = self.settings.clock()
         status = result.status
         due = min((w.due_at for w in result.waits if w.due_at is not None), default=None)
-        name = {RunStatus.WAITING: "run.waiting", RunStatus.INTERRUPTED: "run.interrupted", RunStatus.CANCELLED: "run.cancelled"}.get(
-            status, "run.finished")
+        name = {RunStatus.WAITING: "run.waiting", RunStatus.INTERRUPTED: "run.interrupted", RunStatus.CANCELLED: "run.cancelled",
+                RunStatus.TIMED_OUT: "run.timed_out"}.get(status, "run.finished")
         err = None
         if result.failed_steps:
             j, s, e = result.failed_steps[-1]
@@ -663,6 +851,88 @@ def _store_failed(rec: RunRecord, exc: StateError) -> StateError:
     )
 
 
+def _notify_scope(prepared: Prepared, run_id: str | None) -> dict[str, Any]:
+    """What a flow's notifiers may read: env, params, secrets, run id."""
+    from aetherflow import template
+
+    return template.base_scope(env=prepared.env, flow_id=prepared.flow.id, params=prepared.params,
+                               secrets=prepared.secret_values, run={"id": run_id} if run_id else None)
+
+
+def _resume_command(run_id: str, location: str, status: str) -> str | None:
+    """How to continue the run from any host that shares its store (``None``: nothing to do)."""
+    if status in ("SUCCESS", "CANCELLED"):
+        return None
+    from aetherflow.state.backends import is_url
+
+    where = f" --state {location}" if is_url(location) else ""
+    return f"aetherflow resume {run_id}{where}"
+
+
+def _record_deliveries(store: StateStore, rec: RunRecord, notice: Notice, deliveries: Sequence[Delivery],
+                       clock: Callable[[], float]) -> None:
+    """Each notifier's result in the run's history (``notify.sent`` / ``notify.failed``)."""
+    for d in deliveries:
+        data: dict[str, Any] = {"event": notice.event, "target": d.target, "tries": d.tries}
+        if d.error:
+            data["error"] = d.error
+        try:
+            store.append_history(_event(clock, rec, "notify.sent" if d.ok else "notify.failed", **data))
+        except StateError as exc:
+            log.warning("cannot record the notification in the history of run %s: %s", rec.run_id, exc)
+
+
+def notify_crashed(catalog: StoreCatalog, notifier: Notifier, *, clock: Callable[[], float], host: str) -> list[str]:
+    """Send ``crashed`` once for every run of the catalog's stores that shows CRASHED (recorded
+    RUNNING, its executor's lock free): the run's process is gone and could not say so itself.
+    The store records who sent it (``mark_notified``), so of every ``status`` and
+    ``resume --due`` on every host that finds the run, one sends it. Returns the run ids."""
+    from aetherflow.spec import load_flow
+
+    sent: list[str] = []
+    for location in catalog.locations():
+        store = catalog.open(location)
+        try:
+            for rec in store.list_runs(status=RunStatus.RUNNING, limit=10_000):
+                if shown_status(store, rec) != RunStatus.CRASHED:
+                    continue
+                try:
+                    full = store.get_run(rec.run_id) or rec
+                    targets = load_flow(full.flow_file, raw=full.flow_text.encode("utf-8")).flow.notify
+                except AetherflowError:
+                    targets = ()  # a recorded flow that no longer loads: the config's notifiers still hear of it
+                if not notifier.wanted("crashed", rec.flow_id, targets):
+                    continue
+                if not store.mark_notified(rec.run_id, "crashed", _event(clock, rec, "run.crash_noticed", host=host)):
+                    continue
+                notice = Notice(event="crashed", host=host, flow_id=rec.flow_id, flow_file=rec.flow_file, run_id=rec.run_id,
+                                status=RunStatus.CRASHED, pid=rec.pid, started_at=rec.started_at, error=rec.error,
+                                message=f"run {rec.run_id} was executed by pid {rec.pid} on {rec.host}, which is gone",
+                                resume_command=_resume_command(rec.run_id, store.location, RunStatus.CRASHED),
+                                store=store.location, at=clock())
+                # secrets are resolved afresh, never stored: a crashed run's notifiers see env only
+                from aetherflow import template
+
+                scope = template.base_scope(env=notifier.env, flow_id=rec.flow_id, params=rec.params,
+                                            run={"id": rec.run_id})
+                deliveries = notifier.send(notice, flow_targets=targets, scope=scope, resources=None)
+                _record_deliveries(store, rec, notice, deliveries, clock)
+                sent.append(rec.run_id)
+        finally:
+            store.close()
+    return sent
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _stopped_waiting(cancel: CancelToken, what: str) -> Interrupted:
+    why = cancel.why()
+    return Interrupted(f"stopped ({why}) while waiting for {what}; no run was started",
+                       signal_exit=ExitCode.SIGINT if why == "SIGINT" else ExitCode.SIGTERM)
+
+
 def _not_waiting(run_id: str, status: str, event: str | None) -> UsageError:
     return UsageError(f"run {run_id} is {status}, not WAITING; it does not expect event '{event}'", code="event.not_waiting")
 
@@ -683,11 +953,13 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def cancel_run(catalog: StoreCatalog, run_id: str, reason: str | None, clock: Callable[[], float]) -> tuple[RunRecord, str, Event]:
-    """Cancel a run: at once when no process executes it (its run lock is free), else ask the
-    executing process to stop at its next step boundary. Returns the record, what happened
-    (``cancelled`` or ``requested``) and the history event written."""
-    store, rec = catalog.find_run(run_id)
+def cancel_run(catalog: StoreCatalog, run_id: str, reason: str | None, clock: Callable[[], float],
+               flow_id: str | None = None) -> tuple[RunRecord, str, Event]:
+    """Cancel a run (``last``: the newest, of ``flow_id`` when given): at once when no process
+    executes it (its run lock is free), else ask the executing process to stop at its next
+    step boundary. Returns the record, what happened (``cancelled`` or ``requested``) and the
+    history event written."""
+    store, rec = catalog.find_run(run_id, flow_id=flow_id)
     lock = store.lock(run_lock_key(rec.run_id))
     try:
         now = clock()

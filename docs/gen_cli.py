@@ -15,6 +15,7 @@ COMMANDS = [
     ("runs list", "Recent runs."),
     ("runs show", "One run in detail."),
     ("runs prune", "Delete old finished runs."),
+    ("runs logs", "What a run's steps wrote."),
     ("cancel", "Cancel a run."),
     ("locks list", "Held locks."),
     ("store copy", "Copy every run from one store to another."),
@@ -24,6 +25,8 @@ COMMANDS = [
     ("graph", "The job/step graph."),
     ("explain", "Where resolved values come from."),
     ("doctor", "What a flow needs that is missing."),
+    ("status", "One screen for an operator."),
+    ("config show", "Every setting and where it comes from."),
 ]
 
 HEADER = """# CLI reference

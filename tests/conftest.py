@@ -49,7 +49,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_backend: str, re
     monkeypatch.setenv("AETHERFLOW_HOME", str(h))
     monkeypatch.setenv("HOME", str(tmp_path / "userhome"))
     for var in ("AETHERFLOW_STATE", "AETHERFLOW_PLUGIN_PATHS", "AETHERFLOW_PROFILES_FILE", "AETHERFLOW_EVENTS_LOG",
-                "AETHERFLOW_TEST_CRASH_AT", "NO_COLOR", "XDG_STATE_HOME"):
+                "AETHERFLOW_TEST_CRASH_AT", "NO_COLOR", "XDG_STATE_HOME", "AETHERFLOW_CONFIG", "XDG_CONFIG_HOME",
+                "STATE_DIRECTORY", "AETHERFLOW_LOG_FORMAT", "AETHERFLOW_ON_LOCKED", "AETHERFLOW_METRICS_TEXTFILE",
+                "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED"):
         monkeypatch.delenv(var, raising=False)
     if store_backend == "postgres":
         monkeypatch.setenv("AETHERFLOW_STATE", request.getfixturevalue("pg_store_url")())

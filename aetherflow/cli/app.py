@@ -64,6 +64,8 @@ COMMAND_MODULES = MappingProxyType({
     "runs": "aetherflow.cli.runs",
     "locks": "aetherflow.cli.runs",
     "cancel": "aetherflow.cli.runs",
+    "status": "aetherflow.cli.ops",
+    "config": "aetherflow.cli.ops",
     "store": "aetherflow.cli.store",
 })
 

@@ -10,7 +10,10 @@ def run_ids(incomplete: str) -> list[str]:
     from aetherflow.settings import settings_from_env
     from aetherflow.state.catalog import StoreCatalog
 
-    settings = settings_from_env(dict(os.environ))
+    try:
+        settings = settings_from_env(dict(os.environ))
+    except AetherflowError:  # a bad config file: no completion (the command itself will say why)
+        return []
     catalog = StoreCatalog(settings.home, settings.state)
     found: list[str] = []
     for location in catalog.locations():

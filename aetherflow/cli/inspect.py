@@ -11,17 +11,17 @@ import typer
 
 from aetherflow.cli import options as o
 from aetherflow.cli.app import root_app
-from aetherflow.cli.support import flow_argument, guarded, process_env, stderr, stdout
+from aetherflow.cli.support import begin, flow_argument, guarded, stderr, stdout
 from aetherflow.errors import AetherflowError, ExitCode, SpecError, UsageError
 
 steps_app = typer.Typer(help="Registered step types (built-in and plugins).\n\nExample: aetherflow steps list", no_args_is_help=True)
 root_app.add_typer(steps_app, name="steps")
 
 
-def _settings(plugin_path: list[str] | None, state: str | None = None) -> Any:
-    from aetherflow.settings import settings_from_env
-
-    return settings_from_env(process_env(), plugin_paths=tuple(plugin_path or ()), state=state)
+def _settings(plugin_path: list[str] | None, state: str | None = None, config: str | None = None,
+              log_file: str | None = None) -> Any:
+    settings, _ = begin(config=config, log_file=log_file, plugin_paths=tuple(plugin_path or ()), state=state)
+    return settings
 
 
 def _plugin_warnings(loaded: Any) -> None:
@@ -39,6 +39,8 @@ def validate_cmd(
     plugin_path: o.PluginPath = None,
     state: o.StateUnused = None,
     strict: Annotated[bool, typer.Option("--strict", help="Also fail on declared outcomes that on_outcome does not route.")] = False,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Check FLOW: YAML, schema, references, templates, `when`, step types and inputs.
 
@@ -50,11 +52,13 @@ def validate_cmd(
 
     Example: aetherflow validate flows/daily.yaml --strict
     """
-    validate_command(flow=flow, flow_yaml=flow_yaml, as_json=as_json, plugin_path=plugin_path, strict=strict)
+    validate_command(flow=flow, flow_yaml=flow_yaml, as_json=as_json, plugin_path=plugin_path, strict=strict,
+                     config=config, log_file=log_file)
 
 
 def validate_command(*, flow: str | None, flow_yaml: str | None = None, as_json: bool = False,
-                     plugin_path: list[str] | None = None, strict: bool = False) -> None:
+                     plugin_path: list[str] | None = None, strict: bool = False, config: str | None = None,
+                     log_file: str | None = None) -> None:
     """Check ``flow`` (or ``flow_yaml``, aetherflow-core's option) and print every issue (exit 2)
     or one ``ok`` line."""
     from aetherflow import render
@@ -63,16 +67,17 @@ def validate_command(*, flow: str | None, flow_yaml: str | None = None, as_json:
 
     with guarded(as_json):
         flow = flow_argument(flow, flow_yaml, "validate")
-        for text in ignored_env_warnings(process_env()):
+        settings = _settings(plugin_path, None, config, log_file)
+        for text in ignored_env_warnings(settings.env):
             stderr(f"warning: {text}")
-        loaded_plugins = load_plugins(_settings(plugin_path))
+        loaded_plugins = load_plugins(settings)
         _plugin_warnings(loaded_plugins)
         try:
             loaded, issues = check_flow(flow, loaded_plugins, strict=strict)
         except SpecError as exc:
             issues = list(exc.issues)
             loaded = None
-        warnings = _env_warnings(loaded, flow, plugin_path) if loaded is not None and not issues else []
+        warnings = _env_warnings(loaded, flow, settings) if loaded is not None and not issues else []
         if as_json:
             doc: dict[str, Any] = {"ok": not issues, "file": flow, "issues": [i.as_dict() for i in issues],
                                    "warnings": [w.as_dict() for w in warnings]}
@@ -91,14 +96,14 @@ def validate_command(*, flow: str | None, flow_yaml: str | None = None, as_json:
             stdout(f"{flow}: ok (flow {f.id}, {len(f.jobs)} job(s), {sum(len(j.steps) for j in f.jobs)} step(s))")
 
 
-def _env_warnings(loaded: Any, flow: str, plugin_path: list[str] | None) -> list[Any]:
+def _env_warnings(loaded: Any, flow: str, settings: Any) -> list[Any]:
     """``{{ env.X }}`` without a default and ``X`` not set here: a warning only, since CI
     validates without the production environment (``run`` refuses such a flow)."""
     from aetherflow.prepare import flow_env
     from aetherflow.spec.references import missing_env_issues
 
     try:
-        env = flow_env(_settings(plugin_path), loaded.flow)
+        env = flow_env(settings, loaded.flow)
     except AetherflowError:  # an unreadable env file: `run` and `doctor` report it
         return []
     return missing_env_issues(loaded.data, loaded.positions, flow, env)
@@ -106,24 +111,27 @@ def _env_warnings(loaded: Any, flow: str, plugin_path: list[str] | None) -> list
 
 @root_app.command("schema")
 def schema_cmd(
-    which: Annotated[str, typer.Argument(help="flow or profiles.")] = "flow",
+    which: Annotated[str, typer.Argument(help="flow, profiles or config.")] = "flow",
     plugin_path: o.PluginPath = None,
     state: o.StateUnused = None,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
-    """Print the JSON Schema (Draft 2020-12) of flow files (with plugin step inputs) or profiles.
+    """Print the JSON Schema (Draft 2020-12) of flow files (with plugin step inputs), profiles or the config file.
 
     Example: aetherflow schema flow > flow.schema.json
     """
     from aetherflow.spec.schema import load_schema
 
     with guarded():
-        if which not in ("flow", "profiles"):
-            raise UsageError(f"unknown schema {which!r}: use flow or profiles")
+        settings = _settings(plugin_path, None, config, log_file)
+        if which not in ("flow", "profiles", "config"):
+            raise UsageError(f"unknown schema {which!r}: use flow, profiles or config")
         schema = load_schema(which)
         if which == "flow":
             from aetherflow.prepare import load_plugins
 
-            loaded = load_plugins(_settings(plugin_path))
+            loaded = load_plugins(settings)
             schema = merge_step_schemas(schema, loaded.registry)
         stdout(json.dumps(schema, indent=2, ensure_ascii=False))
 
@@ -155,6 +163,8 @@ def graph_cmd(
     flow_yaml: o.FlowYaml = None,
     fmt: Annotated[str, typer.Option("--format", help="ascii, mermaid or dot.")] = "ascii",
     state: o.StateUnused = None,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Print the job/step graph of FLOW.
 
@@ -164,6 +174,7 @@ def graph_cmd(
     from aetherflow.spec import load_flow
 
     with guarded():
+        _settings(None, state, config, log_file)
         if fmt not in ("ascii", "mermaid", "dot"):
             raise UsageError(f"--format {fmt!r}: use ascii, mermaid or dot")
         f = load_flow(flow_argument(flow, flow_yaml, "graph")).flow
@@ -207,7 +218,8 @@ def _node(job_id: str) -> str:
 
 
 @steps_app.command("list")
-def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False, state: o.StateUnused = None) -> None:
+def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False, state: o.StateUnused = None,
+               config: o.Config = None, log_file: o.LogFile = None) -> None:
     """List registered step types with their source.
 
     Example: aetherflow steps list
@@ -216,7 +228,7 @@ def steps_list(plugin_path: o.PluginPath = None, as_json: o.Json = False, state:
     from aetherflow.prepare import load_plugins
 
     with guarded(as_json):
-        loaded = load_plugins(_settings(plugin_path))
+        loaded = load_plugins(_settings(plugin_path, None, config, log_file))
         _plugin_warnings(loaded)
         reg = loaded.registry
         rows: list[dict[str, Any]] = [
@@ -235,6 +247,8 @@ def steps_show(
     type_name: Annotated[str, typer.Argument(metavar="TYPE")],
     plugin_path: o.PluginPath = None,
     state: o.StateUnused = None,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Show one step type: source, outcomes and inputs schema.
 
@@ -244,7 +258,7 @@ def steps_show(
     from aetherflow.prepare import load_plugins
 
     with guarded():
-        reg = load_plugins(_settings(plugin_path)).registry
+        reg = load_plugins(_settings(plugin_path, None, config, log_file)).registry
         st = reg.step(type_name)
         if st is None:
             from aetherflow.engine.preflight import unknown_type_hint
@@ -270,6 +284,8 @@ def explain_cmd(
     param: Annotated[list[str] | None, typer.Option("--param", help="Run parameter KEY=VALUE.")] = None,
     state: o.State = None,
     as_json: o.Json = False,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Show every resolved resource value and where it comes from (secrets masked).
 
@@ -280,8 +296,9 @@ def explain_cmd(
     from aetherflow.resolve import parse_param_args
 
     with guarded(as_json):
-        doc = explain(_settings(None, state), flow_argument(flow, flow_yaml, "explain"), params=parse_param_args(param or []),
-                      env_files=tuple(env_file or ()), profile=profile, profiles_file=profiles)
+        doc = explain(_settings(None, state, config, log_file), flow_argument(flow, flow_yaml, "explain"),
+                      params=parse_param_args(param or []), env_files=tuple(env_file or ()), profile=profile,
+                      profiles_file=profiles)
         if as_json:
             stdout(render.dumps(doc))
             return
@@ -306,6 +323,8 @@ def doctor_cmd(
     profile: Annotated[str | None, typer.Option("--profile", help="Profile applied to every resource, as for run.")] = None,
     profiles: Annotated[str | None, typer.Option("--profiles", help="Profiles file, as for run.")] = None,
     as_json: o.Json = False,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Check what FLOW needs: env vars (the flow's and its profiles'), secrets, plugins,
     profiles, state directory (or the PostgreSQL store a URL names: reachable, schema,
@@ -317,8 +336,8 @@ def doctor_cmd(
     from aetherflow.doctor import doctor
 
     with guarded(as_json):
-        checks = doctor(_settings(plugin_path, state), flow_argument(flow, flow_yaml, "doctor"), tuple(env_file or ()),
-                        profile=profile, profiles_file=profiles)
+        checks = doctor(_settings(plugin_path, state, config, log_file), flow_argument(flow, flow_yaml, "doctor"),
+                        tuple(env_file or ()), profile=profile, profiles_file=profiles)
         bad = [c for c in checks if not c["ok"]]
         if as_json:
             stdout(render.dumps({"ok": not bad, "checks": checks}))

@@ -37,10 +37,25 @@ def run_cmd(
     as_json: o.Json = False,
     quiet: o.Quiet = False,
     verbose: o.Verbose = 0,
-    log_format: o.LogFormat = "text",
+    log_format: o.LogFormat = None,
     no_color: o.NoColor = False,
     events_log: o.EventsLog = None,
     detailed_exitcode: o.DetailedExit = False,
+    on_locked: Annotated[str | None, typer.Option(
+        "--on-locked", metavar="fail|skip|wait[=SECONDS]",
+        help="When the flow lock or the business key is held by another run: fail (exit 3, the default), "
+        "skip (exit 0, silent without -v, no run recorded) or wait (up to SECONDS; for as long as it takes "
+        "without). Also AETHERFLOW_ON_LOCKED, config on_locked.")] = None,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", metavar="SECONDS",
+        help="Time limit of the whole run (overrides flow.timeout_seconds): at expiry running steps are stopped "
+        "as on SIGTERM, the run is recorded TIMED_OUT (resumable) and the command exits 124.")] = None,
+    metrics_textfile: Annotated[str | None, typer.Option(
+        "--metrics-textfile", metavar="PATH",
+        help="After the run, rewrite this Prometheus textfile-collector file (also AETHERFLOW_METRICS_TEXTFILE, "
+        "config [metrics] textfile).")] = None,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Start a run of FLOW (or continue the run --run-id names).
 
@@ -53,19 +68,20 @@ def run_cmd(
         param=param, key=key, profile=profile, profiles=profiles, env_file=env_file,
         plugin_path=plugin_path, state=state, dry_run=dry_run, as_json=as_json, quiet=quiet,
         verbose=verbose, log_format=log_format, no_color=no_color, events_log=events_log,
-        detailed_exitcode=detailed_exitcode, meta=meta,
+        detailed_exitcode=detailed_exitcode, meta=meta, on_locked=on_locked, timeout=timeout,
+        metrics_textfile=metrics_textfile, config=config, log_file=log_file,
     )
 
 
 @root_app.command("resume")
 def resume_cmd(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix).", show_default=False, autocompletion=_complete_run_ids)] = None,
+    run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix; last: the newest run).", show_default=False, autocompletion=_complete_run_ids)] = None,
     event: Annotated[str | None, typer.Option("--event", help="Deliver this event to the waiting step.")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Event data as JSON.")] = None,
     rerun: Annotated[list[str] | None, typer.Option("--rerun", help="Execute JOB.STEP again, and everything after it.")] = None,
     accept_changes: Annotated[bool, typer.Option("--accept-changes", help="Resume although the flow file changed.")] = False,
     due: Annotated[bool, typer.Option("--due", help="Resume every WAITING run whose timer or retry is due.")] = False,
-    flow_id: Annotated[str | None, typer.Option("--flow", help="With --due or --key: only runs of this flow id.")] = None,
+    flow_id: Annotated[str | None, typer.Option("--flow", help="With --due or --key: only runs of this flow id; with the run id last: the newest run of it.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="With --due: at most N runs.")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Resume the active run holding this business key (VALUE or NAME::VALUE).")] = None,
     at: Annotated[str | None, typer.Option("--at", help="Do not resume now: the WAITING run continues at this ISO-8601 time, with `resume --due`.")] = None,
@@ -78,12 +94,14 @@ def resume_cmd(
     as_json: o.Json = False,
     quiet: o.Quiet = False,
     verbose: o.Verbose = 0,
-    log_format: o.LogFormat = "text",
+    log_format: o.LogFormat = None,
     no_color: o.NoColor = False,
     events_log: o.EventsLog = None,
     detailed_exitcode: o.DetailedExit = False,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
-    """Continue a FAILED, CRASHED, INTERRUPTED or WAITING run; finished steps are not run again.
+    """Continue a FAILED, CRASHED, INTERRUPTED, TIMED_OUT or WAITING run; finished steps are not run again.
 
     With --at TIME or --in DURATION a WAITING run is not resumed now: its waits fall due then,
     and the next `aetherflow resume --due` continues it as if its timers had fired.
@@ -97,5 +115,5 @@ def resume_cmd(
         flow_id=flow_id, limit=limit, key=key, env_file=env_file, profile=profile,
         profiles=profiles, plugin_path=plugin_path, state=state, as_json=as_json, quiet=quiet,
         verbose=verbose, log_format=log_format, no_color=no_color, events_log=events_log,
-        detailed_exitcode=detailed_exitcode, at=at, in_=in_,
+        detailed_exitcode=detailed_exitcode, at=at, in_=in_, config=config, log_file=log_file,
     )

@@ -11,7 +11,7 @@ import typer
 
 from aetherflow.cli import options as o
 from aetherflow.cli.app import root_app
-from aetherflow.cli.support import guarded, process_env, stderr, stdout
+from aetherflow.cli.support import begin, guarded, stderr, stdout, to_log_file
 from aetherflow.errors import UsageError
 
 runs_app = typer.Typer(help="Recorded runs.\n\nExample: aetherflow runs list --status FAILED", no_args_is_help=True)
@@ -26,17 +26,28 @@ def _complete_run_ids(incomplete: str) -> list[str]:
     return run_ids(incomplete)
 
 
-def _settings(state: str | None) -> Any:
-    from aetherflow.settings import settings_from_env
+def _settings(state: str | None, config: str | None = None, log_file: str | None = None) -> Any:
+    settings, _ = begin(config=config, log_file=log_file, state=state)
+    return settings
 
-    return settings_from_env(process_env(), state=state)
 
-
-def _catalog(state: str | None) -> Any:
+def _catalog(state: str | None, config: str | None = None, log_file: str | None = None) -> Any:
     from aetherflow.state.catalog import StoreCatalog
 
-    settings = _settings(state)
+    settings = _settings(state, config, log_file)
     return StoreCatalog(settings.home, settings.state)
+
+
+RunId = Annotated[str, typer.Argument(help="Run id, a unique prefix of one, or last (the newest run; of --flow ID "
+                                      "when given).", autocompletion=_complete_run_ids)]
+LastOfFlow = Annotated[str | None, typer.Option("--flow", help="With the run id last: the newest run of this flow id.")]
+
+
+def _check_last(run_id: str | None, flow_id: str | None, key: str | None = None) -> None:
+    """``--flow`` narrows ``--key`` or the run id ``last``; a run id names one run."""
+    if flow_id is not None and key is None and run_id != "last":
+        raise UsageError("--flow goes with --key or the run id 'last' (a run id names one run)",
+                         code="usage.flow_without_key")
 
 
 def _run_row(store: Any, r: Any) -> dict[str, Any]:
@@ -80,7 +91,7 @@ def runs_list(
     status: Annotated[
         str | None,
         typer.Option("--status", help="Only runs with this status: RUNNING, SUCCESS, FAILED, WAITING, CANCELLED, "
-                     "INTERRUPTED or CRASHED (any case)."),
+                     "INTERRUPTED, TIMED_OUT or CRASHED (any case)."),
     ] = None,
     flow_id: Annotated[str | None, typer.Option("--flow", help="Only runs of this flow id.")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Only runs with this business key (VALUE or NAME::VALUE).")] = None,
@@ -88,6 +99,8 @@ def runs_list(
     limit: Annotated[int, typer.Option("--limit", help="At most N runs.")] = 20,
     state: o.State = None,
     as_json: o.Json = False,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Recent runs, newest first.
 
@@ -104,7 +117,7 @@ def runs_list(
             raise UsageError(f"--status {status!r}: unknown status; use one of {', '.join(valid)} (any case)",
                              code="usage.status")
         rows: list[dict[str, Any]] = []
-        catalog = _catalog(state)
+        catalog = _catalog(state, config, log_file)
         for location in catalog.locations():
             store = catalog.open(location)
             try:
@@ -126,15 +139,19 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix).", autocompletion=_complete_run_ids,
+    run_id: Annotated[str | None, typer.Argument(help="Run id, a unique prefix of one, or last (the newest run; of "
+                                                 "--flow ID when given).", autocompletion=_complete_run_ids,
                                                  show_default=False)] = None,
     history: Annotated[bool, typer.Option("--history", help="The append-only event history.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list the files in each job's artifacts/.")] = False,
     key: Annotated[str | None, typer.Option("--key", help="The run holding this business key (VALUE or NAME::VALUE): "
                                             "the active one, else the newest.")] = None,
-    flow_id: Annotated[str | None, typer.Option("--flow", help="With --key: only runs of this flow id.")] = None,
+    flow_id: Annotated[str | None, typer.Option("--flow", help="With --key: only runs of this flow id; with the run id "
+                                                "last: the newest run of it.")] = None,
     state: o.State = None,
     as_json: o.Json = False,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """One run: jobs (with their workspace directory), steps, statuses, attempts, durations,
     outputs (secrets masked), errors.
@@ -146,13 +163,12 @@ def runs_show(
     with guarded(as_json):
         if (run_id is None) == (key is None):
             raise UsageError("give RUN_ID or --key VALUE", code="usage.missing_run")
-        if flow_id is not None and key is None:
-            raise UsageError("--flow goes with --key (a run id names one run)", code="usage.flow_without_key")
+        _check_last(run_id, flow_id, key)
         if key is not None:
-            store, rec = _catalog(state).find_by_key(key, flow_id=flow_id, active_only=False)
+            store, rec = _catalog(state, config, log_file).find_by_key(key, flow_id=flow_id, active_only=False)
         else:
             assert run_id is not None
-            store, rec = _catalog(state).find_run(run_id)
+            store, rec = _catalog(state, config, log_file).find_run(run_id, flow_id=flow_id)
         try:
             doc = show_doc(store, rec)
             add_workspaces(doc, rec, artifacts=verbose)
@@ -262,56 +278,176 @@ def parse_age(text: str) -> float:
 
 @runs_app.command("prune")
 def runs_prune(
-    older_than: Annotated[str, typer.Option("--older-than", help="Age cut-off with a unit (ms, s, m, h, d, w), e.g. 30d or 1.5d.")],
+    older_than: Annotated[str | None, typer.Option(
+        "--older-than", help="Age cut-off with a unit (ms, s, m, h, d, w), e.g. 30d or 1.5d (default: the config "
+        "file's [retention] max_age).")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Really delete (otherwise only list).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stdout (cron mails any output).")] = False,
     state: o.State = None,
     as_json: o.Json = False,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
-    """Delete finished runs (and their workspaces) older than the cut-off.
+    """Delete finished runs older than the cut-off and everything they left: their records,
+    history and logs, their workspaces and their run lock files. A run being resumed is left.
 
     Example: aetherflow runs prune --older-than 30d --yes
     """
     from aetherflow import render
+    from aetherflow.model import FINISHED_STATUSES
     from aetherflow.state.catalog import StoreCatalog
 
     with guarded(as_json):
-        settings = _settings(state)
-        cutoff = settings.clock() - parse_age(older_than)
+        settings = _settings(state, config, log_file)
+        if older_than is not None:
+            age = parse_age(older_than)
+        elif settings.retention_max_age is not None:
+            age = settings.retention_max_age
+        else:
+            raise UsageError("runs prune needs --older-than AGE (or [retention] max_age in the config file)",
+                             code="usage.age")
+        cutoff = settings.clock() - age
         pruned: list[str] = []
         catalog = StoreCatalog(settings.home, settings.state)
         for location in catalog.locations():
             store = catalog.open(location)
             try:
-                old = [r for r in store.list_runs(limit=1_000_000)
-                       if r.status in ("SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED") and (r.finished_at or r.created_at) < cutoff]
+                old = {r.run_id: r for r in store.list_runs(limit=1_000_000)
+                       if r.status in FINISHED_STATUSES and (r.finished_at or r.created_at) < cutoff}
                 if yes:
-                    for r in old:
-                        if r.workspace_root:
-                            root = Path(r.workspace_root) / r.flow_id
-                            if root.is_dir():
-                                for job_dir in root.iterdir():
-                                    target = job_dir / r.run_id
-                                    if target.is_dir():
-                                        shutil.rmtree(target, ignore_errors=True)
-                    store.delete_runs([r.run_id for r in old])
-                pruned.extend(r.run_id for r in old)
+                    deleted = store.delete_runs(list(old), finished_before=cutoff)
+                    for rid in deleted:  # the records are gone first: a workspace is never left without its run
+                        _remove_workspace(old[rid])
+                    pruned.extend(deleted)
+                else:
+                    pruned.extend(old)
             finally:
                 store.close()
+        to_log_file(f"runs prune: {'deleted' if yes else 'would delete'} {len(pruned)} run(s)")
         if as_json:
             stdout(render.dumps({"pruned" if yes else "would_prune": pruned}))
-        else:
+        elif not quiet:
             verb = "deleted" if yes else "would delete (add --yes)"
             stdout(f"{verb} {len(pruned)} run(s)" + ("".join(f"\n  {r}" for r in pruned) if pruned else ""))
 
 
+def _remove_workspace(r: Any) -> None:
+    """A pruned run's job directories (``<root>/<flow>/<job>/<run_id>``)."""
+    if not r.workspace_root:
+        return
+    root = Path(r.workspace_root) / r.flow_id
+    if root.is_dir():
+        for job_dir in root.iterdir():
+            target = job_dir / r.run_id
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+
+
+@runs_app.command("logs")
+def runs_logs(
+    run_id: RunId,
+    step: Annotated[str | None, typer.Argument(help="Only this job (JOB) or step (JOB.STEP).", metavar="[JOB.STEP]",
+                                               show_default=False)] = None,
+    attempt: Annotated[int | None, typer.Option("--attempt", help="Only attempt N of the step(s).", min=1)] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing a running run's output until it ends.")] = False,
+    flow_id: LastOfFlow = None,
+    state: o.State = None,
+    as_json: o.Json = False,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
+) -> None:
+    """What a run's steps wrote (captured stdout and stderr, masked), per attempt.
+
+    Each stream of each attempt keeps its first 4 MiB and its last 1 MiB (docs/operations.md).
+
+    Example: aetherflow runs logs last extract.fetch --attempt 2
+    """
+    import time
+
+    from aetherflow import render
+    from aetherflow.state.store import shown_status
+
+    with guarded(as_json):
+        _check_last(run_id, flow_id)
+        if follow and as_json:
+            raise UsageError("--follow prints as the output comes; --json prints one document: choose one",
+                             code="usage.follow_json")
+        job_id, _, step_id = (step or "").partition(".")
+        store, rec = _catalog(state, config, log_file).find_run(run_id, flow_id=flow_id)
+        try:
+            narrow = {"job_id": job_id or None, "step_id": step_id or None, "attempt": attempt}
+            if as_json:
+                chunks = _all_output(store, rec.run_id, narrow)
+                stdout(render.dumps({"run_id": rec.run_id, "output": [
+                    {"job": c.job_id, "step": c.step_id, "attempt": c.attempt, "stream": c.stream, "text": c.text,
+                     "at": render.iso(c.at)} for c in chunks]}))
+                return
+            printer = _LogPrinter()
+            after = 0
+            while True:
+                running = follow and shown_status(store, store.get_run(rec.run_id) or rec) == "RUNNING"
+                chunks = store.output(rec.run_id, after=after, limit=1000, **narrow)
+                for c in chunks:
+                    printer.show(c)
+                after = chunks[-1].seq if chunks else after
+                if len(chunks) == 1000:
+                    continue  # more is stored already
+                if not running:
+                    break
+                time.sleep(0.25)
+            if printer.shown == 0:
+                what = f" of {step}" if step else ""
+                stderr(f"run {rec.run_id}: no output recorded{what}" + (f" (attempt {attempt})" if attempt else ""))
+        finally:
+            store.close()
+
+
+def _all_output(store: Any, run_id: str, narrow: dict[str, Any]) -> list[Any]:
+    out: list[Any] = []
+    after = 0
+    while True:
+        chunks = store.output(run_id, after=after, limit=1000, **narrow)
+        out.extend(chunks)
+        if len(chunks) < 1000:
+            return out
+        after = chunks[-1].seq
+
+
+class _LogPrinter:
+    """Prints chunks, with a header line whenever the step, attempt or stream changes."""
+
+    def __init__(self) -> None:
+        self.current: tuple[str, str, int, str] | None = None
+        self.at_line_start = True
+        self.shown = 0
+
+    def show(self, c: Any) -> None:
+        import sys
+
+        key = (c.job_id, c.step_id, c.attempt, c.stream)
+        if key != self.current:
+            if not self.at_line_start:
+                sys.stdout.write("\n")
+            sys.stdout.write(f"==> {c.job_id}.{c.step_id} attempt {c.attempt} {c.stream} <==\n")
+            self.current = key
+        sys.stdout.write(c.text)
+        sys.stdout.flush()
+        self.at_line_start = c.text.endswith("\n")
+        self.shown += 1
+
+
 @root_app.command("cancel")
 def cancel_cmd(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (or a unique prefix).", autocompletion=_complete_run_ids)] = None,
+    run_id: Annotated[str | None, typer.Argument(help="Run id, a unique prefix of one, or last (the newest run; of "
+                                                 "--flow ID when given).", autocompletion=_complete_run_ids)] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why; recorded in the history.")] = None,
     key: Annotated[str | None, typer.Option("--key", help="Cancel the active run holding this business key (VALUE or NAME::VALUE).")] = None,
-    flow_id: Annotated[str | None, typer.Option("--flow", help="With --key: only runs of this flow id.")] = None,
+    flow_id: Annotated[str | None, typer.Option("--flow", help="With --key: only runs of this flow id; with the run id "
+                                                "last: the newest run of it.")] = None,
     state: o.State = None,
     events_log: o.EventsLog = None,
+    config: o.Config = None,
+    log_file: o.LogFile = None,
 ) -> None:
     """Mark a run CANCELLED: a WAITING run stops at once, a RUNNING one at its next step boundary.
 
@@ -321,21 +457,21 @@ def cancel_cmd(
     from aetherflow.state.catalog import StoreCatalog
 
     with guarded():
-        settings = _settings(state)
+        settings, _ = begin(config=config, log_file=log_file, state=state, events_log=events_log)
         if (run_id is None) == (key is None):
             raise UsageError("give RUN_ID or --key VALUE", code="usage.missing_run")
-        if flow_id is not None and key is None:
-            raise UsageError("--flow goes with --key (a run id names one run)", code="usage.flow_without_key")
+        _check_last(run_id, flow_id, key)
         if key is not None:
             from aetherflow.cli.runexec import run_for_key
 
             run_id = run_for_key(settings, key, flow_id)
         assert run_id is not None
-        rec, what, event = cancel_run(StoreCatalog(settings.home, settings.state), run_id, reason, settings.clock)
-        if events_log:
+        rec, what, event = cancel_run(StoreCatalog(settings.home, settings.state), run_id, reason, settings.clock,
+                                      flow_id=flow_id if key is None else None)
+        if settings.events_log:
             from aetherflow.events import JsonLinesLog
 
-            with open(events_log, "a", encoding="utf-8") as fh:
+            with open(settings.events_log, "a", encoding="utf-8") as fh:
                 JsonLinesLog(fh)(event)
         if what == "requested":
             stderr(f"run {rec.run_id} is running (pid {rec.pid} on {rec.host}); it stops at its next step boundary")
@@ -344,7 +480,8 @@ def cancel_cmd(
 
 
 @locks_app.command("list")
-def locks_list(state: o.State = None, as_json: o.Json = False) -> None:
+def locks_list(state: o.State = None, as_json: o.Json = False, config: o.Config = None,
+               log_file: o.LogFile = None) -> None:
     """Held locks with their holder (run, pid, host, since).
 
     Example: aetherflow locks list --json
@@ -353,7 +490,7 @@ def locks_list(state: o.State = None, as_json: o.Json = False) -> None:
 
     with guarded(as_json):
         rows: list[dict[str, Any]] = []
-        catalog = _catalog(state)
+        catalog = _catalog(state, config, log_file)
         for location in catalog.locations():
             store = catalog.open(location)
             try:

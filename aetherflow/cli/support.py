@@ -33,10 +33,22 @@ def flow_argument(flow: str | None, flow_yaml: str | None, command: str) -> str:
     return path
 
 
-def stderr(text: str) -> None:
+#: the logger whose only handler is ``--log-file``'s: what aetherflow writes on stderr goes there too
+FILE_LOGGER = "aetherflow.logfile"
+
+
+def stderr(text: str, *, level: int = logging.INFO) -> None:
     if text:
         sys.stderr.write(text if text.endswith("\n") else text + "\n")
         sys.stderr.flush()
+        to_log_file(text.rstrip("\n"), level)
+
+
+def to_log_file(text: str, level: int = logging.INFO) -> None:
+    """A line for ``--log-file`` only (when it was given)."""
+    logger = logging.getLogger(FILE_LOGGER)
+    if logger.handlers:
+        logger.log(level, text)
 
 
 def stdout(text: str) -> None:
@@ -47,25 +59,32 @@ def stdout(text: str) -> None:
 def log_line(text: str, *, level: str = "info", log_format: str = "text", **extra: Any) -> None:
     """One message for the operator on stderr: as is, or as a JSON line with ``--log-format json``
     (so that every stderr line is JSON then)."""
+    lvl = logging.getLevelName(level.upper())
+    lvl = lvl if isinstance(lvl, int) else logging.INFO
     if log_format == "json":
         from aetherflow import render
 
-        stderr(render.json_log_line(level, text, **extra))
+        sys.stderr.write(render.json_log_line(level, text, **extra) + "\n")
+        sys.stderr.flush()
+        to_log_file(text, lvl)
     else:
-        stderr(text)
+        stderr(text, level=lvl)
 
 
 def fail(exc: AetherflowError, *, as_json: bool = False, log_format: str = "text") -> NoReturn:
     from aetherflow import render
+    from aetherflow.errors import Interrupted
 
     if as_json:
         stdout(render.dumps(render.error_json(exc)))
     if log_format == "json":
         for rec in render.error_log_records(exc):
-            stderr(render.dumps_line(rec))
+            sys.stderr.write(render.dumps_line(rec) + "\n")
+        sys.stderr.flush()
+        to_log_file(render.error_text(exc), logging.ERROR)
     else:
-        stderr(render.error_text(exc))
-    raise SystemExit(int(exc.exit_code))
+        stderr(render.error_text(exc), level=logging.ERROR)
+    raise SystemExit(int(exc.signal_exit if isinstance(exc, Interrupted) else exc.exit_code))
 
 
 @contextmanager
@@ -86,8 +105,8 @@ def guarded(as_json: bool = False, log_format: str = "text") -> Iterator[None]:
         if log_format == "json":
             log_line(msg + "\n" + traceback.format_exc(), level="critical", log_format=log_format)
         else:
-            stderr(msg)
-            stderr(traceback.format_exc())
+            stderr(msg, level=logging.CRITICAL)
+            stderr(traceback.format_exc(), level=logging.CRITICAL)
         raise SystemExit(int(ExitCode.INTERNAL)) from None
 
 
@@ -198,11 +217,15 @@ class MaskFilter(logging.Filter):
 LOG_FORMATS = ("text", "json")
 
 
-def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> MaskFilter:
+def setup_logging(verbose: int, quiet: bool, log_format: str = "text", log_file: str | None = None) -> MaskFilter:
     """One stderr handler for the ``aetherflow`` logger and one for the root logger (plugins
     and libraries: WARNING and up, ERROR with -q, everything with -vv), both behind the same
     ``MaskFilter``, whose mask the caller sets once a run's secrets are resolved. Returns that
-    filter. Handlers other than ours on the root logger (a test harness's) are left alone."""
+    filter. Handlers other than ours on the root logger (a test harness's) are left alone.
+
+    ``log_file``: aetherflow's log records from INFO up (whatever -q or -v say) and every line
+    it writes on stderr (``stderr()``, ``log_line()``, errors) are appended there too, with the
+    time, masked like stderr."""
     if log_format not in LOG_FORMATS:
         raise UsageError(f"--log-format {log_format!r}: use text or json", code="usage.log_format")
     level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
@@ -212,14 +235,35 @@ def setup_logging(verbose: int, quiet: bool, log_format: str = "text") -> MaskFi
         h = _StderrHandler()
         h.setFormatter(JsonLogFormatter() if log_format == "json" else logging.Formatter(fmt))
         h.addFilter(mask_filter)
+        h.setLevel(level)
         return h
 
     detailed = "%(asctime)s %(levelname)s %(name)s %(message)s"
     logger = logging.getLogger("aetherflow")
+    for old in logger.handlers:
+        old.close()
     logger.handlers.clear()
     logger.addHandler(handler("%(levelname)s %(message)s" if verbose < 2 else detailed))
     logger.propagate = False
     logger.setLevel(level)
+    file_logger = logging.getLogger(FILE_LOGGER)
+    for old in file_logger.handlers:
+        old.close()
+    file_logger.handlers.clear()
+    file_logger.propagate = False
+    if log_file:
+        try:
+            fh = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--log-file {log_file}: {exc.strerror or exc}", code="usage.log_file") from exc
+        fh.setFormatter(JsonLogFormatter() if log_format == "json" else
+                        logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        fh.addFilter(mask_filter)
+        fh.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+        logger.addHandler(fh)
+        logger.setLevel(min(level, fh.level))
+        file_logger.addHandler(fh)
+        file_logger.setLevel(logging.DEBUG)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:  # ours from an earlier call
         root.removeHandler(old)
@@ -248,6 +292,21 @@ def signal_handlers(on_signal: Callable[[str], None]) -> Iterator[None]:
     finally:
         for sig, h in previous.items():
             signal.signal(sig, h)
+
+
+def begin(*, config: str | None = None, log_file: str | None = None, verbose: int = 0, quiet: bool = False,
+          log_format: str | None = None, **options: Any) -> tuple[Any, MaskFilter]:
+    """What every command does first: logging (with ``--log-file``), then the settings from the
+    options, the environment and the config file (``settings_from_env``), then logging again
+    in the log format they chose. Returns the settings and the mask filter of the log handlers."""
+    from aetherflow.settings import settings_from_env
+
+    first = log_format if log_format in LOG_FORMATS else "text"
+    mask_filter = setup_logging(verbose, quiet, first, log_file)
+    settings = settings_from_env(process_env(), config=config, log_format=log_format, **options)
+    if settings.log_format != first:
+        mask_filter = setup_logging(verbose, quiet, settings.log_format, log_file)
+    return settings, mask_filter
 
 
 def crash_hooks(env: dict[str, str]) -> Callable[[str, Any], None] | None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from aetherflow.context import CancelToken, MaskingAdapter, StepContext
 from aetherflow.engine.locking import LockService
+from aetherflow.engine.output import OutputLog
 from aetherflow.engine.recorder import Recorder
 from aetherflow.engine.results import normalize_result
 from aetherflow.errors import Interrupted, StepError, StepTimeoutError
@@ -90,6 +91,7 @@ class CallEnv:
     locks: LockService
     inline_wait_max: float
     clock: Callable[[], float]
+    output: OutputLog | None = None  # where the attempts' captured output is kept
     history: Callable[[], tuple[Event, ...]] | None = None  # the run's history so far (read-only)
 
 
@@ -176,6 +178,7 @@ class StepCaller:
             clock=env.clock,
             progress=self._progress_reporter(job.id, step.id, attempt),
             history=env.history,
+            output=env.output.writer(job.id, step.id, attempt) if env.output is not None else None,
         )
         # read-only, yet dicts and lists (as aetherflow-core steps expect)
         try:
@@ -184,6 +187,8 @@ class StepCaller:
             return self._call_in_worker(st, step.id, job.id, read_only(inputs), ctx, step.timeout_seconds)
         finally:
             ctx.release_held_locks()  # what ctx.acquire_lock took and the step did not release
+            if env.output is not None:
+                env.output.finish(job.id, step.id, attempt)
 
     def _in_job_thread(self, st: StepType, step: StepSpec, inputs: Any) -> bool:
         """Whether the call stays in the job's thread. The worker thread is there so that

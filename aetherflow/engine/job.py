@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aetherflow import template
+from aetherflow.context import RUN_TIMEOUT
 from aetherflow.engine.calls import StepCaller
 from aetherflow.engine.recorder import Recorder
 from aetherflow.engine.results import (
@@ -234,7 +235,7 @@ class JobRunner:
         except Interrupted:
             why = self.svc.cancel.why() or "interrupted"
             status = JobStatus.CANCELLED if why == "cancel" else JobStatus.FAILED
-            reason = "cancelled" if why == "cancel" else f"interrupted ({why})"
+            reason = "cancelled" if why == "cancel" else "the run timed out" if why == RUN_TIMEOUT else f"interrupted ({why})"
             self.state.set_job_status(job.id, status, reason)
             self.store.set_job(
                 self.run_id, job.id, status,

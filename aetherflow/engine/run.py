@@ -11,7 +11,8 @@ Algorithm
 3. Each job that runs is a ``JobRunner.run`` (``engine/job.py``: its steps in order, each
    step's attempts, retries, waits and routing).
 4. The run ends WAITING if a job waits, else FAILED if a job failed or was blocked, else
-   SUCCESS; a cancel or signal ends it CANCELLED / INTERRUPTED. Cleanup policy runs last.
+   SUCCESS; a cancel, a signal or the run's own time limit ends it CANCELLED / INTERRUPTED /
+   TIMED_OUT. Cleanup policy runs last.
 5. A store that fails under the run (``StateError``: unreachable, lost, or the run taken over by
    another executor) stops it: the cancel token is set (running steps' process groups are
    stopped as on SIGTERM, no step starts) and the error goes up to the caller once every job
@@ -26,9 +27,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aetherflow.context import RUN_TIMEOUT
 from aetherflow.engine.calls import CallEnv, StepCaller
 from aetherflow.engine.job import WHEN_FALSE, CancelCheck, JobRunner, when
 from aetherflow.engine.locking import LockService, holder_text
+from aetherflow.engine.output import OutputLog
 from aetherflow.engine.recorder import Recorder
 from aetherflow.engine.results import (
     backoff_delay,
@@ -59,10 +62,11 @@ class Executor:
         self.rec = Recorder(store, run_id=self.run_id, flow_id=self.flow.id, clock=svc.clock, observers=svc.emit,
                             labels=run_labels(inputs.run))
         locks = LockService(store, self.rec, pid=svc.pid, host=svc.host, clock=svc.clock)
+        self.output = OutputLog(store, self.run_id, svc.clock)
         self.calls = StepCaller(svc.registry, CallEnv(
             run_id=self.run_id, flow_id=self.flow.id, flow_file=self.flow.file, layout=self.flow.workspace.layout,
             env=inputs.env, params=inputs.params, connectors=inputs.connectors, log=svc.log, mask=inputs.mask,
-            cancel=svc.cancel, locks=locks, inline_wait_max=svc.inline_wait_max, clock=svc.clock,
+            cancel=svc.cancel, locks=locks, inline_wait_max=svc.inline_wait_max, clock=svc.clock, output=self.output,
             history=lambda: tuple(store.history(self.run_id)),
         ), self.rec)
         run = run_scope(self.run_id, inputs.run.created_at, inputs.run.attempt)
@@ -86,6 +90,7 @@ class Executor:
             self.result.interrupt = self.svc.cancel.why() or str(exc)
         finally:
             self.calls.stop()
+            self.output.close()
         if self._store_error is not None:  # seen by a job thread while the others were stopping
             raise self._store_error
         return self._finish()
@@ -246,7 +251,7 @@ class Executor:
         if r.interrupt is None and self.svc.cancel.is_set():
             r.interrupt = self.svc.cancel.why()  # a signal during the last step still interrupts the run
         if r.interrupt is not None:
-            r.status = RunStatus.CANCELLED if r.interrupt == "cancel" else RunStatus.INTERRUPTED
+            r.status = {"cancel": RunStatus.CANCELLED, RUN_TIMEOUT: RunStatus.TIMED_OUT}.get(r.interrupt, RunStatus.INTERRUPTED)
         elif any(s == JobStatus.WAITING for s in statuses.values()):
             r.status = RunStatus.WAITING
         elif any(s in (JobStatus.FAILED, JobStatus.BLOCKED, JobStatus.CANCELLED) for s in statuses.values()):

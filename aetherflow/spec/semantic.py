@@ -22,6 +22,7 @@ from aetherflow.model import (
     FlowSpec,
     JobSpec,
     LocksSpec,
+    NotifySpec,
     ParamSpec,
     ResourceSpec,
     RetrySpec,
@@ -222,10 +223,30 @@ class Builder:
             ),
             unique=UniqueSpec(key=un["key"], scope=un.get("scope", "flow")) if un else None,
             max_parallel_jobs=int(f.get("max_parallel_jobs", 1)),
+            timeout_seconds=float(f["timeout_seconds"]) if f.get("timeout_seconds") is not None else None,
+            notify=self.build_notify(f.get("notify") or (), resources),
             secrets=freeze(secrets),
             resources=freeze(resources),
             location=self.loc(("flow",)),
         )
+
+    def build_notify(self, raw: Sequence[Mapping[str, Any]], resources: Mapping[str, ResourceSpec]) -> tuple[NotifySpec, ...]:
+        """``flow.notify``: templates may read env, params and secrets; an email ``resource``
+        names a ``mail`` resource of this flow."""
+        out = []
+        for i, item in enumerate(raw):
+            path: Path_ = ("flow", "notify", i)
+            self.check_templates(item, path, RESOURCE_ROOTS)
+            res = (item.get("email") or {}).get("resource")
+            if res is not None:
+                found = resources.get(res)
+                if found is None or found.kind != "mail":
+                    mails = sorted(n for n, r in resources.items() if r.kind == "mail")
+                    self.issue("flow.unknown_notify_resource",
+                               f"notify email resource '{res}' is not a mail resource of this flow "
+                               f"(mail resources: {', '.join(mails) or 'none'})", (*path, "email", "resource"))
+            out.append(NotifySpec.from_data(item, f"{self.file}: flow.notify[{i}]"))
+        return tuple(out)
 
     def build_params(self, raw: Mapping[str, Any]) -> dict[str, ParamSpec]:
         out: dict[str, ParamSpec] = {}

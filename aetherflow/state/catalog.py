@@ -76,9 +76,35 @@ class StoreCatalog:
                 add(line.strip())
         return out
 
-    def find_run(self, run_id: str) -> tuple[StateStore, RunRecord]:
+    def newest_run(self, flow_id: str | None = None) -> tuple[StateStore, RunRecord]:
+        """The open store holding the newest run (of ``flow_id`` when given) of every known
+        store, and the run; the caller closes the store. None at all: ``NotFoundError``."""
+        best: tuple[str, RunRecord] | None = None
+        locations = self.locations(fallback=True)
+        for location in locations:
+            store = self.open(location)
+            try:
+                found = store.list_runs(flow_id=flow_id, limit=1)
+            finally:
+                store.close()
+            if found and (best is None or found[0].created_at > best[1].created_at):
+                best = (location, found[0])
+        if best is not None:
+            store = self.open(best[0])
+            rec = store.get_run(best[1].run_id)
+            if rec is not None:
+                return store, rec
+            store.close()
+        of = f" of flow '{flow_id}'" if flow_id else ""
+        raise NotFoundError(f"no run{of} recorded yet (looked in: {', '.join(locations) or 'no store recorded yet'})",
+                            hint="see `aetherflow runs list`")
+
+    def find_run(self, run_id: str, *, flow_id: str | None = None) -> tuple[StateStore, RunRecord]:
         """The open store holding ``run_id`` (or a unique prefix of one) and the run; the caller
-        closes the store. Unknown: ``NotFoundError`` (exit 2); an ambiguous prefix: exit 2."""
+        closes the store. ``last`` is the newest run (of ``flow_id`` when given). Unknown:
+        ``NotFoundError`` (exit 2); an ambiguous prefix: exit 2."""
+        if run_id == "last":
+            return self.newest_run(flow_id)
         locations = self.locations(fallback=True)
         matches: list[tuple[str, str]] = []
         for location in locations:

@@ -73,9 +73,11 @@ from aetherflow.state.rows import (
 )
 from aetherflow.state.store import (
     AttemptRecord,
+    FlowSummary,
     JobFields,
     JobRecord,
     LockRecord,
+    OutputChunk,
     ReceivedEvent,
     RunDump,
     RunFields,
@@ -83,6 +85,7 @@ from aetherflow.state.store import (
     StepRecord,
     StepWrite,
     WaitRecord,
+    run_lock_key,
 )
 
 __all__ = ["DEFAULT_SCHEMA", "SCHEMA_VERSION", "PostgresStore", "lock_ident"]
@@ -109,6 +112,8 @@ SERVER_KEEPALIVES = {
 }
 #: SQLSTATE of a write refused by fence()
 FENCED = "AF409"
+#: run statuses of a run that is over (``delete_runs(finished_before=...)``)
+_FINISHED = ("SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED", "TIMED_OUT")
 #: writes committed without waiting for the WAL flush (see the module docstring)
 _LAZY_JOB_STATUSES = frozenset({"RUNNING", "SUCCESS"})
 
@@ -237,6 +242,23 @@ def _migrations(schema: str) -> tuple[str, ...]:
             data text
         );
         CREATE INDEX history_run ON {s}.history (run_id, id);
+        CREATE TABLE {s}.output (
+            id bigserial PRIMARY KEY,
+            run_id text NOT NULL,
+            job_id text NOT NULL,
+            step_id text NOT NULL,
+            attempt integer NOT NULL,
+            stream text NOT NULL,
+            text text NOT NULL,
+            at double precision NOT NULL
+        );
+        CREATE INDEX output_run ON {s}.output (run_id, id);
+        CREATE TABLE {s}.notices (
+            run_id text NOT NULL,
+            kind text NOT NULL,
+            at double precision NOT NULL,
+            PRIMARY KEY (run_id, kind)
+        );
         CREATE TABLE {s}.locks (
             name text PRIMARY KEY,
             run_id text,
@@ -801,11 +823,62 @@ class PostgresStore:
             *self._history_part(event),
         ])
 
-    def delete_runs(self, run_ids: Sequence[str]) -> None:
-        ids = list(run_ids)
-        with self._transaction("deleting runs") as cur:
-            for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "run_tags", "runs"):
-                cur.execute(f"DELETE FROM {table} WHERE run_id = ANY(%s)", (ids,))
+    def delete_runs(self, run_ids: Sequence[str], *, finished_before: float | None = None) -> list[str]:
+        """Each run under its executor lock (taken without waiting; a held one is skipped), in
+        its own transaction. Advisory locks leave nothing behind to remove."""
+        deleted: list[str] = []
+        for rid in dict.fromkeys(run_ids):
+            if not self._query("SELECT 1 FROM runs WHERE run_id = %s", (rid,)):
+                continue
+            lock = self.lock(run_lock_key(rid))
+            if not lock.acquire(0):
+                continue
+            try:
+                with self._transaction("deleting runs") as cur:
+                    cur.execute("SELECT status, COALESCE(finished_at, created_at) FROM runs WHERE run_id = %s FOR UPDATE",
+                                (rid,))
+                    row = cur.fetchone()
+                    if row is None or (finished_before is not None
+                                       and (row[0] not in _FINISHED or row[1] >= finished_before)):
+                        continue
+                    for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "run_tags",
+                                  "output", "notices", "runs"):
+                        cur.execute(f"DELETE FROM {table} WHERE run_id = %s", (rid,))
+                    cur.execute("DELETE FROM locks WHERE name = %s", (run_lock_key(rid),))
+                    deleted.append(rid)
+            finally:
+                lock.release()
+        return deleted
+
+    def mark_notified(self, run_id: str, kind: str, event: Event | None) -> bool:
+        parts: list[tuple[str, Sequence[Any]]] = [
+            ("INSERT INTO notices (run_id, kind, at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+             (run_id, kind, time.time())),
+        ]
+        if event is not None:
+            data = self._mask(dumps(event.data)) if event.data else None
+            parts.append(("INSERT INTO history (run_id, ts, event, flow_id, job_id, step_id, attempt, data) "
+                          "SELECT %s, %s, %s, %s, %s, %s, %s, %s FROM w0",
+                          (event.run_id, event.ts, event.name, event.flow_id, event.job_id, event.step_id,
+                           event.attempt, data)))
+        return bool(self._write(parts, value="EXISTS (SELECT 1 FROM w0)"))
+
+    def flow_summaries(self) -> list[FlowSummary]:
+        counts: dict[str, dict[str, int]] = {}
+        for flow_id, status, n in self._query("SELECT flow_id, status, COUNT(*) FROM runs GROUP BY flow_id, status"):
+            counts.setdefault(flow_id, {})[status] = int(n)
+        last = {rec.flow_id: rec for rec in self._runs(
+            f"SELECT DISTINCT ON (flow_id) {', '.join(LIGHT_RUN_COLUMNS)} FROM runs "
+            "ORDER BY flow_id, created_at DESC, seq DESC", ())}
+        success = dict(self._query("SELECT flow_id, MAX(COALESCE(finished_at, updated_at)) FROM runs "
+                                   "WHERE status = 'SUCCESS' GROUP BY flow_id"))
+        failures = dict(self._query("SELECT r.flow_id, COUNT(*) FROM attempts a JOIN runs r ON r.run_id = a.run_id "
+                                    "WHERE a.status = 'FAILED' GROUP BY r.flow_id"))
+        return [
+            FlowSummary(flow_id=f, runs_by_status=freeze(counts[f]), last_run=last.get(f), last_success_at=success.get(f),
+                        step_failures=int(failures.get(f, 0)))
+            for f in sorted(counts)
+        ]
 
     def dump_run(self, run_id: str) -> RunDump | None:
         run = self.get_run(run_id)
@@ -819,9 +892,12 @@ class PostgresStore:
                           received_at=r[5], consumed=bool(r[6]))
             for r in rows
         )
+        notices = tuple((r[0], r[1]) for r in self._query(
+            "SELECT kind, at FROM notices WHERE run_id = %s ORDER BY kind COLLATE \"C\"", (run_id,)))
         return RunDump(run=run, jobs=tuple(self.jobs(run_id).values()), steps=tuple(self.steps(run_id).values()),
                        attempts=tuple(self.attempts(run_id)), waits=tuple(self.waits(run_id)), events=events,
-                       history=tuple(self.history(run_id)))
+                       history=tuple(self.history(run_id)), output=tuple(self.output(run_id, limit=2**62)),
+                       notices=notices)
 
     def load_run(self, dump: RunDump) -> None:
         run = dump.run
@@ -863,6 +939,10 @@ class PostgresStore:
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 [(rid, e.ts, e.name, e.flow_id, e.job_id, e.step_id, e.attempt, dumps(e.data) if e.data else None)
                  for e in dump.history])
+            cur.executemany(
+                "INSERT INTO output (run_id, job_id, step_id, attempt, stream, text, at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [(rid, c.job_id, c.step_id, c.attempt, c.stream, c.text, c.at) for c in dump.output])
+            cur.executemany("INSERT INTO notices (run_id, kind, at) VALUES (%s, %s, %s)", [(rid, k, at) for k, at in dump.notices])
 
     # jobs and steps ------------------------------------------------------------------------
     def set_job(self, run_id: str, job_id: str, status: str, event: Event | None, **fields: Unpack[JobFields]) -> None:
@@ -985,6 +1065,31 @@ class PostgresStore:
 
     def append_history(self, event: Event) -> None:
         self._write(self._history_part(event), fence=event.run_id)
+
+    # captured output -----------------------------------------------------------------------
+    def append_output(self, run_id: str, chunks: Sequence[OutputChunk]) -> None:
+        if not chunks:
+            return
+        rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunks))
+        self._write([(f"INSERT INTO output (run_id, job_id, step_id, attempt, stream, text, at) VALUES {rows}",
+                      [x for c in chunks
+                       for x in (run_id, c.job_id, c.step_id, c.attempt, c.stream, self._mask(c.text), c.at)])],
+                    fence=run_id, sync=False)
+
+    def output(
+        self, run_id: str, *, job_id: str | None = None, step_id: str | None = None, attempt: int | None = None,
+        after: int = 0, limit: int = 1000,
+    ) -> list[OutputChunk]:
+        sql = "SELECT id, job_id, step_id, attempt, stream, text, at FROM output WHERE run_id = %s AND id > %s"
+        params: list[Any] = [run_id, after]
+        for column, value in (("job_id", job_id), ("step_id", step_id), ("attempt", attempt)):
+            if value is not None:
+                sql += f" AND {column} = %s"
+                params.append(value)
+        sql += " ORDER BY id LIMIT %s"
+        params.append(limit)
+        return [OutputChunk(run_id=run_id, seq=r[0], job_id=r[1], step_id=r[2], attempt=r[3], stream=r[4], text=r[5],
+                            at=r[6]) for r in self._query(sql, params)]
 
     # waits and events ----------------------------------------------------------------------
     def set_wait(self, wait: WaitRecord, write: StepWrite, event: Event | None) -> None:

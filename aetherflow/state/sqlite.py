@@ -42,9 +42,11 @@ from aetherflow.state.rows import like_prefix as _like_prefix
 from aetherflow.state.rows import load_map as _map
 from aetherflow.state.store import (
     AttemptRecord,
+    FlowSummary,
     JobFields,
     JobRecord,
     LockRecord,
+    OutputChunk,
     ReceivedEvent,
     RunDump,
     RunFields,
@@ -52,9 +54,10 @@ from aetherflow.state.store import (
     StepRecord,
     StepWrite,
     WaitRecord,
+    run_lock_key,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: job rows written without their own fsync: resume derives them from the step records
 _LAZY_JOB_STATUSES = frozenset({"RUNNING", "SUCCESS"})
 
@@ -219,13 +222,37 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (tag, run_id)
     ) WITHOUT ROWID;
     """,
-    # version 5: the run's executor generation (fencing, see state/store.py): every create or
+    # version 5: captured step output (`runs logs`) and the notifications sent once per run
+    # (`crashed`, by whichever process finds the run CRASHED first)
+    """
+    CREATE TABLE output (
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        text TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX output_run ON output(run_id, id);
+    CREATE TABLE notices (
+        run_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (run_id, kind)
+    ) WITHOUT ROWID;
+    """,
+    # version 6: the run's executor generation (fencing, see state/store.py): every create or
     # claim takes the next one, and a write of an executor whose generation is not current is
     # refused
     """
     ALTER TABLE runs ADD COLUMN generation INTEGER NOT NULL DEFAULT 1;
     """,
 )
+
+#: run statuses of a run that is over (``delete_runs(finished_before=...)``)
+_FINISHED = ("SUCCESS", "FAILED", "CANCELLED", "INTERRUPTED", "TIMED_OUT")
 
 _RECOVERY_HINT = (
     "the state database is unreadable; aetherflow never resets it. Keep a copy, then try "
@@ -588,9 +615,11 @@ class SqliteStore:
                           received_at=r[5], consumed=bool(r[6]))
             for r in rows
         )
+        notices = tuple((r[0], r[1]) for r in self._query("SELECT kind, at FROM notices WHERE run_id=? ORDER BY kind", (run_id,)))
         return RunDump(run=run, jobs=tuple(self.jobs(run_id).values()), steps=tuple(self.steps(run_id).values()),
                        attempts=tuple(self.attempts(run_id)), waits=tuple(self.waits(run_id)), events=events,
-                       history=tuple(self.history(run_id)))
+                       history=tuple(self.history(run_id)), output=tuple(self.output(run_id, limit=2**62)),
+                       notices=notices)
 
     def load_run(self, dump: RunDump) -> None:
         run = dump.run
@@ -636,12 +665,73 @@ class SqliteStore:
                 [(rid, n, e.ts, e.name, e.flow_id, e.job_id, e.step_id, e.attempt, _dumps(e.data) if e.data else None)
                  for n, e in enumerate(dump.history, start=1)],
             )
+            db.executemany(
+                "INSERT INTO output (run_id, job_id, step_id, attempt, stream, text, at) VALUES (?,?,?,?,?,?,?)",
+                [(rid, c.job_id, c.step_id, c.attempt, c.stream, c.text, c.at) for c in dump.output],
+            )
+            db.executemany("INSERT INTO notices (run_id, kind, at) VALUES (?,?,?)", [(rid, k, at) for k, at in dump.notices])
 
-    def delete_runs(self, run_ids: Sequence[str]) -> None:
+    def delete_runs(self, run_ids: Sequence[str], *, finished_before: float | None = None) -> list[str]:
+        """Each run under its executor lock (taken without waiting; a held one is skipped), in
+        its own transaction; then its lock file is removed while still held. That file is only
+        ever opened for this run id (``run_lock_key``), by an executor of the run or a probe of
+        its liveness: after the delete, a process that opened it earlier finds no run when it
+        gets the lock, and one that opens it later creates a new file and finds no run either.
+        Flow, job and ``with_lock`` lock files are shared by many runs and never removed."""
+        deleted: list[str] = []
+        for rid in dict.fromkeys(run_ids):
+            if not self._query("SELECT 1 FROM runs WHERE run_id=?", (rid,)):
+                continue
+            lock = self.lock(run_lock_key(rid))
+            if not lock.acquire(0):
+                continue
+            try:
+                with self._tx() as db:
+                    row = db.execute("SELECT status, COALESCE(finished_at, created_at) FROM runs WHERE run_id=?",
+                                     (rid,)).fetchone()
+                    if row is None or (finished_before is not None and (row[0] not in _FINISHED or row[1] >= finished_before)):
+                        continue
+                    for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "run_tags",
+                                  "output", "notices", "runs"):
+                        db.execute(f"DELETE FROM {table} WHERE run_id=?", (rid,))
+                    db.execute("DELETE FROM locks WHERE name=?", (run_lock_key(rid),))
+                    deleted.append(rid)
+                if deleted and deleted[-1] == rid:
+                    lock.discard()
+            finally:
+                lock.release()
+        return deleted
+
+    def mark_notified(self, run_id: str, kind: str, event: Event | None) -> bool:
+        import time
+
         with self._tx() as db:
-            for rid in run_ids:
-                for table in ("steps", "jobs", "attempts", "waits", "received_events", "history", "run_tags", "runs"):
-                    db.execute(f"DELETE FROM {table} WHERE run_id=?", (rid,))
+            cur = db.execute("INSERT OR IGNORE INTO notices (run_id, kind, at) VALUES (?,?,?)", (run_id, kind, time.time()))
+            if cur.rowcount != 1:
+                return False
+            self._history(db, event)
+            return True
+
+    def flow_summaries(self) -> list[FlowSummary]:
+        counts: dict[str, dict[str, int]] = {}
+        for flow_id, status, n in self._query("SELECT flow_id, status, COUNT(*) FROM runs GROUP BY flow_id, status"):
+            counts.setdefault(flow_id, {})[status] = n
+        last = {
+            rec.flow_id: rec
+            for rec in (run_from_row(r, _LIGHT_RUN_COLUMNS) for r in self._query(
+                f"SELECT {', '.join(_LIGHT_RUN_COLUMNS)} FROM runs r WHERE rowid = (SELECT rowid FROM runs "
+                "WHERE flow_id = r.flow_id ORDER BY created_at DESC, rowid DESC LIMIT 1)"
+            ))
+        }
+        success = dict(self._query("SELECT flow_id, MAX(COALESCE(finished_at, updated_at)) FROM runs "
+                                   "WHERE status='SUCCESS' GROUP BY flow_id"))
+        failures = dict(self._query("SELECT r.flow_id, COUNT(*) FROM attempts a JOIN runs r ON r.run_id = a.run_id "
+                                    "WHERE a.status='FAILED' GROUP BY r.flow_id"))
+        return [
+            FlowSummary(flow_id=f, runs_by_status=freeze(counts[f]), last_run=last.get(f), last_success_at=success.get(f),
+                        step_failures=int(failures.get(f, 0)))
+            for f in sorted(counts)
+        ]
 
     # jobs and steps -------------------------------------------------------------------------
     def set_job(self, run_id: str, job_id: str, status: str, event: Event | None, **fields: Unpack[JobFields]) -> None:
@@ -805,6 +895,31 @@ class SqliteStore:
     def append_history(self, event: Event) -> None:
         with self._tx(fence=event.run_id) as db:
             self._history(db, event)
+
+    # captured output --------------------------------------------------------------------------
+    def append_output(self, run_id: str, chunks: Sequence[OutputChunk]) -> None:
+        if not chunks:
+            return
+        with self._tx(sync=False, fence=run_id) as db:
+            db.executemany(
+                "INSERT INTO output (run_id, job_id, step_id, attempt, stream, text, at) VALUES (?,?,?,?,?,?,?)",
+                [(run_id, c.job_id, c.step_id, c.attempt, c.stream, self._mask(c.text), c.at) for c in chunks],
+            )
+
+    def output(
+        self, run_id: str, *, job_id: str | None = None, step_id: str | None = None, attempt: int | None = None,
+        after: int = 0, limit: int = 1000,
+    ) -> list[OutputChunk]:
+        sql = "SELECT id, job_id, step_id, attempt, stream, text, at FROM output WHERE run_id=? AND id>?"
+        params: list[Any] = [run_id, after]
+        for column, value in (("job_id", job_id), ("step_id", step_id), ("attempt", attempt)):
+            if value is not None:
+                sql += f" AND {column}=?"
+                params.append(value)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return [OutputChunk(run_id=run_id, seq=r[0], job_id=r[1], step_id=r[2], attempt=r[3], stream=r[4], text=r[5],
+                            at=r[6]) for r in self._query(sql, params)]
 
     # waits and events -----------------------------------------------------------------------
     def set_wait(self, wait: WaitRecord, write: StepWrite, event: Event | None) -> None:

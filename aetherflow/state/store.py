@@ -149,6 +149,34 @@ class LockRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutputChunk:
+    """A piece of what a step attempt wrote on ``stream`` (``stdout`` or ``stderr``), in the
+    order the store received it (``seq``, per run, increasing; 0 in a chunk being written)."""
+
+    run_id: str
+    job_id: str
+    step_id: str
+    attempt: int
+    stream: str
+    text: str
+    at: float = 0.0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowSummary:
+    """One flow's runs in a store, for metrics and ``aetherflow status``: how many runs have
+    each stored status, the newest run, when the newest SUCCESS finished, and how many step
+    attempts were recorded FAILED."""
+
+    flow_id: str
+    runs_by_status: Mapping[str, int] = field(default_factory=empty_map)
+    last_run: RunRecord | None = None
+    last_success_at: float | None = None
+    step_failures: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunDump:
     """Every row of one run, for copying it to another store (``aetherflow store copy``):
     received events consumed or not, the history in its order. Lock holder rows are not part of
@@ -161,6 +189,8 @@ class RunDump:
     waits: tuple[WaitRecord, ...] = ()
     events: tuple[ReceivedEvent, ...] = ()
     history: tuple[Event, ...] = ()
+    output: tuple[OutputChunk, ...] = ()  # every step attempt's captured output, in order
+    notices: tuple[tuple[str, float], ...] = ()  # (kind, at) of the notifications sent once
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -257,6 +287,18 @@ class RunReader(Protocol):
     def history(self, run_id: str) -> list[Event]: ...
     def waits(self, run_id: str) -> list[WaitRecord]: ...
     def pending_events(self, run_id: str) -> list[ReceivedEvent]: ...
+    def output(
+        self, run_id: str, *, job_id: str | None = None, step_id: str | None = None, attempt: int | None = None,
+        after: int = 0, limit: int = 1000,
+    ) -> list[OutputChunk]:
+        """The run's captured output with ``seq > after``, in order, at most ``limit`` chunks
+        (narrowed to one job, step or attempt when given)."""
+        ...
+
+    def flow_summaries(self) -> list[FlowSummary]:
+        """A summary of every flow with runs in this store, by flow id."""
+        ...
+
     def locks(self) -> list[LockRecord]: ...
     def lock_holder(self, name: str) -> LockRecord | None: ...
     def lock_is_free(self, name: str) -> bool: ...
@@ -298,7 +340,20 @@ class StateStore(RunReader, Protocol):
         in one transaction and only if the run is still WAITING; False if it is not."""
         ...
 
-    def delete_runs(self, run_ids: Sequence[str]) -> None: ...
+    def delete_runs(self, run_ids: Sequence[str], *, finished_before: float | None = None) -> list[str]:
+        """Delete every record of these runs (rows, history, tags, output, notices) and what the
+        backend keeps for them beside (the run's executor lock, once nobody can hold it again);
+        returns the ids deleted. A run whose executor lock is held (a live process executes or
+        resumes it) is left alone. With ``finished_before``, only runs that are over (SUCCESS,
+        FAILED, CANCELLED, INTERRUPTED, TIMED_OUT) and finished before that time."""
+        ...
+
+    def mark_notified(self, run_id: str, kind: str, event: Event | None) -> bool:
+        """Record that notification ``kind`` (``crashed``) went out for the run: True for the
+        one caller that records it first (atomic across clients), False afterwards. ``event``
+        is appended to the history only by that caller."""
+        ...
+
     def load_run(self, dump: RunDump) -> None:
         """Insert every row of a run from another store, in one transaction, as they are (no
         mask applied: they were masked when first written). A run id already recorded raises
@@ -318,6 +373,10 @@ class StateStore(RunReader, Protocol):
         ...
 
     def append_history(self, event: Event) -> None: ...
+    def append_output(self, run_id: str, chunks: Sequence[OutputChunk]) -> None:
+        """Keep captured output (masked like everything written). Not flushed to disk by itself:
+        it becomes durable with the next synchronous write."""
+        ...
 
     # waits and events
     def set_wait(self, wait: WaitRecord, write: StepWrite, event: Event | None) -> None: ...

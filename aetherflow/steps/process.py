@@ -473,6 +473,7 @@ def _run_once(ctx: StepContext, plan: _Plan) -> ProcessResult:
             max_capture_kb=plan.max_capture_kb,
             inherit_mask=ctx.mask,  # `log: inherit` output is masked too
             on_output=_tail_reporter(ctx),
+            on_stream=getattr(ctx, "output", None),
         )
     except OSError as exc:
         shown = plan.argv if isinstance(plan.argv, str) else plan.argv[0]

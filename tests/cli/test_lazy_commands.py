@@ -20,7 +20,8 @@ jobs:
         type: noop
 """
 
-COMMAND_MODULES = {"aetherflow.cli.runcmd", "aetherflow.cli.inspect", "aetherflow.cli.runs", "aetherflow.cli.store"}
+COMMAND_MODULES = {"aetherflow.cli.runcmd", "aetherflow.cli.inspect", "aetherflow.cli.runs", "aetherflow.cli.ops",
+                   "aetherflow.cli.store"}
 
 def probe(*args: str) -> tuple[int, set[str]]:
     """The exit code and the ``aetherflow.cli`` modules of one CLI process."""

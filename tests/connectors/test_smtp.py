@@ -1,19 +1,16 @@
-"""mail_send against a tiny real SMTP server on 127.0.0.1 started by the test (socketserver;
-it speaks just enough SMTP: EHLO/HELO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT)."""
+"""mail_send against a tiny real SMTP server on 127.0.0.1 started by the test (``servers.py``:
+socketserver; it speaks just enough SMTP: EHLO/HELO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT)."""
 
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
 import hashlib
-import socketserver
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from servers import Mailbox, smtp_server
 
 from aetherflow.connectors.smtp import SmtpConnector
 from aetherflow.errors import ConnectorError
@@ -21,99 +18,10 @@ from aetherflow.errors import ConnectorError
 PASSWORD = "m4il-" + "pw-4f3e2d"
 
 
-@dataclass
-class Received:
-    mail_from: str
-    rcpt: list[str]
-    data: bytes
-    auth: str | None
-
-
-@dataclass
-class Mailbox:
-    host: str = "127.0.0.1"
-    port: int = 0
-    messages: list[Received] = field(default_factory=list)
-
-
-def _handler(box: Mailbox) -> type[socketserver.StreamRequestHandler]:
-    class Handler(socketserver.StreamRequestHandler):
-        def reply(self, text: str) -> None:
-            self.wfile.write(text.encode() + b"\r\n")
-            self.wfile.flush()
-
-        def handle(self) -> None:
-            self.reply("220 test.local ESMTP ready")
-            mail_from, rcpt, auth = "", [], None
-            while True:
-                line = self.rfile.readline()
-                if not line:
-                    return
-                cmd = line.decode("utf-8", "replace").rstrip("\r\n")
-                verb = cmd.split(" ", 1)[0].upper()
-                if verb == "EHLO":
-                    self.reply("250-test.local\r\n250-AUTH PLAIN\r\n250 8BITMIME")
-                elif verb == "HELO":
-                    self.reply("250 test.local")
-                elif verb == "AUTH":
-                    parts = cmd.split()
-                    raw = base64.b64decode(parts[2]).decode() if len(parts) > 2 else ""
-                    _, user, pw = raw.split("\x00")
-                    if pw == PASSWORD:
-                        auth = user
-                        self.reply("235 2.7.0 Authentication successful")
-                    else:
-                        self.reply("535 5.7.8 Authentication credentials invalid")
-                elif verb == "MAIL":
-                    mail_from = cmd.split(":", 1)[1].strip().split()[0].strip("<>")
-                    rcpt = []
-                    self.reply("250 OK")
-                elif verb == "RCPT":
-                    addr = cmd.split(":", 1)[1].strip().strip("<>")
-                    if addr.startswith("reject"):
-                        self.reply("550 5.1.1 no such user")
-                    else:
-                        rcpt.append(addr)
-                        self.reply("250 OK")
-                elif verb == "DATA":
-                    self.reply("354 End data with <CR><LF>.<CR><LF>")
-                    lines = []
-                    while True:
-                        d = self.rfile.readline()
-                        if d in (b".\r\n", b""):
-                            break
-                        lines.append(d[1:] if d.startswith(b"..") else d)
-                    box.messages.append(Received(mail_from, list(rcpt), b"".join(lines), auth))
-                    self.reply("250 OK queued")
-                elif verb in ("RSET", "NOOP"):
-                    self.reply("250 OK")
-                elif verb == "QUIT":
-                    self.reply("221 Bye")
-                    return
-                else:
-                    self.reply("502 Command not implemented")
-
-    return Handler
-
-
-class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 @pytest.fixture
 def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox()
-    srv = _Server(("127.0.0.1", 0), _handler(box))
-    box.port = srv.server_address[1]
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
+    with smtp_server(PASSWORD) as box:
         yield box
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(timeout=10)
 
 
 def flow(box: Mailbox, steps: str) -> str:

@@ -16,6 +16,7 @@ EXPECT = re.compile(r"#\s*expect:\s*([a-z_]+\.[a-z_]+)")
 COMMANDS = [
     ["run"], ["resume"], ["validate"], ["schema"], ["graph"], ["explain"], ["doctor"], ["cancel"],
     ["runs", "list"], ["runs", "show"], ["runs", "prune"], ["locks", "list"], ["steps", "list"], ["steps", "show"],
+    ["runs", "logs"], ["status"], ["config", "show"],
     ["store", "copy"],
 ]
 

@@ -46,10 +46,14 @@ ALLOWED: dict[str, set[str]] = {
     "steps": {"api", "process", "workspace", "durations", "steps", "connectors"},
     "plugins": _BOTTOM | {"registry", "events", "steps", "connectors"},
     "engine": _RECORDS | {"context", "registry", "spec", "engine"},
-    "settings": _CORE | {"state"},
+    "config": _BOTTOM | {"model", "spec"},
+    "settings": _CORE | {"state", "config"},
+    "notify": _BOTTOM | {"model", "template", "process", "connectors"},
+    "metrics": {"errors", "model", "state", "workspace"},
+    "telemetry": {"events", "__version__"},
     "prepare": _STEP_API | {"spec", "resolve", "plugins", "engine", "settings"},
     "doctor": _STEP_API | {"spec", "resolve", "plugins", "prepare", "settings"},
-    "runner": _STEP_API | {"spec", "resolve", "plugins", "engine", "settings", "prepare", "connectors"},
+    "runner": _STEP_API | {"spec", "resolve", "plugins", "engine", "settings", "prepare", "connectors", "config", "notify"},
     "render": {"errors", "model", "events", "state"},
     "cli": {"*"},
     "__main__": {"cli"},
@@ -86,6 +90,8 @@ THIRD_PARTY = {
     "dotenv": ("resolve.py",),
     "subprocess": ("process.py",),
     "psycopg": ("connectors/postgres.py", "state/postgres.py"),
+    "opentelemetry": ("telemetry.py",),
+    "tomllib": ("config.py",),
 }
 
 

@@ -21,6 +21,7 @@ from aetherflow.events import Event
 from aetherflow.model import freeze
 from aetherflow.state.store import (
     LockRecord,
+    OutputChunk,
     ReceivedEvent,
     RunRecord,
     StateStore,
@@ -286,6 +287,8 @@ def test_a_superseded_executor_can_no_longer_write(stores: Stores) -> None:
                            StepWrite(job_id="j", step_id="s", status="WAITING", attempt=1), None),
         lambda: a.record_lock(LockRecord(name="user:k", run_id="r1", pid=123, host="h1", since=2.0, kind="with_lock"), None),
         lambda: a.clear_waits("r1", None),
+        lambda: a.append_output("r1", [OutputChunk(run_id="r1", job_id="j", step_id="s", attempt=1, stream="stdout",
+                                                   text="late\n", at=2.0)]),
     ]
     for write in refused:
         with pytest.raises(StateError) as info:
@@ -294,7 +297,7 @@ def test_a_superseded_executor_can_no_longer_write(stores: Stores) -> None:
     got = b.get_run("r1")
     assert got is not None and (got.status, got.host, got.attempt, got.error) == ("RUNNING", "h2", 2, None)
     assert b.steps("r1")[("j", "s")].status == "FAILED"  # the claim failed what was left RUNNING
-    assert b.jobs("r1") == {} and b.waits("r1") == [] and b.locks() == []
+    assert b.jobs("r1") == {} and b.waits("r1") == [] and b.locks() == [] and b.output("r1") == []
     assert [e.name for e in b.history("r1")] == ["run.started", "step.started", "run.resumed"]
     # the new executor writes; a process that does not execute the run (cancel) is not fenced
     b.set_step("r1", StepWrite(job_id="j", step_id="s", status="SUCCESS", attempt=2, finished_at=4.0), ev("step.finished"))
@@ -322,6 +325,9 @@ def test_a_run_dumped_and_loaded_keeps_every_row(stores: Stores) -> None:
     s.consume_event(used)
     s.add_event(ReceivedEvent(id=0, run_id="r1", job_id="j", step_id="w", name="go", data=freeze({"by": "b"}),
                               received_at=7.0), None)
+    s.append_output("r1", [OutputChunk(run_id="r1", job_id="j", step_id="a", attempt=n, stream=stream, text=f"{n} {stream}\n",
+                                       at=3.0) for n in (1, 2) for stream in ("stdout", "stderr")])
+    assert s.mark_notified("r1", "crashed", None)
     dump = s.dump_run("r1")
     assert dump is not None and s.dump_run("nope") is None
     assert [(e.name, e.consumed) for e in dump.events] == [("go", True), ("go", False)]
@@ -338,13 +344,122 @@ def test_a_run_dumped_and_loaded_keeps_every_row(stores: Stores) -> None:
     assert again is not None
 
     def without_ids(d: object) -> object:
-        return replace(d, events=tuple(replace(e, id=0) for e in d.events))  # type: ignore[type-var,attr-defined]
+        return replace(d, events=tuple(replace(e, id=0) for e in d.events),  # type: ignore[type-var,attr-defined]
+                       output=tuple(replace(c, seq=0) for c in d.output))  # type: ignore[attr-defined]
 
     assert without_ids(again) == without_ids(dump)
     assert [e.id for e in stores().pending_events("r1")] == [again.events[1].id]
     assert dict(again.run.runtime_metadata) == {"region": "eu"} and again.run.tags == ("sales",)
     assert [r.run_id for r in other.list_runs(tags=["sales"])] == ["r1"]  # found by tag and by key in the new store
     assert [r.run_id for r in other.runs_for_key("1", active_only=True)] == ["r1"]
+    assert [c.text for c in other.output("r1", attempt=2)] == ["2 stdout\n", "2 stderr\n"]
+    assert not other.mark_notified("r1", "crashed", None)  # a notice sent from the old store is not sent again
+
+
+def test_delete_runs_leaves_a_run_whose_executor_lock_is_held(stores: Stores) -> None:
+    s, other = stores(), stores()
+    for rid in ("live", "done"):
+        s.create_run(run_rec(rid, status="FAILED"), ev("run.started", rid))
+    held = other.lock(run_lock_key("live"))
+    assert held.acquire(0)
+    try:
+        assert s.delete_runs(["live", "done", "unknown"]) == ["done"]
+        assert s.get_run("live") is not None and s.get_run("done") is None
+    finally:
+        held.release()
+    assert s.delete_runs(["live"]) == ["live"]
+    assert s.get_run("live") is None
+    assert s.lock_is_free(run_lock_key("live"))  # asking about a pruned run's lock still works
+
+
+def test_delete_runs_finished_before_takes_only_finished_runs_older_than_the_cut(stores: Stores) -> None:
+    s = stores()
+    for rid, status, finished in [("old_ok", "SUCCESS", 10.0), ("old_to", "TIMED_OUT", 10.0), ("new_ok", "SUCCESS", 500.0),
+                                  ("waits", "WAITING", None), ("runs", "RUNNING", None)]:
+        s.create_run(run_rec(rid, status=status, created=5.0), ev("run.started", rid))
+        if finished is not None:
+            s.update_run(rid, None, finished_at=finished)
+    assert sorted(s.delete_runs(["old_ok", "old_to", "new_ok", "waits", "runs"], finished_before=100.0)) == ["old_ok", "old_to"]
+    assert sorted(r.run_id for r in s.list_runs()) == ["new_ok", "runs", "waits"]
+
+
+def test_delete_runs_removes_output_and_notices(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec(), ev("run.started"))
+    s.append_output("r1", [OutputChunk(run_id="r1", job_id="j", step_id="s", attempt=1, stream="stdout", text="hi\n", at=1.0)])
+    assert s.mark_notified("r1", "crashed", None)
+    assert s.delete_runs(["r1"]) == ["r1"]
+    assert s.output("r1") == []
+    s.create_run(run_rec(), ev("run.started"))  # the same id again: nothing of the old run is left
+    assert s.output("r1") == [] and s.mark_notified("r1", "crashed", None)
+
+
+# captured output and notices -------------------------------------------------------------------
+
+
+def chunk(job: str, step: str, attempt: int, stream: str, text: str) -> OutputChunk:
+    return OutputChunk(run_id="r1", job_id=job, step_id=step, attempt=attempt, stream=stream, text=text, at=2.0)
+
+
+def test_output_is_kept_in_order_masked_and_narrowed(stores: Stores) -> None:
+    s = stores()
+    s.set_mask(lambda text: text.replace("s3cret", "***"))
+    s.create_run(run_rec(), ev("run.started"))
+    s.append_output("r1", [chunk("j", "a", 1, "stdout", "one\n"), chunk("j", "a", 1, "stderr", "pw s3cret\n")])
+    s.append_output("r1", [chunk("j", "a", 2, "stdout", "two\n"), chunk("k", "b", 1, "stdout", "three\n")])
+    s.append_output("r1", [])
+    reader = stores()  # another client sees it
+    got = reader.output("r1")
+    assert [(c.job_id, c.step_id, c.attempt, c.stream, c.text) for c in got] == [
+        ("j", "a", 1, "stdout", "one\n"), ("j", "a", 1, "stderr", "pw ***\n"), ("j", "a", 2, "stdout", "two\n"),
+        ("k", "b", 1, "stdout", "three\n")]
+    seqs = [c.seq for c in got]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4 and got[0].at == 2.0
+    assert [c.text for c in reader.output("r1", job_id="j", step_id="a", attempt=2)] == ["two\n"]
+    assert [c.text for c in reader.output("r1", job_id="k")] == ["three\n"]
+    assert [c.text for c in reader.output("r1", after=seqs[1])] == ["two\n", "three\n"]
+    assert [c.text for c in reader.output("r1", after=seqs[1], limit=1)] == ["two\n"]
+    assert reader.output("other") == []
+
+
+def test_a_notification_is_marked_once_across_clients(stores: Stores) -> None:
+    s = stores()
+    s.create_run(run_rec(), ev("run.started"))
+    clients = [stores() for _ in range(4)]
+    barrier = threading.Barrier(len(clients))
+    won: list[bool] = []
+
+    def mark(c: StateStore) -> None:
+        barrier.wait()
+        won.append(c.mark_notified("r1", "crashed", ev("notify.sent", event="crashed")))
+
+    threads = [threading.Thread(target=mark, args=(c,)) for c in clients]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sorted(won) == [False, False, False, True]
+    assert [e.name for e in s.history("r1")] == ["run.started", "notify.sent"]
+    assert s.mark_notified("r1", "other", None)
+
+
+def test_flow_summaries(stores: Stores) -> None:
+    s = stores()
+    runs = [("a1", "a", "SUCCESS", 10.0, 20.0), ("a2", "a", "FAILED", 30.0, 35.0), ("a3", "a", "SUCCESS", 40.0, 50.0),
+            ("a4", "a", "RUNNING", 60.0, None), ("b1", "b", "FAILED", 5.0, 6.0)]
+    for rid, flow, status, created, finished in runs:
+        s.create_run(run_rec(rid, flow_id=flow, status=status, created=created), ev("run.started", rid))
+        if finished is not None:
+            s.update_run(rid, None, finished_at=finished)
+    for rid, attempt, status in [("a2", 1, "FAILED"), ("a2", 2, "FAILED"), ("a3", 1, "SUCCESS"), ("b1", 1, "FAILED")]:
+        s.set_step(rid, StepWrite(job_id="j", step_id="s", status=status, attempt=attempt), None)
+    got = {f.flow_id: f for f in stores().flow_summaries()}
+    assert sorted(got) == ["a", "b"]
+    a, b = got["a"], got["b"]
+    assert dict(a.runs_by_status) == {"SUCCESS": 2, "FAILED": 1, "RUNNING": 1}
+    assert a.last_run is not None and a.last_run.run_id == "a4" and a.last_success_at == 50.0 and a.step_failures == 2
+    assert dict(b.runs_by_status) == {"FAILED": 1} and b.last_success_at is None and b.step_failures == 1
+    assert b.last_run is not None and b.last_run.run_id == "b1"
 
 
 # jobs, steps, attempts -------------------------------------------------------------------------
