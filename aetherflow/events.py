@@ -2,7 +2,7 @@
 
 Every state change the engine records is also an ``Event``; the same events go to the store's
 history (``runs show --history``), to observers registered by plugins (``register_observer``)
-and to ``--events-log FILE``. Event names are stable (docs/events.md):
+and to ``--events-log FILE``. Event names are stable (docs/waiting.md, Telemetry):
 
 run.started run.resumed run.finished run.waiting run.cancelled run.interrupted run.timed_out
 run.scheduled run.crash_noticed

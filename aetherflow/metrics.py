@@ -46,17 +46,13 @@ def collect(catalog: StoreCatalog) -> list[FlowMetrics]:
     """Every flow of every store of ``catalog`` (a flow in two stores: the newest last run
     wins, counts add up)."""
     by_flow: dict[str, FlowMetrics] = {}
-    for location in catalog.locations():
-        store = catalog.open(location)
-        try:
-            for s in store.flow_summaries():
-                last = shown_status(store, s.last_run) if s.last_run is not None else None
-                found = by_flow.get(s.flow_id)
-                if found is not None:
-                    s, last = _merge(found, s, last)
-                by_flow[s.flow_id] = FlowMetrics(summary=s, last_status=last)
-        finally:
-            store.close()
+    for store in catalog.stores():
+        for s in store.flow_summaries():
+            last = shown_status(store, s.last_run) if s.last_run is not None else None
+            found = by_flow.get(s.flow_id)
+            if found is not None:
+                s, last = _merge(found, s, last)
+            by_flow[s.flow_id] = FlowMetrics(summary=s, last_status=last)
     return [by_flow[f] for f in sorted(by_flow)]
 
 

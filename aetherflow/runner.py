@@ -371,6 +371,12 @@ class Runner:
                 f"run {req.run_id} exists: its --meta was recorded when it started and cannot change",
                 code="usage.meta_of_existing_run",
             )
+        if req.key is not None and split_key(req.key)[1] != split_key(existing.business_key or "")[1]:
+            held = f"business key '{existing.business_key}'" if existing.business_key else "no business key"
+            raise UsageError(
+                f"run {req.run_id} exists with {held}; --key cannot change it",
+                code="usage.key_of_existing_run",
+            )
         return existing
 
     # -- resume --------------------------------------------------------------------------------
@@ -890,36 +896,32 @@ def notify_crashed(catalog: StoreCatalog, notifier: Notifier, *, clock: Callable
     from aetherflow.spec import load_flow
 
     sent: list[str] = []
-    for location in catalog.locations():
-        store = catalog.open(location)
-        try:
-            for rec in store.list_runs(status=RunStatus.RUNNING, limit=10_000):
-                if shown_status(store, rec) != RunStatus.CRASHED:
-                    continue
-                try:
-                    full = store.get_run(rec.run_id) or rec
-                    targets = load_flow(full.flow_file, raw=full.flow_text.encode("utf-8")).flow.notify
-                except AetherflowError:
-                    targets = ()  # a recorded flow that no longer loads: the config's notifiers still hear of it
-                if not notifier.wanted("crashed", rec.flow_id, targets):
-                    continue
-                if not store.mark_notified(rec.run_id, "crashed", _event(clock, rec, "run.crash_noticed", host=host)):
-                    continue
-                notice = Notice(event="crashed", host=host, flow_id=rec.flow_id, flow_file=rec.flow_file, run_id=rec.run_id,
-                                status=RunStatus.CRASHED, pid=rec.pid, started_at=rec.started_at, error=rec.error,
-                                message=f"run {rec.run_id} was executed by pid {rec.pid} on {rec.host}, which is gone",
-                                resume_command=_resume_command(rec.run_id, store.location, RunStatus.CRASHED),
-                                store=store.location, at=clock())
-                # secrets are resolved afresh, never stored: a crashed run's notifiers see env only
-                from aetherflow import template
+    for store in catalog.stores():
+        for rec in store.list_runs(status=RunStatus.RUNNING, limit=10_000):
+            if shown_status(store, rec) != RunStatus.CRASHED:
+                continue
+            try:
+                full = store.get_run(rec.run_id) or rec
+                targets = load_flow(full.flow_file, raw=full.flow_text.encode("utf-8")).flow.notify
+            except AetherflowError:
+                targets = ()  # a recorded flow that no longer loads: the config's notifiers still hear of it
+            if not notifier.wanted("crashed", rec.flow_id, targets):
+                continue
+            if not store.mark_notified(rec.run_id, "crashed", _event(clock, rec, "run.crash_noticed", host=host)):
+                continue
+            notice = Notice(event="crashed", host=host, flow_id=rec.flow_id, flow_file=rec.flow_file, run_id=rec.run_id,
+                            status=RunStatus.CRASHED, pid=rec.pid, started_at=rec.started_at, error=rec.error,
+                            message=f"run {rec.run_id} was executed by pid {rec.pid} on {rec.host}, which is gone",
+                            resume_command=_resume_command(rec.run_id, store.location, RunStatus.CRASHED),
+                            store=store.location, at=clock())
+            # secrets are resolved afresh, never stored: a crashed run's notifiers see env only
+            from aetherflow import template
 
-                scope = template.base_scope(env=notifier.env, flow_id=rec.flow_id, params=rec.params,
-                                            run={"id": rec.run_id})
-                deliveries = notifier.send(notice, flow_targets=targets, scope=scope, resources=None)
-                _record_deliveries(store, rec, notice, deliveries, clock)
-                sent.append(rec.run_id)
-        finally:
-            store.close()
+            scope = template.base_scope(env=notifier.env, flow_id=rec.flow_id, params=rec.params,
+                                        run={"id": rec.run_id})
+            deliveries = notifier.send(notice, flow_targets=targets, scope=scope, resources=None)
+            _record_deliveries(store, rec, notice, deliveries, clock)
+            sent.append(rec.run_id)
     return sent
 
 

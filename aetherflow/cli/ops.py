@@ -54,36 +54,32 @@ def status_doc(catalog: Any, now: float) -> dict[str, Any]:
     crashed: list[dict[str, Any]] = []
     waiting: list[dict[str, Any]] = []
     locks: list[dict[str, Any]] = []
-    for location in catalog.locations():
-        store = catalog.open(location)
-        try:
-            for s in store.flow_summaries():
-                last = s.last_run
-                if last is None:
-                    continue
-                old = flows.get(s.flow_id)
-                if old is not None and old["last_run"]["started_at"] >= (last.started_at or last.created_at):
-                    continue
-                end = last.finished_at or (now if last.status == "RUNNING" else last.updated_at)
-                start = last.started_at or last.created_at
-                flows[s.flow_id] = {"flow_id": s.flow_id, "store": store.location, "last_success_at": s.last_success_at,
-                                    "last_run": {"run_id": last.run_id, "status": shown_status(store, last),
-                                                 "started_at": start, "duration": (end - start) if end else None}}
-            for r in store.list_runs(status="RUNNING", limit=10_000):
-                row = {"run_id": r.run_id, "flow_id": r.flow_id, "host": r.host, "pid": r.pid,
-                       "since": r.started_at or r.created_at, "store": store.location}
-                (crashed if shown_status(store, r) == "CRASHED" else running).append(row)
-            for r in store.list_runs(status="WAITING", limit=10_000):
-                waits = [{"job": w.job_id, "step": w.step_id, "kind": w.kind, "events": list(w.events), "due_at": w.due_at}
-                         for w in store.waits(r.run_id)]
-                waiting.append({"run_id": r.run_id, "flow_id": r.flow_id, "due_at": r.due_at, "waits": waits,
-                                "store": store.location})
-            for lk in store.locks():
-                if not store.lock_is_free(lk.name):
-                    locks.append({"lock": lk.name, "kind": lk.kind, "run_id": lk.run_id, "pid": lk.pid, "host": lk.host,
-                                  "since": lk.since})
-        finally:
-            store.close()
+    for store in catalog.stores():
+        for s in store.flow_summaries():
+            last = s.last_run
+            if last is None:
+                continue
+            old = flows.get(s.flow_id)
+            if old is not None and old["last_run"]["started_at"] >= (last.started_at or last.created_at):
+                continue
+            end = last.finished_at or (now if last.status == "RUNNING" else last.updated_at)
+            start = last.started_at or last.created_at
+            flows[s.flow_id] = {"flow_id": s.flow_id, "store": store.location, "last_success_at": s.last_success_at,
+                                "last_run": {"run_id": last.run_id, "status": shown_status(store, last),
+                                             "started_at": start, "duration": (end - start) if end else None}}
+        for r in store.list_runs(status="RUNNING", limit=10_000):
+            row = {"run_id": r.run_id, "flow_id": r.flow_id, "host": r.host, "pid": r.pid,
+                   "since": r.started_at or r.created_at, "store": store.location}
+            (crashed if shown_status(store, r) == "CRASHED" else running).append(row)
+        for r in store.list_runs(status="WAITING", limit=10_000):
+            waits = [{"job": w.job_id, "step": w.step_id, "kind": w.kind, "events": list(w.events), "due_at": w.due_at}
+                     for w in store.waits(r.run_id)]
+            waiting.append({"run_id": r.run_id, "flow_id": r.flow_id, "due_at": r.due_at, "waits": waits,
+                            "store": store.location})
+        for lk in store.locks():
+            if not store.lock_is_free(lk.name):
+                locks.append({"lock": lk.name, "kind": lk.kind, "run_id": lk.run_id, "pid": lk.pid, "host": lk.host,
+                              "since": lk.since})
     return {"flows": [flows[f] for f in sorted(flows)], "running": running, "waiting": waiting, "crashed": crashed,
             "locks": locks}
 
@@ -228,22 +224,9 @@ def _shown(name: str, setting: Any) -> dict[str, Any]:
     if name == "on_locked":
         value = str(value)
     if name == "state" and isinstance(value, str):
-        value = _mask_url(value)
+        from aetherflow.state.backends import public_location
+
+        value = public_location(value)  # as every command shows a store: without its password
     if name == "config":
         return {"value": value, "source": setting.source}
     return {"value": value, "source": _source(setting.source)}
-
-
-def _mask_url(location: str) -> str:
-    """A store URL with its password masked (``postgresql://user:***@host/db``)."""
-    if "://" not in location:
-        return location
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(location)
-    if parts.password is None:
-        return location
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urllib.parse.urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))

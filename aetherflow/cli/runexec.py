@@ -385,12 +385,8 @@ def _resume_due(settings: Any, mask_filter: MaskFilter, flow_id: str | None, lim
                     hooks=crash_hooks(dict(settings.env)), on_mask=mask_filter.set_mask, notifier=sender)
     # a crashed run cannot say so itself: the first sweep (or status) that finds it does, once
     notify_crashed(runner.catalog, sender, clock=settings.clock, host=runner.host)
-    for location in runner.catalog.locations():
-        store = runner.catalog.open(location)
-        try:
-            due.extend(r.run_id for r in store.due_runs(now, flow_id=flow_id, limit=limit))
-        finally:
-            store.close()
+    for store in runner.catalog.stores():
+        due.extend(r.run_id for r in store.due_runs(now, flow_id=flow_id, limit=limit))
     if limit is not None:
         due = due[:limit]
     try:

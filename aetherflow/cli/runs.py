@@ -118,16 +118,12 @@ def runs_list(
                              code="usage.status")
         rows: list[dict[str, Any]] = []
         catalog = _catalog(state, config, log_file)
-        for location in catalog.locations():
-            store = catalog.open(location)
-            try:
-                query = "RUNNING" if st == "CRASHED" else st
-                for r in store.list_runs(status=query, flow_id=flow_id, key=key, tags=tuple(tag or ()), limit=limit):
-                    row = _run_row(store, r)
-                    if st is None or row["status"] == st:
-                        rows.append(row)
-            finally:
-                store.close()
+        for store in catalog.stores():
+            query = "RUNNING" if st == "CRASHED" else st
+            for r in store.list_runs(status=query, flow_id=flow_id, key=key, tags=tuple(tag or ()), limit=limit):
+                row = _run_row(store, r)
+                if st is None or row["status"] == st:
+                    rows.append(row)
         rows.sort(key=lambda r: r["created_at"] or 0, reverse=True)
         rows = rows[:limit]
         if as_json:
@@ -309,20 +305,16 @@ def runs_prune(
         cutoff = settings.clock() - age
         pruned: list[str] = []
         catalog = StoreCatalog(settings.home, settings.state)
-        for location in catalog.locations():
-            store = catalog.open(location)
-            try:
-                old = {r.run_id: r for r in store.list_runs(limit=1_000_000)
-                       if r.status in FINISHED_STATUSES and (r.finished_at or r.created_at) < cutoff}
-                if yes:
-                    deleted = store.delete_runs(list(old), finished_before=cutoff)
-                    for rid in deleted:  # the records are gone first: a workspace is never left without its run
-                        _remove_workspace(old[rid])
-                    pruned.extend(deleted)
-                else:
-                    pruned.extend(old)
-            finally:
-                store.close()
+        for store in catalog.stores():
+            old = {r.run_id: r for r in store.list_runs(limit=1_000_000)
+                   if r.status in FINISHED_STATUSES and (r.finished_at or r.created_at) < cutoff}
+            if yes:
+                deleted = store.delete_runs(list(old), finished_before=cutoff)
+                for rid in deleted:  # the records are gone first: a workspace is never left without its run
+                    _remove_workspace(old[rid])
+                pruned.extend(deleted)
+            else:
+                pruned.extend(old)
         to_log_file(f"runs prune: {'deleted' if yes else 'would delete'} {len(pruned)} run(s)")
         if as_json:
             stdout(render.dumps({"pruned" if yes else "would_prune": pruned}))
@@ -491,16 +483,12 @@ def locks_list(state: o.State = None, as_json: o.Json = False, config: o.Config 
     with guarded(as_json):
         rows: list[dict[str, Any]] = []
         catalog = _catalog(state, config, log_file)
-        for location in catalog.locations():
-            store = catalog.open(location)
-            try:
-                for lk in store.locks():
-                    if store.lock_is_free(lk.name):
-                        continue  # the holder died: the kernel released it; the record is stale
-                    rows.append({"lock": lk.name, "kind": lk.kind, "run_id": lk.run_id, "pid": lk.pid, "host": lk.host,
-                                 "since": lk.since})
-            finally:
-                store.close()
+        for store in catalog.stores():
+            for lk in store.locks():
+                if store.lock_is_free(lk.name):
+                    continue  # the holder died: the kernel released it; the record is stale
+                rows.append({"lock": lk.name, "kind": lk.kind, "run_id": lk.run_id, "pid": lk.pid, "host": lk.host,
+                             "since": lk.since})
         if as_json:
             stdout(render.dumps({"locks": [{**r, "since": render.iso(r["since"])} for r in rows]}))
             return

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from aetherflow.errors import NotFoundError, UsageError
+from aetherflow.errors import NotFoundError, StateError, UsageError
 from aetherflow.model import split_key
 from aetherflow.state.backends import is_url, open_store, public_location, store_exists
 from aetherflow.state.store import RunRecord, StateStore
@@ -76,17 +76,42 @@ class StoreCatalog:
                 add(line.strip())
         return out
 
+    def open_known(self, location: str) -> StateStore | None:
+        """Open a store of :meth:`locations`. One only remembered in ``<home>/stores`` (not named
+        with ``--state``) that cannot be opened, a database server that does not answer say,
+        is ``None`` with a warning naming it, so that the other stores are still read. The
+        store ``--state`` names is never skipped: its failure is the command's error."""
+        try:
+            return self.open(location)
+        except StateError as exc:
+            if self.explicit and location in self.locations():
+                raise
+            log.warning("skipping store %s: %s", public_location(location), exc.message)
+            return None
+
+    def stores(self, *, fallback: bool = False) -> Iterator[StateStore]:
+        """Each store of :meth:`locations` that opens (:meth:`open_known`), open while the caller
+        looks at it and closed after."""
+        for _, store in self._located(fallback=fallback):
+            yield store
+
+    def _located(self, *, fallback: bool) -> Iterator[tuple[str, StateStore]]:
+        for location in self.locations(fallback=fallback):
+            store = self.open_known(location)
+            if store is None:
+                continue
+            try:
+                yield location, store
+            finally:
+                store.close()
+
     def newest_run(self, flow_id: str | None = None) -> tuple[StateStore, RunRecord]:
         """The open store holding the newest run (of ``flow_id`` when given) of every known
         store, and the run; the caller closes the store. None at all: ``NotFoundError``."""
         best: tuple[str, RunRecord] | None = None
         locations = self.locations(fallback=True)
-        for location in locations:
-            store = self.open(location)
-            try:
-                found = store.list_runs(flow_id=flow_id, limit=1)
-            finally:
-                store.close()
+        for location, store in self._located(fallback=True):
+            found = store.list_runs(flow_id=flow_id, limit=1)
             if found and (best is None or found[0].created_at > best[1].created_at):
                 best = (location, found[0])
         if best is not None:
@@ -108,16 +133,18 @@ class StoreCatalog:
         locations = self.locations(fallback=True)
         matches: list[tuple[str, str]] = []
         for location in locations:
-            store = self.open(location)
+            opened = self.open_known(location)
+            if opened is None:
+                continue
             try:
-                rec = store.get_run(run_id)
+                rec = opened.get_run(run_id)
                 if rec is not None:
-                    return store, rec
-                matches.extend((location, r.run_id) for r in store.find_runs(run_id))
+                    return opened, rec
+                matches.extend((location, r.run_id) for r in opened.find_runs(run_id))
             except BaseException:
-                store.close()
+                opened.close()
                 raise
-            store.close()
+            opened.close()
         if len(matches) == 1:
             store = self.open(matches[0][0])
             try:
@@ -145,12 +172,8 @@ class StoreCatalog:
         is ``NotFoundError`` (exit 2). The caller closes the store."""
         split_key(key)  # a key that cannot be one is a usage error, not "not found"
         found: list[tuple[str, RunRecord]] = []
-        for location in self.locations(fallback=True):
-            store = self.open(location)
-            try:
-                found.extend((location, r) for r in store.runs_for_key(key, flow_id=flow_id))
-            finally:
-                store.close()
+        for location, store in self._located(fallback=True):
+            found.extend((location, r) for r in store.runs_for_key(key, flow_id=flow_id))
         active = [(loc, r) for loc, r in found if r.status in ("RUNNING", "WAITING")]
         if active or active_only:
             candidates = active

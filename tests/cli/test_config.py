@@ -207,7 +207,7 @@ def test_config_show_masks_secrets(cli, tmp_path: Path) -> None:
         for secret in ("hunter2", "XXXXSECRETXXXX", "T000", "m4ilpw"):
             assert secret not in res.stdout
     v = json.loads(cli("config", "show", "--config", str(cfg), "--json").stdout)["values"]
-    assert v["state"]["value"] == "postgresql://flows:***@db.example.com:5432/flows"
+    assert v["state"]["value"] == "postgresql://flows@db.example.com:5432/flows"  # shown as every command shows a store
     assert [n["value"] for n in v["notify"]["value"]] == [
         "webhook https://hooks.slack.com/*** on failed", "email to ops@example.com on crashed for daily_*"]
     assert [n["source"] for n in v["notify"]["value"]] == [f"file {cfg}:3:3", f"file {cfg}:7:3"]

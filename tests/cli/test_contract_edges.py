@@ -141,6 +141,17 @@ def test_run_id_of_another_flow_or_with_params_is_refused(cli, write_flow) -> No
     assert res.exit_code == 2 and "usage.params_of_existing_run" in res.stderr
 
 
+def test_run_id_of_an_existing_run_keeps_its_business_key(cli, write_flow) -> None:
+    flow = write_flow("version: 1\nflow: {id: keyed, unique: {key: order}}\n"
+                      "jobs: [{id: a, steps: [{id: s, type: noop}]}]\n")
+    assert cli("run", str(flow), "--run-id", "k1", "--key", "42").exit_code == 0
+    res = cli("run", str(flow), "--run-id", "k1", "--key", "43")
+    assert res.exit_code == 2 and "usage.key_of_existing_run" in res.stderr and "order::42" in res.stderr
+    for same in ("42", "order::42"):  # the key it has: nothing to change
+        res = cli("run", str(flow), "--run-id", "k1", "--key", same)
+        assert res.exit_code == 0, res.stderr
+
+
 @pytest.mark.store_backends  # also with the store selected by a PostgreSQL URL
 def test_job_by_job_in_one_run_with_run_id(cli, write_flow) -> None:
     flow = write_flow("""
