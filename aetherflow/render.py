@@ -295,9 +295,10 @@ def progress_text(ev: Event) -> str | None:
 
 
 class ArtifactWatch:
-    """The files a step wrote under its job's ``artifacts/`` directory (for ``-v``): the
-    directory (from ``job.started``) is listed when the step starts and again when it ends;
-    new or changed files are the step's. At most ``limit`` files are looked at."""
+    """The files a step wrote under its job's artifacts directory (for ``-v``): the directory
+    (``artifacts`` of ``job.started``: the layout's name for it) is listed when the step starts
+    and again when it ends; new or changed files are the step's. At most ``limit`` files are
+    looked at."""
 
     def __init__(self, limit: int = 10_000) -> None:
         self.limit = limit
@@ -307,8 +308,8 @@ class ArtifactWatch:
     def written(self, ev: Event) -> list[str]:
         """Paths (absolute, sorted) a step wrote, on its end event; ``[]`` otherwise."""
         n = ev.name
-        if n == "job.started" and ev.job_id and ev.data.get("workspace"):
-            self._dirs[(ev.run_id, ev.job_id)] = str(ev.data["workspace"]) + "/artifacts"
+        if n == "job.started" and ev.job_id and ev.data.get("artifacts"):
+            self._dirs[(ev.run_id, ev.job_id)] = str(ev.data["artifacts"])
             return []
         if not (ev.job_id and ev.step_id):
             return []
@@ -327,25 +328,16 @@ class ArtifactWatch:
         return []
 
     def _listing(self, top: str) -> dict[str, tuple[int, int]]:
-        import os
+        from pathlib import Path
 
-        found: dict[str, tuple[int, int]] = {}
-        for root, _dirs, files in os.walk(top):
-            for name in files:
-                path = os.path.join(root, name)
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                found[path] = (st.st_mtime_ns, st.st_size)
-                if len(found) >= self.limit:
-                    return found
-        return found
+        from aetherflow.workspace import list_files
+
+        return {str(f.path): (f.mtime_ns, f.bytes) for f in list_files(Path(top), self.limit)}
 
 
 class ProgressLines:
     """Observer printing one plain line per job/step event (``-v``), and under a step's end the
-    files it wrote to its job's ``artifacts/``."""
+    files it wrote to its job's artifacts directory."""
 
     def __init__(self, stream: IO[str], mask: Any = None) -> None:
         self.stream = stream

@@ -61,22 +61,37 @@ def job_workspace(root: Path, flow_id: str, job_id: str, run_id: str,
     return JobWorkspace(root=root, path=root / flow_id / job_id / run_id, layout=names)
 
 
-def artifact_files(ws: JobWorkspace, limit: int = 1000) -> list[dict[str, Any]]:
-    """The files under ``ws.artifacts`` (at most ``limit``, sorted): ``path`` relative to the
-    job directory (``artifacts/sales.csv``) and ``bytes``. Empty when the directory is gone."""
-    found: list[dict[str, Any]] = []
-    for root, dirs, files in os.walk(ws.artifacts):
+@dataclass(frozen=True, slots=True)
+class ArtifactFile:
+    path: Path  # absolute: the directory listed joined with the file's relative path
+    bytes: int
+    mtime_ns: int
+
+
+def list_files(directory: Path, limit: int = 1000) -> list[ArtifactFile]:
+    """The files under ``directory`` (sub-directories included, in sorted order; at most
+    ``limit``): the one listing of a job's artifacts, for ``run -v`` and ``runs show -v``.
+    Empty when the directory is gone; a file removed while it is listed is left out."""
+    found: list[ArtifactFile] = []
+    for root, dirs, files in os.walk(directory):
         dirs.sort()
         for name in sorted(files):
             p = Path(root) / name
             try:
-                size = p.stat().st_size
+                st = p.stat()
             except OSError:
                 continue
-            found.append({"path": str(p.relative_to(ws.path)), "bytes": size})
+            found.append(ArtifactFile(path=p, bytes=st.st_size, mtime_ns=st.st_mtime_ns))
             if len(found) >= limit:
                 return found
     return found
+
+
+def artifact_files(ws: JobWorkspace, limit: int = 1000) -> list[dict[str, Any]]:
+    """The files under ``ws.artifacts`` (:func:`list_files`): ``path`` relative to the job
+    directory (``artifacts/sales.csv``, or ``out/sales.csv`` when the layout renames it) and
+    ``bytes``."""
+    return [{"path": str(f.path.relative_to(ws.path)), "bytes": f.bytes} for f in list_files(ws.artifacts, limit)]
 
 
 def ensure(ws: JobWorkspace) -> JobWorkspace:

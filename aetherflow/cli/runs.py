@@ -139,7 +139,7 @@ def runs_show(
                                                  "--flow ID when given).", autocompletion=_complete_run_ids,
                                                  show_default=False)] = None,
     history: Annotated[bool, typer.Option("--history", help="The append-only event history.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list the files in each job's artifacts/.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list the files in each job's artifacts directory.")] = False,
     key: Annotated[str | None, typer.Option("--key", help="The run holding this business key (VALUE or NAME::VALUE): "
                                             "the active one, else the newest.")] = None,
     flow_id: Annotated[str | None, typer.Option("--flow", help="With --key: only runs of this flow id; with the run id "
@@ -166,8 +166,9 @@ def runs_show(
             assert run_id is not None
             store, rec = _catalog(state, config, log_file).find_run(run_id, flow_id=flow_id)
         try:
-            doc = show_doc(store, rec)
-            add_workspaces(doc, rec, artifacts=verbose)
+            flow = recorded_flow(rec)
+            doc = show_doc(store, rec, flow)
+            add_workspaces(doc, rec, flow, artifacts=verbose)
             events = store.history(rec.run_id) if history else []
         finally:
             store.close()
@@ -190,7 +191,19 @@ def _job_outputs(j: Any) -> dict[str, Any]:
     return {k: v for k, v in thaw(j.outputs).items() if k != MASKED_KEYS_FIELD}
 
 
-def show_doc(store: Any, rec: Any) -> dict[str, Any]:
+def recorded_flow(rec: Any) -> Any:
+    """The flow a run recorded (its ``FlowSpec``), or None when that text no longer parses."""
+    from aetherflow.spec import load_flow
+
+    try:
+        return load_flow(rec.flow_file, raw=rec.flow_text.encode("utf-8")).flow
+    except Exception:  # noqa: BLE001 - a run whose recorded flow no longer parses still shows
+        return None
+
+
+def show_doc(store: Any, rec: Any, flow: Any = None) -> dict[str, Any]:
+    """``runs show``'s document; ``flow``: the run's :func:`recorded_flow` when the caller has it."""
+    from aetherflow.engine.plan import topo_order
     from aetherflow.model import MASKED_KEYS_FIELD, thaw
     from aetherflow.state.store import shown_status
 
@@ -202,16 +215,9 @@ def show_doc(store: Any, rec: Any) -> dict[str, Any]:
         by_step.setdefault((a.job_id, a.step_id), []).append(
             {"attempt": a.attempt, "status": a.status, "error": a.error, "outcome": a.outcome,
              "started_at": a.started_at, "finished_at": a.finished_at})
-    order: list[str] = []
-    try:
-        from aetherflow.engine.plan import topo_order
-        from aetherflow.spec import load_flow
-
-        flow = load_flow(rec.flow_file, raw=rec.flow_text.encode("utf-8")).flow
-        order = list(topo_order(flow))
-        step_order = {j.id: [s.id for s in j.steps] for j in flow.jobs}
-    except Exception:  # noqa: BLE001 - a run whose recorded flow no longer parses still shows
-        step_order = {}
+    flow = flow or recorded_flow(rec)
+    order: list[str] = list(topo_order(flow)) if flow is not None else []
+    step_order = {j.id: [s.id for s in j.steps] for j in flow.jobs} if flow is not None else {}
     for jid in jobs:
         if jid not in order:
             order.append(jid)
@@ -249,13 +255,15 @@ def show_doc(store: Any, rec: Any) -> dict[str, Any]:
     return {"run": run, "jobs": job_docs, "waits": waits}
 
 
-def add_workspaces(doc: dict[str, Any], rec: Any, *, artifacts: bool) -> None:
+def add_workspaces(doc: dict[str, Any], rec: Any, flow: Any, *, artifacts: bool) -> None:
     """Each job that started gets its ``workspace`` directory (``None`` otherwise) and, with
-    ``artifacts``, the files under its ``artifacts/`` (paths relative to the workspace, sizes)."""
+    ``artifacts``, the files under its artifacts directory (the recorded ``flow``'s
+    ``workspace.layout`` names it; paths relative to the workspace, sizes)."""
     from aetherflow.workspace import artifact_files, job_workspace
 
+    layout = flow.workspace.layout if flow is not None else None
     for j in doc["jobs"]:
-        ws = (job_workspace(Path(rec.workspace_root), rec.flow_id, j["job_id"], rec.run_id)
+        ws = (job_workspace(Path(rec.workspace_root), rec.flow_id, j["job_id"], rec.run_id, layout)
               if rec.workspace_root and j.get("started_at") else None)
         j["workspace"] = str(ws.path) if ws else None
         if artifacts:

@@ -198,7 +198,7 @@ class JobRunner:
             self.state.jobs_scope[job.id] = {"status": JobStatus.RUNNING, "outcome": None, "skip_reason": None,
                                              "outputs": outputs, "steps": steps_info}
             self.state.result.jobs[job.id] = JobStatus.RUNNING
-        self.store.set_job(self.run_id, job.id, JobStatus.RUNNING, self.rec.observed(self.rec.event("job.started", job_id=job.id, workspace=str(ws.path))),
+        self.store.set_job(self.run_id, job.id, JobStatus.RUNNING, self.rec.observed(self.rec.event("job.started", job_id=job.id, workspace=str(ws.path), artifacts=str(ws.artifacts))),
                            started_at=now)
         steps_scope: dict[str, Any] = {}
         scope = self.scope_for(job, steps_scope, ws)

@@ -74,3 +74,33 @@ def test_runs_show_says_when_a_workspace_was_removed(af, write_flow, home: Path)
     ws = home / "work" / "files" / "make" / "r1"
     assert not ws.exists()
     assert f"    workspace {ws} (removed)" in af("runs", "show", "r1").stdout.splitlines()
+
+
+LAYOUT_FLOW = """
+version: 1
+flow: {id: renamed, workspace: {layout: {artifacts: out, manifests: meta}}}
+jobs:
+  - id: make
+    steps:
+      - id: write
+        type: external.process
+        inputs: {command: [sh, -c, 'mkdir -p out/sub && echo a > out/a.csv && echo bb > out/sub/b.txt && echo m > meta/m.json']}
+"""
+
+
+def test_a_renamed_artifacts_directory_is_the_one_listed(af, write_flow, home: Path) -> None:
+    """`workspace.layout: {artifacts: out}`: `run -v` and `runs show -v` list the files of out/,
+    not of a directory artifacts/ the job does not have (nor of the other sub-directories)."""
+    flow = write_flow(LAYOUT_FLOW)
+    res = af("run", str(flow), "-v", "--run-id", "r1")
+    assert res.exit_code == 0, res.stderr
+    ws = home / "work" / "renamed" / "make" / "r1"
+    lines = res.stderr.splitlines()
+    i = next(n for n, ln in enumerate(lines) if ln.startswith("done   make.write"))
+    assert lines[i + 1: i + 4] == [f"       wrote {ws / 'out' / 'a.csv'}", f"       wrote {ws / 'out' / 'sub' / 'b.txt'}",
+                                   "job    make SUCCESS"]
+    verbose = af("runs", "show", "r1", "-v").stdout.splitlines()
+    i = verbose.index("  job make: SUCCESS")
+    assert verbose[i + 1: i + 4] == [f"    workspace {ws}", "      out/a.csv (2 bytes)", "      out/sub/b.txt (3 bytes)"]
+    doc = json.loads(af("runs", "show", "r1", "--json", "-v").stdout)
+    assert doc["jobs"][0]["artifacts"] == [{"path": "out/a.csv", "bytes": 2}, {"path": "out/sub/b.txt", "bytes": 3}]

@@ -54,7 +54,7 @@ ALLOWED: dict[str, set[str]] = {
     "prepare": _STEP_API | {"spec", "resolve", "plugins", "engine", "settings"},
     "doctor": _STEP_API | {"spec", "resolve", "plugins", "prepare", "settings"},
     "runner": _STEP_API | {"spec", "resolve", "plugins", "engine", "settings", "prepare", "connectors", "config", "notify"},
-    "render": {"errors", "model", "events", "state"},
+    "render": {"errors", "model", "events", "state", "workspace"},
     "cli": {"*"},
     "__main__": {"cli"},
 }
