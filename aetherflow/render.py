@@ -191,11 +191,6 @@ def outcome_records(o: Any, *, verbose: bool) -> list[tuple[str, str]]:
     return lines
 
 
-def outcome_lines(o: Any, *, verbose: bool) -> list[str]:
-    """Plain-text end-of-run lines for stderr (empty on success unless verbose)."""
-    return [line for _, line in outcome_records(o, verbose=verbose)]
-
-
 def _problem_lines(o: Any) -> list[str]:
     lines = [f"  {j}.{s}: {e}" if _interrupted(e)
              else f"  failed: {j}.{s}: " + _indent_rest(step_error(s, _first_lines(e)), "    ")
