@@ -992,17 +992,12 @@ def parse_due(at: str | None, in_: str | None, now: float) -> float:
         if seconds is None:
             raise UsageError(f"--in {in_!r}: not a duration; use {EXAMPLES}", code="usage.due_time")
         return now + seconds
-    assert at is not None
-    from datetime import datetime
+    from aetherflow.durations import TIME_EXAMPLES, parse_time
 
-    try:
-        when = datetime.fromisoformat(at.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise UsageError(f"--at {at!r}: not an ISO-8601 time, e.g. 2026-11-23T06:00:00+01:00 or 2026-11-23 06:00",
-                         code="usage.due_time") from exc
-    if when.tzinfo is None:
-        when = when.astimezone()  # local time
-    return when.timestamp()
+    when = parse_time(at)
+    if when is None:
+        raise UsageError(f"--at {at!r}: not an ISO-8601 time, {TIME_EXAMPLES}", code="usage.due_time")
+    return when
 
 
 def schedule_resume(catalog: StoreCatalog, run_id: str, due_at: float, clock: Callable[[], float]) -> tuple[RunRecord, Event]:

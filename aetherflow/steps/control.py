@@ -136,16 +136,12 @@ def parse_duration(text: Any) -> float:
     return seconds
 
 
-def parse_until(text: str) -> float:
-    from datetime import datetime  # only for `until`
-
-    try:
-        dt = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise StepError(f"invalid until {text!r}: use ISO-8601, e.g. 2026-11-23T06:00:00+00:00", code="step.bad_until") from exc
-    if dt.tzinfo is None:
-        dt = dt.astimezone()  # local time
-    return dt.timestamp()
+def parse_until(text: Any) -> float:
+    """A ``wait`` ``until:`` time in epoch seconds (aetherflow.durations.parse_time)."""
+    due = durations.parse_time(text)
+    if due is None:
+        raise StepError(f"invalid until {text!r}: use ISO-8601, {durations.TIME_EXAMPLES}", code="step.bad_until")
+    return due
 
 
 def _sleep_inline(ctx: StepContext, seconds: float) -> None:
@@ -178,7 +174,7 @@ class Wait(Step):
             return StepResult(STEP_SUCCESS, {"waited_until": ctx.wakeup.get("due_at")}, outcome="elapsed")
         now = ctx.clock()
         if "until" in inputs:
-            due = parse_until(str(inputs["until"]))
+            due = parse_until(inputs["until"])
         else:
             due = now + parse_duration(inputs.get("seconds", inputs.get("duration", 0)))
         remaining = due - now
