@@ -26,7 +26,7 @@ def explain(settings: Settings, flow_path: str, *, params: Mapping[str, str], en
                        profiles_file=profiles_file, run=template.run_scope("<run_id>", now, 1))
     redactor = prepared.redactor
     out_res = []
-    for name, r in prepared.resources("<run_id>", now).items():
+    for name, r in prepared.resources().items():
         values: dict[str, Any] = {}
         for part in ("config", "options"):
             for key, value in _leaves(thaw(getattr(r, part)), part):

@@ -243,6 +243,9 @@ class Prepared:
     secrets: Mapping[str, Secret]
     redactor: Redactor
     profiles: Mapping[str, Mapping[str, Any]]
+    #: the ``run`` template root (:func:`aetherflow.template.run_scope`) of the run being prepared:
+    #: parameter defaults, resources and the flow's notifiers all read this one
+    run: Mapping[str, Any]
     profile: str | None = None
 
     @property
@@ -250,14 +253,13 @@ class Prepared:
         """The revealed values, for ``{{ secrets.NAME }}``."""
         return {k: v.reveal() for k, v in self.secrets.items()}
 
-    def resources(self, run_id: str, started_at: float | None = None) -> Mapping[str, ResolvedResource]:
-        """Every resource with its profile merged and templates rendered for run ``run_id``
-        (started at ``started_at``: the ``run`` root's dates)."""
+    def resources(self) -> Mapping[str, ResolvedResource]:
+        """Every resource with its profile merged and templates rendered for the run (its
+        ``run`` root)."""
         from aetherflow import resolve
 
-        run = {"id": run_id} if started_at is None else template.run_scope(run_id, started_at)
         scope = template.base_scope(env=self.env, flow_id=self.flow.id, params=self.params, secrets=self.secret_values,
-                                    run=run)
+                                    run=self.run)
         return resolve.resolve_resources(self.flow, self.profiles, scope, self.redactor, profile_override=self.profile,
                                          decoders=self.plugins.registry.decoders)
 
@@ -272,13 +274,13 @@ def prepare(
     env_files: Sequence[str] = (),
     profile: str | None = None,
     profiles_file: str | None = None,
-    run: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any],
     source: LoadedFlow | None = None,
     jobs: Sequence[str] | None = None,
 ) -> Prepared:
     """Resolve env, params (``--param`` values, or a resumed run's ``stored_params``), profiles
-    and secrets for ``flow``. ``run``: the run root parameter defaults may read
-    (:func:`aetherflow.template.run_scope`). With the ``source`` flow file, an env variable a
+    and secrets for ``flow``. ``run``: the run's ``run`` root (:func:`aetherflow.template.run_scope`),
+    which parameter defaults, resources and the flow's notifiers read. With the ``source`` flow file, an env variable a
     template of ``jobs`` (or a resource, a setting, a default of a param not given) reads
     without a default must be set (:func:`refuse_missing_env`)."""
     from aetherflow import resolve
@@ -291,4 +293,4 @@ def prepare(
     secrets = resolve.resolve_secrets(flow, env, redactor, secret_command_runner(env))
     profiles = profiles_for(settings, flow, profiles_file=profiles_file, profile=profile)
     return Prepared(flow=flow, plugins=loaded, env=env, params=resolved_params, secrets=secrets, redactor=redactor,
-                    profiles=profiles, profile=profile)
+                    profiles=profiles, run=run, profile=profile)

@@ -315,7 +315,7 @@ class Runner:
                 plan = make_plan(flow, selected=selected, stored_jobs={}, stored_steps={}, reruns={})
                 return RunOutcome(run_id=run_id, flow_id=flow.id, status="DRY_RUN", store=public_location(location),
                                   plan=describe(plan, flow))
-            resources = prepared.resources(run_id, now)
+            resources = prepared.resources()
             store = opened = opened or self.open_store(location, mask=prepared.redactor.mask)
             store.set_mask(prepared.redactor.mask)
             self.catalog.remember(store.location)
@@ -429,7 +429,7 @@ class Runner:
             flow = load_checked(path, loaded_plugins, raw=raw, cache=validation_cache(self.settings)).flow
             prepared = prepare(self.settings, flow, loaded_plugins, stored_params=rec.params, env_files=req.env_files,
                                profile=req.profile, profiles_file=req.profiles_file,
-                               run=template.run_scope(rec.run_id, rec.created_at, rec.attempt))
+                               run=template.run_scope(rec.run_id, rec.created_at, rec.attempt + 1))
             store.set_mask(prepared.redactor.mask)
             self.on_mask(prepared.redactor.mask)
             if req.event is not None:  # stored durably first, whatever happens next
@@ -442,7 +442,7 @@ class Runner:
                         f"run {run_id} was left {rec.status}: resume it again later")
                 flow_lock = self._flow_lock(store, flow, f"another run of the flow is still going; {left}",
                                             flow.locks.wait_seconds)
-            resources = prepared.resources(run_id, rec.created_at)
+            resources = prepared.resources()
             if raw_changed:
                 store.append_history(self._event(rec, "flow.changed_accepted", sha256=flow.sha256))
                 store.update_run(run_id, None, flow_sha256=flow.sha256, flow_text=flow.text)
@@ -759,7 +759,7 @@ class Runner:
                         waits=tuple(freeze(w) for w in outcome.waits), message=outcome.message,
                         resume_command=_resume_command(rec.run_id, store.location, str(outcome.status)),
                         store=store.location, at=self.settings.clock())
-        scope = _notify_scope(prepared, rec.run_id)
+        scope = _notify_scope(prepared, True)
         deliveries = self.notifier.send(notice, flow_targets=prepared.flow.notify, scope=scope, resources=resources,
                                         mask=prepared.redactor.mask)
         _record_deliveries(store, rec, notice, deliveries, self.settings.clock)
@@ -775,7 +775,7 @@ class Runner:
         from aetherflow import template
 
         mask = prepared.redactor.mask if prepared is not None else (lambda s: s)
-        scope = (_notify_scope(prepared, None) if prepared is not None
+        scope = (_notify_scope(prepared, False) if prepared is not None
                  else template.base_scope(env=self.settings.env, flow_id=flow_id or ""))
         holder = getattr(exc, "holder", None)
         notice = Notice(event=event, host=self.host, flow_id=flow_id, flow_file=str(Path(flow_path).absolute()),
@@ -857,12 +857,13 @@ def _store_failed(rec: RunRecord, exc: StateError) -> StateError:
     )
 
 
-def _notify_scope(prepared: Prepared, run_id: str | None) -> dict[str, Any]:
-    """What a flow's notifiers may read: env, params, secrets, run id."""
+def _notify_scope(prepared: Prepared, started: bool) -> dict[str, Any]:
+    """What a flow's notifiers may read: env, params, secrets and, for a run that started, its
+    ``run`` root."""
     from aetherflow import template
 
     return template.base_scope(env=prepared.env, flow_id=prepared.flow.id, params=prepared.params,
-                               secrets=prepared.secret_values, run={"id": run_id} if run_id else None)
+                               secrets=prepared.secret_values, run=prepared.run if started else None)
 
 
 def _resume_command(run_id: str, location: str, status: str) -> str | None:
@@ -918,7 +919,7 @@ def notify_crashed(catalog: StoreCatalog, notifier: Notifier, *, clock: Callable
             from aetherflow import template
 
             scope = template.base_scope(env=notifier.env, flow_id=rec.flow_id, params=rec.params,
-                                        run={"id": rec.run_id})
+                                        run=template.run_scope(rec.run_id, rec.created_at, rec.attempt))
             deliveries = notifier.send(notice, flow_targets=targets, scope=scope, resources=None)
             _record_deliveries(store, rec, notice, deliveries, clock)
             sent.append(rec.run_id)

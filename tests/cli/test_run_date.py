@@ -63,3 +63,45 @@ def test_run_date_comes_from_the_recorded_start_on_resume(cli, home: Path, write
     local = time.strftime("%Y-%m-%d", time.localtime(1577959200.0))
     # params were fixed (and stored) when the run started; the run root follows the record
     assert said == ["2020-01-02", local, "2020-01-02T10:00:00+00:00", day_of_first_run]
+
+
+def test_resources_and_flow_notifiers_get_the_whole_run_root(cli, home: Path, write_flow, tmp_path: Path) -> None:
+    """The `run` root of a resource and of a flow's notifier is the steps' (id, attempt, dates):
+    a notifier reading `{{ run.date }}` failed to render, a resource reading `{{ run.attempt }}`
+    stopped the run (exit 2)."""
+    gate, said = tmp_path / "gate", tmp_path / "notified.txt"
+    flow = write_flow(f"""
+        version: 1
+        flow:
+          id: rooted
+          notify:
+            - on: [failed, succeeded]
+              command: [sh, -c, 'echo "$0" >> "{said}"', "{{{{ run.id }}}} {{{{ run.attempt }}}} {{{{ run.date }}}} {{{{ run.started_at }}}} {{{{ run_id }}}}"]
+        resources:
+          db: {{kind: db, driver: sqlite3, config: {{path: "{tmp_path}/db-{{{{ run.date }}}}-{{{{ run.attempt }}}}.sqlite"}}}}
+        jobs:
+          - id: first
+            steps:
+              - {{id: q, type: db_query, inputs: {{resource: db, sql: "SELECT 1 AS one"}}}}
+          - id: second
+            depends_on: [first]
+            steps:
+              - {{id: s, type: external.process, inputs: {{command: [test, -e, "{gate}"]}}}}
+              - {{id: q, type: db_query, inputs: {{resource: db, sql: "SELECT 1 AS one"}}}}
+    """)
+    first = json.loads(cli("run", str(flow), "--json").stdout)
+    assert first["status"] == "FAILED"
+    run_id = first["run_id"]
+    day = time.strftime("%Y-%m-%d", time.gmtime(_show(cli, run_id)["run"]["created_at"]))
+    started = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(_show(cli, run_id)["run"]["created_at"]))
+    assert said.read_text().splitlines() == [f"{run_id} 1 {day} {started} {run_id}"]
+    assert (tmp_path / f"db-{day}-1.sqlite").exists()
+    db = sqlite3.connect(home / "state.db")  # as if it had started on 2 January 2020
+    with db:
+        db.execute("UPDATE runs SET created_at = ? WHERE run_id = ?", (1577959200.0, run_id))
+    db.close()
+    gate.touch()
+    res = cli("resume", run_id)
+    assert res.exit_code == 0, res.stderr
+    assert said.read_text().splitlines()[1] == f"{run_id} 2 2020-01-02 2020-01-02T10:00:00+00:00 {run_id}"
+    assert (tmp_path / "db-2020-01-02-2.sqlite").exists()  # the resumed attempt's resource, opened by second.q
