@@ -145,13 +145,13 @@ class HeldLocks:
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._held: dict[str, Any] = {}
+        self._held: dict[str, Lock] = {}
 
-    def add(self, key: str, lock: Any) -> None:
+    def add(self, key: str, lock: Lock) -> None:
         with self._guard:
             self._held[key] = lock
 
-    def take(self, key: str) -> Any:
+    def take(self, key: str) -> Lock | None:
         with self._guard:
             return self._held.pop(key, None)
 
@@ -159,7 +159,7 @@ class HeldLocks:
         with self._guard:
             return key in self._held
 
-    def take_all(self) -> list[Any]:
+    def take_all(self) -> list[Lock]:
         with self._guard:
             held, self._held = list(self._held.values()), {}
         return held

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aetherflow import template
 from aetherflow.context import RUN_TIMEOUT
@@ -47,6 +47,9 @@ from aetherflow.model import (
 from aetherflow.state.store import StepRecord, StepWrite, WaitRecord
 from aetherflow.workspace import JobWorkspace, ensure, job_workspace
 
+if TYPE_CHECKING:
+    from aetherflow.expressions import Expr
+
 __all__ = ["CANCEL_POLL_SECONDS", "WHEN_FALSE", "CancelCheck", "JobRunner", "when"]
 
 CANCEL_POLL_SECONDS = 0.05
@@ -55,7 +58,7 @@ CANCEL_POLL_SECONDS = 0.05
 WHEN_FALSE = "condition false"
 
 
-def when(expr: Any, scope: Mapping[str, Any]) -> bool:
+def when(expr: Expr, scope: Mapping[str, Any]) -> bool:
     from aetherflow import expressions  # only flows with `when` import it
 
     return bool(expressions.evaluate(expr, scope))

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aetherflow.errors import Issue, Location, SpecError
 from aetherflow.model import FlowSpec
+
+if TYPE_CHECKING:
+    from aetherflow.spec.schema import SchemaValidator
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +61,10 @@ def load_flow(
     path: str,
     *,
     raw: bytes | None = None,
-    validator: Any = None,
+    validator: SchemaValidator | None = None,
     parsed: tuple[Any, Any] | None = None,
 ) -> LoadedFlow:
-    """Load, schema-check and build a flow. ``validator`` is a ``SchemaValidator`` to reuse.
+    """Load, schema-check and build a flow. ``validator``: the flow schema's validator to reuse.
     ``parsed``: the ``(data, positions)`` ``load_yaml`` returned for these exact bytes, known to
     pass the shipped flow schema (the validation cache, ``spec/cache.py``): neither the YAML
     parse nor the schema check runs (nor are yaml and jsonschema imported); the flow is still
