@@ -34,7 +34,8 @@ from aetherflow.api import (
 )
 from aetherflow.steps._paths import workspace_path
 
-_RESOURCE = {"type": "string", "minLength": 1, "description": "Name of a db resource (resources: section)."}
+#: the `resource` input of the db steps (db_query, db_extract, db_load)
+RESOURCE_INPUT = {"type": "string", "minLength": 1, "description": "Name of a db resource (resources: section)."}
 _SQL = {"type": "string", "minLength": 1, "description": "The SQL statement, in the driver's placeholder style."}
 _PARAMS = {
     "type": ["array", "object", "null"],
@@ -90,7 +91,7 @@ def sql_connector(ctx: StepContext, resource: str) -> Any:
     inputs_schema={
         "type": "object",
         "properties": {
-            "resource": _RESOURCE,
+            "resource": RESOURCE_INPUT,
             "sql": _SQL,
             "params": _PARAMS,
             "max_rows": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 1000,
@@ -141,7 +142,7 @@ class _HashingWriter:
     inputs_schema={
         "type": "object",
         "properties": {
-            "resource": _RESOURCE,
+            "resource": RESOURCE_INPUT,
             "sql": _SQL,
             "params": _PARAMS,
             "output": {"type": "string", "minLength": 1,

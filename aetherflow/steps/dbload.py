@@ -44,10 +44,9 @@ from aetherflow.api import (
     StepResult,
     register_step,
 )
-from aetherflow.steps.data import (  # what db_extract writes, and how a resource is named
-    _RESOURCE,
-    FORMATS,
-)
+
+# what db_extract writes, and how a resource is named
+from aetherflow.steps.data import FORMATS, RESOURCE_INPUT
 
 _EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 MAX_LINE_CHARS = 16 * 1024 * 1024
@@ -60,7 +59,7 @@ Row = tuple[int, list[Any]]  # (line number in the file, values in file-column o
     inputs_schema={
         "type": "object",
         "properties": {
-            "resource": _RESOURCE,
+            "resource": RESOURCE_INPUT,
             "table": {"type": "string", "minLength": 1,
                       "description": "The table (name or schema.name), used exactly as written (quoted)."},
             "input": {"type": "string", "minLength": 1,
