@@ -18,9 +18,11 @@ from support import step_doc
 def test_installed_package_with_a_noop_register(af, reference, shown, tmp_path: Path) -> None:
     src = reference("entry_point_package")
     target = tmp_path / "target"
-    # pip builds the package (hatchling) and installs it into target only, with its metadata
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
-                           "--target", str(target), str(src)], capture_output=True, text=True, timeout=300,
+    # pip builds the package with the hatchling of this environment (the dev extra), without build
+    # isolation, so nothing is downloaded, and installs it into target only, with its metadata
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--no-index", "--disable-pip-version-check", "--target", str(target), str(src)],
+                          capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PIP_NO_INPUT": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (target / "acme_core_plugin").is_dir() and list(target.glob("acme_core_plugin-1.2.0.dist-info"))
