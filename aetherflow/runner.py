@@ -316,6 +316,7 @@ class Runner:
                 return RunOutcome(run_id=run_id, flow_id=flow.id, status="DRY_RUN", store=public_location(location),
                                   plan=describe(plan, flow))
             resources = prepared.resources()
+            root = workspace_root(self.settings, flow, prepared.env)  # a missing value: exit 2, no store opened
             store = opened = opened or self.open_store(location, mask=prepared.redactor.mask)
             store.set_mask(prepared.redactor.mask)
             self.catalog.remember(store.location)
@@ -338,7 +339,7 @@ class Runner:
                 attempt=1,
                 plugin_paths=tuple(str(Path(p).absolute()) for p in self.settings.plugin_paths),
                 selected_jobs=tuple(req.jobs) if req.jobs else (),
-                workspace_root=str(workspace_root(self.settings, flow, prepared.env)),
+                workspace_root=str(root),
                 profile=req.profile,
                 tags=flow.tags,
                 flow_metadata=flow.metadata,
