@@ -1,6 +1,7 @@
-"""The example plugin's tests, run as `.ci/run` runs them, leave the repository as they found
-it: their flows, stores and files live in temporary directories, and bytecode goes to the
-PYTHONPYCACHEPREFIX that .ci/run sets outside the checkout."""
+"""The example plugin's tests leave the repository as they found it: their flows, stores and
+files live in temporary directories; run by `.ci/run`, bytecode goes to the PYTHONPYCACHEPREFIX it
+sets outside the checkout, and run directly, with no such variable, the plugin's own pytest
+configuration puts it there and keeps no pytest cache."""
 
 from __future__ import annotations
 
@@ -32,15 +33,19 @@ def test_ci_run_puts_bytecode_outside_the_checkout() -> None:
 
 
 def test_example_plugin_tests_write_nothing_into_the_repository(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTEST_ADDOPTS")}
-    env["PYTHONPYCACHEPREFIX"] = str(tmp_path / "pycache")  # what .ci/run exports
+    """Run as a developer would, in the plugin's directory with its own configuration, without
+    PYTHONPYCACHEPREFIX or PYTHONDONTWRITEBYTECODE."""
+    plugin = ROOT / "plugins" / "aetherflow-example"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "PYTEST_ADDOPTS")}
+    env["TMPDIR"] = str(tmp_path)  # where the plugin's configuration puts bytecode: $TMPDIR/aetherflow-pycache-UID
     before = _tree()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:xdist", str(ROOT / "plugins" / "aetherflow-example" / "tests")],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600,
-    )
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:xdist"],
+                          capture_output=True, text=True, env=env, cwd=plugin, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout  # the installed package was tested
     after = _tree()
     assert sorted(set(after) - set(before)) == []
     assert sorted(p for p in before if p in after and after[p] != before[p] and "/" in p) == []
-    assert list((tmp_path / "pycache").rglob("test_example_plugin*.pyc"))  # the bytecode went there
+    prefix = tmp_path / f"aetherflow-pycache-{os.getuid()}"
+    assert list(prefix.rglob("test_example_plugin*.pyc"))  # the bytecode went there
