@@ -584,16 +584,35 @@ def test_named_locks_exclude_other_clients(stores: Stores) -> None:
     lb.release()  # releasing a lock not held does nothing
 
 
+def _inside(thread: threading.Thread, method: Callable[..., object]) -> bool:
+    """``thread`` is running ``method`` (a bound method: that object's, not another's)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    code, owner = method.__func__.__code__, method.__self__  # type: ignore[attr-defined]
+    while frame is not None:
+        if frame.f_code is code and frame.f_locals.get("self") is owner:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def test_a_lock_waits_for_its_holder(stores: Stores) -> None:
+    """The holder releases while the waiter is inside ``acquire(30)`` (seen in its stack, not
+    guessed from a delay), and the waiter gets the lock."""
     a, b = stores(), stores()
-    la = a.lock("flow:f")
+    la, lb = a.lock("flow:f"), b.lock("flow:f")
     assert la.acquire(0)
-    timer = threading.Timer(0.3, la.release)
-    timer.start()
+    assert not lb.acquire(0)  # held: a try without waiting fails
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(lb.acquire(30)), daemon=True)
+    waiter.start()
     try:
-        assert b.lock("flow:f").acquire(30)
+        wait_until(lambda: _inside(waiter, lb.acquire), what="the waiter to be in acquire()")
+        assert got == []  # it waits: the holder still has the lock
     finally:
-        timer.cancel()
+        la.release()
+        waiter.join(60)
+    assert got == [True] and lb.is_held
+    lb.release()
 
 
 def test_a_dead_holders_lock_is_free_and_its_run_shows_crashed(stores: Stores, location: str) -> None:
