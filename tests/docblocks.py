@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: docs/cli.md is generated from --help (tests/contract/test_cli_reference.py keeps it exact)
+#: docs/cli.md is the commands' --help (tests/contract/test_cli_reference.py keeps it exact); its
+#: blocks are help texts, and the Example: line of each is run by test_help_example_runs
 DOCS = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "cli.md")]
 
 _FENCE = re.compile(r"^```([A-Za-z0-9_-]*)[ \t]*$")

@@ -289,7 +289,7 @@ def explain_cmd(
 ) -> None:
     """Show every resolved resource value and where it comes from (secrets masked).
 
-    Example: aetherflow explain flows/daily.yaml --profile prod
+    Example: aetherflow explain flows/etl_sqlite.yaml --param db=/srv/shop.db
     """
     from aetherflow import render
     from aetherflow.doctor import explain

@@ -16,6 +16,9 @@ says it shows is checked (see tests/docblocks.py for how a block is found and ho
   block talks about (a failed run for the recovery playbook, a waiting run for events).
 * ``crontab`` entries: run as cron would, with only the crontab's variables, after mapping its
   example paths to this test's; aetherflow must be named by its absolute path.
+* ``Example:`` lines of every command's --help (docs/cli.md is made of these helps): each runs
+  as typed, in a copy of the repository's flows/ with a fresh home, after EXAMPLE_SETUP made the
+  run or the files it names.
 """
 
 from __future__ import annotations
@@ -469,15 +472,21 @@ def _run_command(s: Session, command: str, comment: str) -> subprocess.Completed
         if s.run_id:
             part = part.replace("<run_id>", s.run_id)
             part = re.sub(r"\bRUN_ID\b", s.run_id, part)
-        argv = shlex.split(part)
+        argv = [s.env["HOME"] + w[1:] if w == "~" or w.startswith("~/") else w for w in shlex.split(part)]
         env: dict[str, str] = {}
         while argv and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", argv[0]):
             k, _, v = argv.pop(0).partition("=")
             env[k] = v
+        redirect = None
+        if ">" in argv:  # COMMAND > FILE
+            at = argv.index(">")
+            argv, redirect = argv[:at], argv[at + 1]
         if any(tuple(argv[:len(p)]) == p for p in INSTALL):
             continue  # .ci/run installs and tests; a test cannot install from the network
         if argv[0] in ("aetherflow", ".venv/bin/aetherflow"):
             last = s.aetherflow(*argv[1:], env=env, expect=expect)
+            if redirect:
+                (s.cwd / redirect).write_text(last.stdout, encoding="utf-8")
             s.log.append(part)
             s.run_id = s.newest_run() or s.run_id
         elif argv[0] == "sqlite3":
@@ -610,6 +619,131 @@ def test_the_readme_first_command_runs_quietly_without_v(tmp_path: Path) -> None
     assert quiet.stdout == "" and quiet.stderr == ""
     loud = s.aetherflow("run", "flows/daily.yaml", "-v")
     assert "done   report.extract SUCCESS" in loud.stderr
+
+
+# ------------------------------------------------------------------------------ --help examples
+
+
+def help_examples() -> list[tuple[str, str]]:
+    """(command, example) of every ``Example:`` line in the --help of every command and group
+    (docs/cli.md is made of these helps: tests/contract/test_cli_reference.py)."""
+    import typer.main
+
+    from aetherflow.cli.app import app
+
+    found: list[tuple[str, str]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        for line in (command.help or "").splitlines():
+            if line.strip().startswith("Example:"):
+                found.append((" ".join(path) or "aetherflow", line.strip().removeprefix("Example:").strip()))
+        for name, sub in sorted((getattr(command, "commands", None) or {}).items()):
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+EXAMPLE_RUN_ID = "20261122T031500-a1b2c3"
+
+
+def _example_run(s: Session) -> None:
+    s.aetherflow("run", "flows/daily.yaml", "--run-id", EXAMPLE_RUN_ID)
+
+
+def _example_waiting_run(s: Session) -> None:
+    s.aetherflow("run", "flows/order_approval.yaml", "--key", "order42", "--run-id", EXAMPLE_RUN_ID)
+
+
+def _example_failed_sales_run(s: Session) -> None:
+    s.write("flows/sales_load.yaml", "version: 1\nflow: {id: sales_load, tags: [sales]}\njobs:\n  - id: load\n    steps:\n"
+            "      - {id: copy, type: external.process, inputs: {command: [sh, -c, 'exit 3']}}\n")
+    s.aetherflow("run", "flows/sales_load.yaml", expect=1)
+
+
+def _example_retried_fetch(s: Session) -> None:
+    marker = s.tmp / "fetched-once"
+    s.write("flows/fetch.yaml", f"""version: 1
+flow: {{id: fetch}}
+jobs:
+  - id: extract
+    steps:
+      - id: fetch
+        type: external.process
+        retry: {{max_attempts: 2, backoff: constant, initial_delay_seconds: 0}}
+        inputs: {{command: [sh, -c, 'if test -e {marker}; then echo fetched; else touch {marker}; echo "not yet" >&2; exit 1; fi']}}
+""")
+    s.aetherflow("run", "flows/fetch.yaml")
+
+
+def _example_stores(s: Session) -> None:
+    for store in ("state.db", "~/.local/state/aetherflow/state.db"):
+        s.aetherflow("run", "flows/daily.yaml", "--state", store.replace("~", s.env["HOME"]))
+
+
+#: example -> what it needs before it runs (its run, its files)
+EXAMPLE_SETUP: dict[str, Callable[[Session], None]] = {
+    f"aetherflow runs show {EXAMPLE_RUN_ID} --history": _example_run,
+    f"aetherflow cancel {EXAMPLE_RUN_ID} --reason \"bad input file\"": _example_waiting_run,
+    f"aetherflow resume {EXAMPLE_RUN_ID} --event approved --data '{{\"by\": \"ops\"}}'": _example_waiting_run,
+    "aetherflow runs list --status FAILED": _example_failed_sales_run,
+    "aetherflow runs list --status FAILED --tag sales --limit 5": _example_failed_sales_run,
+    "aetherflow runs logs last extract.fetch --attempt 2": _example_retried_fetch,
+    "aetherflow store copy state.db postgresql://aetherflow@db.example/ops": _example_stores,
+    "aetherflow store copy ~/.local/state/aetherflow/state.db postgresql://aetherflow@db.example:5432/ops":
+        _example_stores,
+}
+
+#: example -> a line its output must hold (``{run_id}``: the session's newest run)
+EXAMPLE_SHOWS: dict[str, str] = {
+    "aetherflow runs list --status FAILED": "sales_load",
+    "aetherflow runs list --status FAILED --tag sales --limit 5": "sales_load",
+    "aetherflow runs logs last extract.fetch --attempt 2": "fetched",
+    f"aetherflow runs show {EXAMPLE_RUN_ID} --history": f"run {EXAMPLE_RUN_ID}  flow daily_sales  SUCCESS",
+    "aetherflow steps show external.process": "external.process",
+    "aetherflow graph flows/daily.yaml --format mermaid": "j_probe --> j_report",
+    "aetherflow explain flows/etl_sqlite.yaml --param db=/srv/shop.db":
+        "config.path = /srv/shop.db  <- flow resource via params.db",
+}
+
+HELP_EXAMPLES = help_examples()
+
+
+@pytest.mark.parametrize(("command", "example"), HELP_EXAMPLES, ids=[f"{c}: {e}" for c, e in HELP_EXAMPLES])
+def test_help_example_runs(command: str, example: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Every --help ``Example:`` runs and exits 0, as typed in a copy of the repository's flows/
+    with a fresh home; a run id or a file it names is made first (EXAMPLE_SETUP), and a database
+    server it names is a PostgreSQL store of the test server's (skipped, saying why, without one)."""
+    s = Session(tmp_path, "cli.md")
+    if "postgresql://" in example:
+        url = re.search(r"postgresql://\S+", example)
+        assert url is not None
+        s.names = {url.group(0): request.getfixturevalue("pg_store_url")()}
+    if example in EXAMPLE_SETUP:
+        EXAMPLE_SETUP[example](s)
+    res = _run_command(s, example, "")
+    assert res is not None, f"{command}: its example runs no aetherflow command"
+    if example in EXAMPLE_SHOWS:
+        assert EXAMPLE_SHOWS[example] in res.stdout, res.stdout
+    if "> flow.schema.json" in example:
+        assert json.loads((s.cwd / "flow.schema.json").read_text())["$schema"].startswith("https://json-schema.org/")
+    if "store copy" in example:  # the copy holds the runs of the store it was made from
+        copied = json.loads(s.aetherflow("runs", "list", "--state", s.names[next(iter(s.names))], "--json").stdout)
+        assert len(copied["runs"]) == 1, copied
+
+
+def test_every_command_has_a_help_example() -> None:
+    commands = {c for c, _ in HELP_EXAMPLES}
+    import typer.main
+
+    from aetherflow.cli.app import app
+
+    def names(command: Any, path: list[str]) -> list[str]:
+        subs = getattr(command, "commands", None) or {}
+        return [" ".join(path) or "aetherflow"] + [n for k, sub in subs.items() for n in names(sub, [*path, k])]
+
+    missing = sorted(set(names(typer.main.get_command(app), [])) - commands)
+    assert not missing, f"--help without an Example: line: {missing}"
 
 
 # ------------------------------------------------------------------------------ crontab
