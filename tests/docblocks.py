@@ -6,6 +6,13 @@ why; opting out is meant to be rare:
 
     <!-- doc-test: skip: REASON -->            not executed at all
     <!-- doc-test: validate-only: REASON -->   a flow that is validated, not run
+
+A block that shows no command's output and no file a command reads (a directory tree, a
+grammar, another program's configuration) says so, and the doc's text says so to the reader:
+
+    <!-- doc-test: illustrative: REASON -->
+
+A fence may be indented (a block inside a list item); its text is taken without the indentation.
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: blocks are help texts, and the Example: line of each is run by test_help_example_runs
 DOCS = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").glob("*.md") if p.name != "cli.md")]
 
-_FENCE = re.compile(r"^```([A-Za-z0-9_-]*)[ \t]*$")
-_MARKER = re.compile(r"^<!--\s*doc-test:\s*(skip|validate-only):\s*(.+?)\s*-->$")
+_FENCE = re.compile(r"^( *)```([A-Za-z0-9_-]*)[ \t]*$")
+_MARKER = re.compile(r"^<!--\s*doc-test:\s*(skip|validate-only|illustrative):\s*(.+?)\s*-->$")
 _SAVE_AS = re.compile(r"^Save it as `([^`]+)`")
 _EXPECT = re.compile(r"#\s*expect:\s*([a-z_]+\.[a-z0-9_]+)")
 
@@ -32,7 +39,7 @@ class Block:
     lang: str
     text: str
     line: int  # 1-based line of the opening fence
-    marker: str | None  # "skip" / "validate-only"
+    marker: str | None  # "skip" / "validate-only" / "illustrative"
     reason: str | None
     save_as: str | None  # "Save it as `NAME`" right after the block
 
@@ -66,9 +73,9 @@ def blocks(doc: Path) -> list[Block]:
         if not m:
             i += 1
             continue
-        start = i
+        start, indent = i, m.group(1)
         j = i + 1
-        while j < len(lines) and lines[j].rstrip() != "```":
+        while j < len(lines) and lines[j].rstrip() != indent + "```":
             j += 1
         marker = reason = None
         k = start - 1
@@ -80,8 +87,9 @@ def blocks(doc: Path) -> list[Block]:
         while n < len(lines) and not lines[n].strip():
             n += 1
         save = _SAVE_AS.match(lines[n]) if n < len(lines) else None
-        out.append(Block(doc.name, len(out), m.group(1), "\n".join(lines[start + 1:j]) + "\n", start + 1,
-                         marker, reason, save.group(1) if save else None))
+        text = "\n".join(line.removeprefix(indent) for line in lines[start + 1:j]) + "\n"
+        out.append(Block(doc.name, len(out), m.group(2), text, start + 1, marker, reason,
+                         save.group(1) if save else None))
         i = j + 1
     return out
 
