@@ -17,6 +17,14 @@ def _show(cli, run_id: str) -> dict:
     return json.loads(res.stdout)
 
 
+def _as_if_started_on_2_january_2020(home: Path, run_id: str) -> None:
+    """The run's recorded start becomes 2 January 2020, 10:00 UTC."""
+    db = sqlite3.connect(home / "state.db")
+    with db:
+        db.execute("UPDATE runs SET created_at = ? WHERE run_id = ?", (1577959200.0, run_id))
+    db.close()
+
+
 def test_daily_flow_names_its_file_after_the_run_date(cli, home: Path) -> None:
     res = cli("run", str(ROOT / "flows" / "daily.yaml"), "--json")
     doc = json.loads(res.stdout)
@@ -51,11 +59,7 @@ def test_run_date_comes_from_the_recorded_start_on_resume(cli, home: Path, write
     run_id = first["run_id"]
     started = _show(cli, run_id)["run"]["created_at"]
     day_of_first_run = time.strftime("%Y-%m-%d", time.gmtime(started))
-    # pretend the run started on 2 January 2020, 10:00 UTC: a resume must render that day
-    db = sqlite3.connect(home / "state.db")
-    with db:
-        db.execute("UPDATE runs SET created_at = ? WHERE run_id = ?", (1577959200.0, run_id))
-    db.close()
+    _as_if_started_on_2_january_2020(home, run_id)  # a resume must render that day
     gate.touch()
     res = cli("resume", run_id)
     assert res.exit_code == 0, res.stderr
@@ -96,10 +100,7 @@ def test_resources_and_flow_notifiers_get_the_whole_run_root(cli, home: Path, wr
     started = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(_show(cli, run_id)["run"]["created_at"]))
     assert said.read_text().splitlines() == [f"{run_id} 1 {day} {started} {run_id}"]
     assert (tmp_path / f"db-{day}-1.sqlite").exists()
-    db = sqlite3.connect(home / "state.db")  # as if it had started on 2 January 2020
-    with db:
-        db.execute("UPDATE runs SET created_at = ? WHERE run_id = ?", (1577959200.0, run_id))
-    db.close()
+    _as_if_started_on_2_january_2020(home, run_id)
     gate.touch()
     res = cli("resume", run_id)
     assert res.exit_code == 0, res.stderr
